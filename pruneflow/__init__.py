@@ -1,0 +1,1 @@
+"""pruneflow: reproducible pruning pipelines."""

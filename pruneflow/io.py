@@ -1,0 +1,181 @@
+"""File I/O every step shares: atomic writes, content hashes, checked Parquet and safetensors.
+
+Nothing is ever written under its final name until it is complete: writers produce a temporary
+sibling and ``os.replace`` it into place, so a crash, a full disk or a kill leaves either the old
+file or the new one, never half of one. Readers turn a missing, truncated or malformed file into
+a :class:`PruneflowError` that names the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from pruneflow.errors import PruneflowError
+
+_HASH_CHUNK = 1 << 20
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``final``; on success move it into place atomically.
+
+    Works for files and directories. On any exception the temporary is removed and ``final``
+    is left as it was.
+    """
+    final = Path(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PruneflowError(f"cannot create folder {final.parent}: {exc.strerror}") from exc
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    tmp.unlink()  # the writer creates it, as a file or a directory
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise PruneflowError(f"writer produced nothing for {final}")
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException as exc:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, PruneflowError):
+            raise PruneflowError(f"cannot write {final}: {exc.strerror or exc}") from exc
+        raise
+
+
+def file_hash(path: str | os.PathLike[str]) -> str:
+    """Content hash (BLAKE2b, 16 bytes, hex) of a file, or of a directory's files and names."""
+    path = Path(path)
+    h = hashlib.blake2b(digest_size=16)
+    if path.is_dir():
+        for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(sub.relative_to(path).as_posix().encode())
+            h.update(file_hash(sub).encode())
+        return h.hexdigest()
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(_HASH_CHUNK):
+                h.update(chunk)
+    except FileNotFoundError as exc:
+        raise PruneflowError(f"missing file {path}") from exc
+    return h.hexdigest()
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise PruneflowError(f"missing file {path}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PruneflowError(f"corrupt JSON file {path}: {exc}") from exc
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy / torch scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return obj.as_posix()
+    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def write_parquet(
+    path: str | os.PathLike[str],
+    frame: pd.DataFrame,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write ``frame`` atomically; ``metadata`` goes into the file's key-value metadata as JSON."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if metadata:
+        merged = dict(table.schema.metadata or {})
+        merged[b"pruneflow"] = json.dumps(dict(metadata), sort_keys=True, default=_json_default)
+        table = table.replace_schema_metadata(merged)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return Path(path)
+
+
+def read_parquet(
+    path: str | os.PathLike[str], columns: Mapping[str, str] | None = None
+) -> pd.DataFrame:
+    """Read a Parquet table and check it has ``columns`` (name -> pandas dtype kind letters).
+
+    The dtype check uses ``dtype.kind``: e.g. ``"iu"`` for integers, ``"f"`` for floats,
+    ``"b"`` for booleans, ``"O"`` for strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PruneflowError(f"missing Parquet file {path}")
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise PruneflowError(f"corrupt or truncated Parquet file {path}: {exc}") from exc
+    for name, kinds in (columns or {}).items():
+        if name not in frame.columns:
+            raise PruneflowError(
+                f"{path} has no column '{name}' (columns: {', '.join(frame.columns)})"
+            )
+        kind = frame[name].dtype.kind
+        if kind not in kinds:
+            raise PruneflowError(
+                f"{path}: column '{name}' has dtype {frame[name].dtype}, expected kind {kinds!r}"
+            )
+    return frame
+
+
+def parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON metadata written by :func:`write_parquet` (empty if there is none)."""
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise PruneflowError(f"corrupt or truncated Parquet file {path}: {exc}") from exc
+    raw = meta.get(b"pruneflow")
+    return json.loads(raw) if raw else {}
+
+
+def save_tensors(
+    path: str | os.PathLike[str],
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Save tensors as safetensors, atomically (contiguous CPU copies are made as needed)."""
+    clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata=dict(metadata) if metadata else None)
+    return Path(path)
+
+
+def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise PruneflowError(f"missing safetensors file {path}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PruneflowError(f"corrupt or truncated safetensors file {path}: {exc}") from exc

@@ -1,0 +1,5 @@
+"""Model zoo: architectures by name and the ordered list of their prunable layers."""
+
+from pruneflow.models.zoo import MODEL_NAMES, build, prunable_layers
+
+__all__ = ["MODEL_NAMES", "build", "prunable_layers"]
