@@ -1,0 +1,1 @@
+"""Prefect flows: composition of tasks only (which tasks, in what order, with which params)."""

@@ -1,0 +1,17 @@
+"""The foundation flow: data -> label noise -> dense training -> evaluation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.common import run_task
+from tasks.data import prepare, train_dense
+
+
+@flow(name="dense", description="prepare data and noisy labels, train and evaluate the dense model")
+def dense(params: dict[str, Any]) -> list[dict[str, Any]]:
+    labels = run_task(prepare, params)
+    model = run_task(train_dense, params, upstream=[labels])
+    return [labels, model]

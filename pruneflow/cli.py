@@ -1,0 +1,198 @@
+"""The ``pruneflow`` command.
+
+  pruneflow run [all|dense]        run a flow (Prefect: cached, restartable) and print a summary
+  pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
+  pruneflow steps                  list the steps, the params keys they read and their outputs
+  pruneflow server start|stop|status   the reusable local Prefect server
+
+Every command takes ``--params FILE`` (default params.yaml) and repeatable
+``--set dotted.key=value`` overrides. A user-facing error is printed as one line and the
+command exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pruneflow import config
+from pruneflow.errors import PruneflowError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
+server_app = typer.Typer(no_args_is_help=True, help="The reusable local Prefect server.")
+app.add_typer(server_app, name="server")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="override: dotted.key=value (repeatable)")
+]
+FLOWS = ("all", "dense")
+
+
+def _code_root() -> Path:
+    """The folder holding flows/ and tasks/: the nearest one up from here, else the checkout.
+
+    Artifacts and pipeline state are always relative to the current folder; only the flows'
+    code is looked up here.
+    """
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "flows").is_dir() and (folder / "tasks").is_dir():
+            return folder
+    return Path(__file__).resolve().parent.parent
+
+
+def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except PruneflowError as exc:
+            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _load(params_file: Path, overrides: list[str] | None) -> config.Params:
+    """Validate params, and make the repository's flows/ and tasks/ importable."""
+    root = _code_root()
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return config.load(params_file, overrides or [])
+
+
+def _connect(params: config.Params) -> None:
+    from pruneflow.prefect_env import configure_environment, ensure_local_server
+    from pruneflow.steps.base import say, state_dir
+
+    configure_environment(state_dir())
+    mode = params.orchestration.server
+    if os.environ.get("PREFECT_API_URL") or mode == "ephemeral":
+        return
+    if mode == "local":
+        started = time.perf_counter()
+        url, fresh = ensure_local_server(state_dir())
+        if fresh:
+            say(f"  started Prefect server {url} in {time.perf_counter() - started:.1f} s "
+                "(reused by later runs; `pruneflow server stop` stops it)")
+        os.environ["PREFECT_API_URL"] = url
+    else:
+        os.environ["PREFECT_API_URL"] = mode
+
+
+def _summary(records: list[dict[str, Any]], wall: float) -> None:
+    console = Console()
+    steps = Table(title=f"pruneflow run: {wall:.1f} s")
+    for col in ("step", "status", "seconds"):
+        steps.add_column(col)
+    for r in records:
+        steps.add_row(r["step"], r.get("status", "?"), f"{r.get('seconds', 0.0):.2f}")
+    console.print(steps)
+    dense = next((r for r in records if r["step"] == "train_dense"), None)
+    data = next((r for r in records if r["step"] == "prepare"), None)
+    if dense and data:
+        m, d = dense["summary"], data["summary"]
+        res = Table(title="dense model: accuracy on noisy train labels, true train labels, "
+                    "val, clean test")
+        for col in ("data", "model", "noise", "fit noisy", "train true", "val", "test (clean)"):
+            res.add_column(col, justify="right")
+        res.add_row(
+            d["dataset"], dense["params"]["model.name"], f"{d['noise_rate_realised']:.0%}",
+            f"{m['train_noisy_acc']:.2%}", f"{m['train_true_acc']:.2%}", f"{m['val_acc']:.2%}",
+            f"{m['test_acc']:.2%}",
+        )
+        console.print(res)
+
+
+@app.command()
+@_user_errors
+def run(
+    target: Annotated[str, typer.Argument(help=f"which flow: {', '.join(FLOWS)}")] = "all",
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+) -> None:
+    """Run the pipeline as a Prefect flow (cached, restartable) and print a summary."""
+    if target not in FLOWS:
+        raise PruneflowError(f"unknown flow '{target}'; choose one of: {', '.join(FLOWS)}")
+    params = _load(params_file, overrides)
+    started = time.perf_counter()
+    _connect(params)
+    if target == "dense":
+        from flows.dense import dense as chosen
+    else:
+        from flows.pipeline import pipeline as chosen
+    records = chosen(params.model_dump(mode="json"))
+    _summary(records, time.perf_counter() - started)
+
+
+@app.command()
+@_user_errors
+def stage(
+    name: Annotated[str, typer.Argument(help="step name (see `pruneflow steps`)")],
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="recompute even when up to date")] = False,
+) -> None:
+    """Run one step directly, without Prefect (what each DVC stage calls)."""
+    from pruneflow.steps import STEPS
+
+    if name not in STEPS:
+        raise PruneflowError(f"unknown step '{name}'; choose one of: {', '.join(STEPS)}")
+    params = _load(params_file, overrides)
+    STEPS[name].run(params, force=force)
+
+
+@app.command()
+@_user_errors
+def steps(params_file: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None) -> None:
+    """List the pipeline steps, the params keys each reads and the files each writes."""
+    from pruneflow.steps import STEPS
+
+    params = _load(params_file, overrides)
+    table = Table()
+    for col in ("step", "reads", "writes"):
+        table.add_column(col)
+    for step in STEPS.values():
+        table.add_row(step.name, "\n".join(step.reads), "\n".join(map(str, step.outputs(params))))
+    Console().print(table)
+
+
+@server_app.command("start")
+@_user_errors
+def server_start() -> None:
+    """Start (or find) the local Prefect server and print its API URL."""
+    from pruneflow.prefect_env import ensure_local_server
+    from pruneflow.steps.base import state_dir
+
+    url, fresh = ensure_local_server(state_dir())
+    typer.echo(f"{'started' if fresh else 'running'}: {url}")
+
+
+@server_app.command("stop")
+@_user_errors
+def server_stop() -> None:
+    """Stop the local Prefect server started by pruneflow."""
+    from pruneflow.prefect_env import stop_local_server
+    from pruneflow.steps.base import state_dir
+
+    typer.echo("stopped" if stop_local_server(state_dir()) else "no server was running")
+
+
+@server_app.command("status")
+@_user_errors
+def server_status() -> None:
+    """Print the local Prefect server's URL, or say that none is running."""
+    from pruneflow.prefect_env import server_status as status
+    from pruneflow.steps.base import state_dir
+
+    url = status(state_dir())
+    typer.echo(url or "no server running")

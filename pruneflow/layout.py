@@ -1,0 +1,36 @@
+"""Where every artifact lives, as a function of params (one place, so nothing guesses paths).
+
+Models are keyed by data set and architecture (``models/<dataset>/<model>/``) rather than by
+architecture alone, so the SPDY, double-descent and CHEX pipelines can train the same
+architecture on different data without overwriting each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pruneflow.config import Params
+
+
+def artifacts(p: Params) -> Path:
+    return Path(p.paths.artifacts)
+
+
+def data_dir(p: Params) -> Path:
+    return artifacts(p) / "data" / p.data.dataset
+
+
+def labels_table(p: Params) -> Path:
+    return data_dir(p) / "labels.parquet"
+
+
+def model_dir(p: Params) -> Path:
+    return artifacts(p) / "models" / p.data.dataset / p.model.name
+
+
+def dense_checkpoint(p: Params) -> Path:
+    return model_dir(p) / "dense.safetensors"
+
+
+def metrics_file(p: Params, step: str) -> Path:
+    return Path(p.paths.metrics) / f"{step}.json"

@@ -1,0 +1,130 @@
+"""How pruneflow talks to Prefect: environment defaults and one reusable local server.
+
+A Prefect flow needs an API server. Without one, every process starts a temporary server
+(8-15 s on this 2-core machine, see shared/notes/orchestration.md), which a user would pay on
+every ``pruneflow run``. With ``orchestration.server: local`` (the default) the CLI starts one
+``prefect server start`` on a free loopback port the first time, records it in
+``.pruneflow/server.json``, and every later run reuses it while it answers. Stop it with
+``pruneflow server stop``. DVC stages never need a server: they run steps directly.
+
+This module only sets environment variables and starts a subprocess; it does not import Prefect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from pruneflow.errors import PruneflowError
+
+
+def configure_environment(state: Path) -> None:
+    """Prefect settings pruneflow relies on; a value the user already exported wins."""
+    defaults = {
+        "PREFECT_HOME": str((state / "prefect").resolve()),
+        # nothing may phone home: a firewall that drops packets would stall every run
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        # pruneflow prints one line per step; Prefect's INFO chatter would drown it
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        # a loaded 2-core machine can take longer than Prefect's 20 s default to start one
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+
+
+def healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as resp:
+            return resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _record(state: Path) -> Path:
+    return state / "server.json"
+
+
+def start_server(state: Path, timeout: float = 120.0) -> dict:
+    """Start ``prefect server start`` on a free loopback port; return its record once healthy."""
+    configure_environment(state)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    log_path = state / "prefect" / "server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    prefect_cli = Path(sys.executable).with_name("prefect")
+    command = [str(prefect_cli) if prefect_cli.exists() else "prefect", "server", "start",
+               "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, "PREFECT_API_URL": url},
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-800:]
+            raise PruneflowError(f"Prefect server exited with code {proc.returncode}: {tail}")
+        if healthy(url):
+            return {"url": url, "pid": proc.pid, "port": port, "log": str(log_path)}
+        time.sleep(0.25)
+    proc.terminate()
+    raise PruneflowError(f"Prefect server did not answer on {url} within {timeout:.0f} s "
+                         f"(log: {log_path})")
+
+
+def ensure_local_server(state: Path) -> tuple[str, bool]:
+    """The URL of this project's local server, starting it if none answers. (url, started)."""
+    state.mkdir(parents=True, exist_ok=True)
+    with open(state / "server.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # two CLIs starting at once share one server
+        record_path = _record(state)
+        if record_path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                record = json.loads(record_path.read_text())
+                if healthy(record["url"]):
+                    return record["url"], False
+        record = start_server(state)
+        record_path.write_text(json.dumps(record))
+        return record["url"], True
+
+
+def stop_local_server(state: Path) -> bool:
+    """Stop the recorded local server; False when none was running."""
+    record_path = _record(state)
+    if not record_path.exists():
+        return False
+    try:
+        record = json.loads(record_path.read_text())
+        os.killpg(record["pid"], signal.SIGTERM)
+        stopped = True
+    except (ValueError, OSError, KeyError):
+        stopped = False
+    record_path.unlink(missing_ok=True)
+    return stopped
+
+
+def server_status(state: Path) -> str | None:
+    """The recorded local server's URL if it answers, else None."""
+    with contextlib.suppress(ValueError, OSError, KeyError):
+        record = json.loads(_record(state).read_text())
+        if healthy(record["url"]):
+            return record["url"]
+    return None

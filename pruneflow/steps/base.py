@@ -1,0 +1,214 @@
+"""Pipeline steps: one unit of work with declared params, code, inputs and outputs.
+
+A :class:`Step` knows which dotted params keys it reads, which source files it runs, which
+files it reads and which it writes. From these it computes a *fingerprint*: a hash of the step's
+name, the values of its params keys, the content hashes of its input files and of its code.
+Equal fingerprints mean equal outputs (every random choice takes a seed from params).
+
+After computing, the step stores its outputs in a content-addressed *step cache*
+(``.pruneflow/stepcache/<fingerprint>/``, hard links, so no extra disk) with a small record of
+output hashes. Running a step whose fingerprint has a record:
+
+* outputs present with the recorded hashes -> nothing to do ("cached");
+* outputs missing or edited, but the cache copies intact -> relinked ("restored");
+* otherwise -> computed again.
+
+The Prefect task wrapper (``tasks/``) and ``pruneflow stage NAME`` (what DVC stages call) both
+go through :meth:`Step.run`, so the flow, DVC and a plain CLI call share one cache and one
+notion of up to date, and a DVC stage needs no Prefect server. DVC deletes a stage's outputs
+before it runs the stage; the step cache is what makes that rerun cheap.
+
+This module imports no Prefect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pruneflow
+from pruneflow.config import Params
+from pruneflow.errors import PruneflowError
+from pruneflow.io import atomic_path, file_hash, read_json, write_json
+
+CODE_ROOT = Path(pruneflow.__file__).resolve().parent.parent
+STATE_DIR_NAME = ".pruneflow"
+_FORMAT = 1  # bump to invalidate every cached step after a change to this scheme
+
+Record = dict[str, Any]
+
+
+def state_dir() -> Path:
+    """Where pipeline state (step cache, Prefect home, server record) lives: ./.pruneflow."""
+    return Path(os.environ.get("PRUNEFLOW_STATE_DIR", STATE_DIR_NAME))
+
+
+def code_hash(paths: tuple[str, ...]) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    for rel in sorted(paths):
+        path = CODE_ROOT / rel
+        if not path.exists():
+            raise PruneflowError(f"step code {rel} not found under {CODE_ROOT}")
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        for f in files:
+            h.update(f.relative_to(CODE_ROOT).as_posix().encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _stat_key(path: Path) -> list[int] | None:
+    if not path.is_file():
+        return None
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=_link_file)
+    else:
+        _link_file(src, dst)
+
+
+def _link_file(src: str | Path, dst: str | Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or links not allowed: a real copy
+        shutil.copy2(src, dst)
+
+
+def say(message: str) -> None:
+    """One progress line per step on stderr (stdout stays for tables and results)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Step:
+    """A pipeline step. ``compute(params)`` writes every path of ``outputs(params)`` (atomically)
+    and returns a small JSON-serializable summary (metrics, counts)."""
+
+    name: str
+    reads: tuple[str, ...]
+    code: tuple[str, ...]
+    inputs: Callable[[Params], list[Path]]
+    outputs: Callable[[Params], list[Path]]
+    compute: Callable[[Params], dict[str, Any]]
+    description: str = ""
+
+    def params_subset(self, params: Params) -> dict[str, Any]:
+        return {key: params.get(key) for key in self.reads}
+
+    def fingerprint(self, params: Params) -> str:
+        missing = [str(p) for p in self.inputs(params) if not p.exists()]
+        if missing:
+            raise PruneflowError(
+                f"step '{self.name}' needs {', '.join(missing)}: run the step that makes it first"
+            )
+        payload = {
+            "format": _FORMAT,
+            "step": self.name,
+            "params": self.params_subset(params),
+            "inputs": {str(p): file_hash(p) for p in self.inputs(params)},
+            "code": code_hash(self.code),
+            "outputs": [str(p) for p in self.outputs(params)],
+        }
+        blob = json.dumps(payload, sort_keys=True, default=str).encode()
+        return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+    def _entry(self, fingerprint: str) -> Path:
+        return state_dir() / "stepcache" / f"{self.name}-{fingerprint}"
+
+    def _outputs_match(self, record: Record) -> bool:
+        for out in record["outputs"]:
+            path = Path(out["path"])
+            if not path.exists():
+                return False
+            if out.get("stat") is not None and _stat_key(path) == out["stat"]:
+                continue  # unchanged since hashed: skip re-reading it
+            if file_hash(path) != out["hash"]:
+                return False
+        return True
+
+    def _cached_record(self, fingerprint: str) -> Record | None:
+        record_path = self._entry(fingerprint) / "record.json"
+        if not record_path.exists():
+            return None
+        try:
+            return read_json(record_path)
+        except PruneflowError:
+            return None  # a damaged cache entry is a miss, never an error
+
+    def cache_key(self, params: Params) -> str | None:
+        """A key for an orchestrator's result cache, or None when a cached result would lie.
+
+        None when the inputs are missing, or when this fingerprint was computed before but the
+        outputs on disk no longer match it (deleted or edited by hand): then the step must run.
+        A fingerprint never computed gets its key, so the result of this run is stored under it.
+        """
+        try:
+            fingerprint = self.fingerprint(params)
+        except PruneflowError:
+            return None
+        record = self._cached_record(fingerprint)
+        if record is not None and not self._outputs_match(record):
+            return None
+        return f"{self.name}-{fingerprint}"
+
+    def _restore(self, fingerprint: str, record: Record) -> bool:
+        entry = self._entry(fingerprint)
+        for i, out in enumerate(record["outputs"]):
+            cached = entry / str(i)
+            if not cached.exists() or file_hash(cached) != out["hash"]:
+                return False
+        for i, out in enumerate(record["outputs"]):
+            with atomic_path(out["path"]) as tmp:
+                _link_or_copy(entry / str(i), tmp)
+        return True
+
+    def _store(self, fingerprint: str, record: Record) -> None:
+        entry = self._entry(fingerprint)
+        with atomic_path(entry) as tmp:
+            tmp.mkdir()
+            for i, out in enumerate(record["outputs"]):
+                _link_or_copy(Path(out["path"]), tmp / str(i))
+            write_json(tmp / "record.json", record)
+
+    def run(self, params: Params, force: bool = False) -> Record:
+        """Bring this step's outputs up to date; returns the step's record (with ``status``)."""
+        fingerprint = self.fingerprint(params)
+        started = time.perf_counter()
+        record = None if force else self._cached_record(fingerprint)
+        if record is not None and self._outputs_match(record):
+            say(f"  = {self.name}: up to date")
+            return {**record, "status": "cached", "seconds": time.perf_counter() - started}
+        if record is not None and self._restore(fingerprint, record):
+            say(f"  = {self.name}: restored from the step cache")
+            return {**record, "status": "restored", "seconds": time.perf_counter() - started}
+        say(f"  > {self.name}: running")
+        summary = self.compute(params)
+        outputs = []
+        for path in self.outputs(params):
+            if not path.exists():
+                raise PruneflowError(f"step '{self.name}' did not write its output {path}")
+            outputs.append({"path": str(path), "hash": file_hash(path), "stat": _stat_key(path)})
+        seconds = time.perf_counter() - started
+        record = {
+            "step": self.name,
+            "fingerprint": fingerprint,
+            "params": self.params_subset(params),
+            "outputs": outputs,
+            "summary": summary,
+            "compute_seconds": seconds,
+        }
+        self._store(fingerprint, record)
+        say(f"  + {self.name}: done in {seconds:.1f} s")
+        return {**record, "status": "computed", "seconds": seconds}

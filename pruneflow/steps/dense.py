@@ -1,0 +1,78 @@
+"""Step ``train_dense``: train the dense model on the noisy labels, evaluate it, checkpoint it.
+
+Writes ``dense.safetensors`` + ``dense.json`` (architecture, params, metrics, seed) and the DVC
+metrics file ``metrics/train_dense.json``. Test accuracy is always on clean labels; the training
+split is scored both on the noisy labels it was trained on (how well it memorised the noise)
+and on the true labels.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from pruneflow import layout
+from pruneflow.checkpoint import save_checkpoint, sidecar
+from pruneflow.config import Params
+from pruneflow.io import write_json
+from pruneflow.runtime import configure, progress_enabled
+from pruneflow.steps.base import Step
+from pruneflow.steps.data import load_data, read_labels
+from pruneflow.train import evaluate, seeded_build, train
+
+
+def _compute(p: Params) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    frame, meta = read_labels(p)
+    data = load_data(p)
+    split = frame["split"].to_numpy()
+    noisy, true = frame["label"].to_numpy(), frame["true_label"].to_numpy()
+    train_idx = np.flatnonzero(split == "train")
+    model = seeded_build(p.model.name, data.num_classes, data.in_shape, p.train.seed)
+    started = time.perf_counter()
+    history = train(model, data, train_idx, noisy, p.train, progress_enabled(p.runtime.progress),
+                    description=f"dense {p.model.name}")
+    seconds = time.perf_counter() - started
+    metrics: dict[str, Any] = {"train_seconds": round(seconds, 3), "epochs": p.train.epochs}
+    for name, idx, labels in (
+        ("train_noisy", train_idx, noisy),
+        ("train_true", train_idx, true),
+        ("val", np.flatnonzero(split == "val"), true),
+        ("test", np.flatnonzero(split == "test"), true),
+    ):
+        loss, acc = evaluate(model, data, idx, labels)
+        metrics[f"{name}_acc"], metrics[f"{name}_loss"] = acc, loss
+    noisy_train = train_idx[frame["is_noisy"].to_numpy()[train_idx]]
+    metrics["memorised_noise"] = evaluate(model, data, noisy_train, noisy)[1] if noisy_train.size else None
+    arch = {"name": p.model.name, "num_classes": data.num_classes, "in_shape": list(data.in_shape)}
+    save_checkpoint(
+        layout.dense_checkpoint(p),
+        model,
+        arch,
+        {
+            "params": {"train": p.train.model_dump(), "noise": meta.get("noise"),
+                       "dataset": p.data.dataset},
+            "metrics": metrics,
+            "history": {"loss": history.loss, "acc": history.acc},
+            "seed": p.train.seed,
+        },
+    )
+    write_json(layout.metrics_file(p, "train_dense"), metrics)
+    return metrics
+
+
+TRAIN_DENSE = Step(
+    name="train_dense",
+    reads=("data.dataset", "data.root", "data.image_size", "model.name", "train.epochs",
+           "train.batch_size", "train.optimizer", "train.lr", "train.momentum",
+           "train.weight_decay", "train.schedule", "train.step_size", "train.gamma", "train.seed"),
+    code=("pruneflow/data", "pruneflow/models", "pruneflow/train.py", "pruneflow/checkpoint.py",
+          "pruneflow/steps/dense.py"),
+    inputs=lambda p: [layout.labels_table(p)],
+    outputs=lambda p: [layout.dense_checkpoint(p), sidecar(layout.dense_checkpoint(p)),
+                       layout.metrics_file(p, "train_dense")],
+    compute=_compute,
+    description="dense training on the noisy labels + evaluation on clean test labels",
+)

@@ -1,0 +1,1 @@
+"""Prefect tasks: each pipeline step of ``pruneflow.steps`` wrapped with its cache policy."""

@@ -1,0 +1,59 @@
+"""Shared fixtures.
+
+Prefect: one ``prefect server start`` for the whole test session (the same code path as the
+CLI's reusable local server), so the suite pays the server start once, not per test or per
+subprocess. Every test that writes pipeline state runs in its own temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # flows/ and tasks/ are repository folders, not installed
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory):
+    """A Prefect server for the session; yields its API URL (also exported to subprocesses)."""
+    from pruneflow.prefect_env import configure_environment, start_server
+
+    state = tmp_path_factory.mktemp("prefect-state")
+    os.environ["PREFECT_HOME"] = str(state / "prefect")
+    configure_environment(state)
+    record = start_server(state)
+    os.environ["PREFECT_API_URL"] = record["url"]
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: record["url"], PREFECT_HOME: state / "prefect"}):
+        yield record["url"]
+    # let Prefect's background log/event senders finish while the server still answers;
+    # killed first, they retry against a dead port for over a minute at interpreter exit
+    from prefect._internal.concurrency.services import QueueService
+
+    QueueService.drain_all(timeout=10)
+    os.killpg(record["pid"], 15)
+
+
+@pytest.fixture()
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh folder to run in, with its own pipeline state (.pruneflow)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEFLOW_STATE_DIR", str(tmp_path / ".pruneflow"))
+    return tmp_path
+
+
+def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
+    """Run the installed ``pruneflow`` command; returns the CompletedProcess."""
+    exe = shutil.which("pruneflow") or str(Path(sys.executable).with_name("pruneflow"))
+    return subprocess.run(
+        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

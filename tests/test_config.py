@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from pruneflow import config
+from pruneflow.errors import PruneflowError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_repo_params_file_is_valid_and_complete():
+    params = config.load(REPO / "params.yaml")
+    # the shipped file spells out every default, so a user sees every knob
+    assert params == config.Params()
+
+
+def test_overrides_are_typed_and_dotted():
+    params = config.load(REPO / "params.yaml", ["noise.rate=0.3", "train.epochs=3"])
+    assert params.noise.rate == 0.3 and params.train.epochs == 3
+    assert params.get("train.epochs") == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("noise.rate=1.5", "noise.rate = 1.5: Input should be less than 1 (allowed: 0.0 <= rate < 1.0)"),
+        ("train.epochs=-1", "train.epochs = -1"),
+        ("noise.colour=red", "unknown key 'noise.colour' (allowed here: rate, kind, seed)"),
+        ("model.name=vgg99", "'lenet300100'"),
+        ("noise.kind=sideways", "'symmetric' or 'asymmetric'"),
+        ("orchestration.server=ftp://x", "orchestration.server"),
+    ],
+)
+def test_bad_values_name_the_key_in_one_line(override, needle):
+    with pytest.raises(PruneflowError) as err:
+        config.load(REPO / "params.yaml", [override])
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(PruneflowError, match="not valid YAML"):
+        config.load(bad)
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(PruneflowError, match="expected a mapping"):
+        config.load(bad)
+    with pytest.raises(PruneflowError, match="does not exist"):
+        config.load(tmp_path / "other.yaml")
+    with pytest.raises(PruneflowError, match="dotted.key=value"):
+        config.load(REPO / "params.yaml", ["noequals"])

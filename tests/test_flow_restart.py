@@ -1,0 +1,39 @@
+"""A flow that crashed at its third task resumes there: the first two are Prefect cache hits."""
+
+from pathlib import Path
+
+import pytest
+from prefect import flow
+
+from pruneflow.config import Params
+from tasks.common import as_task, run_task
+from toy_steps import count, make_step
+
+
+def test_crashed_flow_resumes_at_the_failed_task(prefect_api, workdir):
+    flag = Path("crash-third")
+    flag.touch()
+    s1, a = make_step("first", ("noise.rate",), None)
+    s2, b = make_step("second", ("train.epochs",), a)
+    s3, _ = make_step("third", ("model.name",), b, fail_flag=flag)
+    t1, t2, t3 = as_task(s1), as_task(s2), as_task(s3)
+
+    @flow(name="three-steps")
+    def three(params: dict) -> list[dict]:
+        r1 = run_task(t1, params)
+        r2 = run_task(t2, params, [r1])
+        return [r1, r2, run_task(t3, params, [r2])]
+
+    params = Params().model_dump(mode="json")
+    with pytest.raises(RuntimeError, match="third crashed"):
+        three(params)
+    assert (count("first"), count("second"), count("third")) == (1, 1, 1)
+
+    flag.unlink()
+    records = three(params)
+    assert (count("first"), count("second"), count("third")) == (1, 1, 2)
+    assert [r["status"] for r in records] == ["cached", "cached", "computed"]
+
+    # a third run: all three are Prefect cache hits, none of the steps' code runs
+    assert [r["status"] for r in three(params)] == ["cached"] * 3
+    assert (count("first"), count("second"), count("third")) == (1, 1, 2)

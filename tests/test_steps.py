@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+
+from pruneflow.config import Params
+from pruneflow.errors import PruneflowError
+from toy_steps import count, make_step
+
+
+def _chain():
+    first, a = make_step("first", ("noise.rate",), None)
+    second, b = make_step("second", ("train.epochs",), a)
+    return first, second, a, b
+
+
+def test_second_run_is_cached_and_params_invalidate_only_readers(workdir):
+    first, second, a, b = _chain()
+    p = Params()
+    assert first.run(p)["status"] == "computed" and second.run(p)["status"] == "computed"
+    assert first.run(p)["status"] == "cached" and second.run(p)["status"] == "cached"
+    assert (count("first"), count("second")) == (1, 1)
+    q = Params.model_validate({"train": {"epochs": 7}})
+    first.run(q), second.run(q)
+    assert (count("first"), count("second")) == (1, 2)  # only the step reading train.epochs
+    r = Params.model_validate({"train": {"epochs": 7}, "noise": {"rate": 0.3}})
+    first.run(r), second.run(r)
+    assert (count("first"), count("second")) == (2, 3)  # its input file changed
+
+
+def test_deleted_output_is_restored_edited_output_is_recomputed(workdir):
+    first, _, a, _ = _chain()
+    p = Params()
+    first.run(p)
+    original = a.read_text()
+    a.unlink()
+    assert first.run(p)["status"] == "restored" and a.read_text() == original
+    assert count("first") == 1
+    replacement = a.with_name("new")
+    replacement.write_text("edited by hand")
+    replacement.replace(a)  # a new inode (as most editors save): the cached copy is intact
+    assert first.run(p)["status"] == "restored" and a.read_text() == original
+    with open(a, "a") as fh:  # edited in place through the hard link: the cache copy is damaged too
+        fh.write("!")
+    assert first.run(p)["status"] == "computed" and a.read_text() == original
+    assert count("first") == 2
+
+
+def test_cache_key_refuses_stale_outputs(workdir):
+    first, _, a, _ = _chain()
+    p = Params()
+    key = first.cache_key(p)
+    assert key and key.startswith("first-")
+    first.run(p)
+    assert first.cache_key(p) == key
+    a.write_text("edited")
+    assert first.cache_key(p) is None
+
+
+def test_missing_input_and_missing_output_are_clear_errors(workdir):
+    _, second, _, _ = _chain()
+    with pytest.raises(PruneflowError, match="run the step that makes it first"):
+        second.run(Params())
+    lazy, _ = make_step("lazy", (), None)
+    broken = lazy.__class__(**{**lazy.__dict__, "compute": lambda p: {}})
+    with pytest.raises(PruneflowError, match="did not write its output"):
+        broken.run(Params())
+    assert not Path("artifacts/lazy.txt").exists()
