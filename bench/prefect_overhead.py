@@ -37,10 +37,20 @@ def timed(args: list[str], cwd: Path, env: dict[str, str]) -> float:
 
 
 def line(mode: str, samples: list[float], **extra) -> None:
-    print(json.dumps({"bench": "prefect_overhead", "mode": mode,
-                      "median_s": round(statistics.median(samples), 2),
-                      "min_s": round(min(samples), 2), "max_s": round(max(samples), 2),
-                      "runs": len(samples), **extra}), flush=True)
+    print(
+        json.dumps(
+            {
+                "bench": "prefect_overhead",
+                "mode": mode,
+                "median_s": round(statistics.median(samples), 2),
+                "min_s": round(min(samples), 2),
+                "max_s": round(max(samples), 2),
+                "runs": len(samples),
+                **extra,
+            }
+        ),
+        flush=True,
+    )
 
 
 def main(repeats: int = 3) -> None:
@@ -51,13 +61,18 @@ def main(repeats: int = 3) -> None:
     try:
         line("start", [timed(["server", "start"], work, env)])
         timed(["run", *FAST], work, env)  # fill the caches
-        stage = [timed(["stage", "prepare", *FAST], work, env)
-                 + timed(["stage", "train_dense", *FAST], work, env) for _ in range(repeats)]
+        stage = [
+            timed(["stage", "prepare", *FAST], work, env)
+            + timed(["stage", "train_dense", *FAST], work, env)
+            for _ in range(repeats)
+        ]
         line("stage", stage, note="two processes, no Prefect")
         local = [timed(["run", *FAST], work, env) for _ in range(repeats)]
         line("local", local, note="reused local server, all steps cached")
-        eph = [timed(["run", *FAST, "--set", "orchestration.server=ephemeral"], work, env)
-               for _ in range(repeats)]
+        eph = [
+            timed(["run", *FAST, "--set", "orchestration.server=ephemeral"], work, env)
+            for _ in range(repeats)
+        ]
         line("ephemeral", eph, note="temporary server per run, all steps cached")
         line("saved_per_run", [statistics.median(eph) - statistics.median(local)])
     finally:

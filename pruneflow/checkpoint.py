@@ -44,7 +44,8 @@ def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     extra = sorted(state.keys() - expected.keys())
     if missing or extra:
         raise PruneflowError(
-            f"{path} does not fit model {arch['name']}: missing {missing[:3]}, unexpected {extra[:3]}"
+            f"{path} does not fit model {arch['name']}: "
+            f"missing {missing[:3]}, unexpected {extra[:3]}"
         )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:

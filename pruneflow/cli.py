@@ -56,7 +56,9 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except PruneflowError as exc:
-            Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            Console(stderr=True).print(
+                f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True
+            )
             raise typer.Exit(2) from None
 
     return wrapper
@@ -82,8 +84,10 @@ def _connect(params: config.Params) -> None:
         started = time.perf_counter()
         url, fresh = ensure_local_server(state_dir())
         if fresh:
-            say(f"  started Prefect server {url} in {time.perf_counter() - started:.1f} s "
-                "(reused by later runs; `pruneflow server stop` stops it)")
+            say(
+                f"  started Prefect server {url} in {time.perf_counter() - started:.1f} s "
+                "(reused by later runs; `pruneflow server stop` stops it)"
+            )
         os.environ["PREFECT_API_URL"] = url
     else:
         os.environ["PREFECT_API_URL"] = mode
@@ -101,13 +105,18 @@ def _summary(records: list[dict[str, Any]], wall: float) -> None:
     data = next((r for r in records if r["step"] == "prepare"), None)
     if dense and data:
         m, d = dense["summary"], data["summary"]
-        res = Table(title="dense model: accuracy on noisy train labels, true train labels, "
-                    "val, clean test")
+        res = Table(
+            title="dense model: accuracy on noisy train labels, true train labels, val, clean test"
+        )
         for col in ("data", "model", "noise", "fit noisy", "train true", "val", "test (clean)"):
             res.add_column(col, justify="right")
         res.add_row(
-            d["dataset"], dense["params"]["model.name"], f"{d['noise_rate_realised']:.0%}",
-            f"{m['train_noisy_acc']:.2%}", f"{m['train_true_acc']:.2%}", f"{m['val_acc']:.2%}",
+            d["dataset"],
+            dense["params"]["model.name"],
+            f"{d['noise_rate_realised']:.0%}",
+            f"{m['train_noisy_acc']:.2%}",
+            f"{m['train_true_acc']:.2%}",
+            f"{m['val_acc']:.2%}",
             f"{m['test_acc']:.2%}",
         )
         console.print(res)

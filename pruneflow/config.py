@@ -186,7 +186,9 @@ def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -
         except yaml.YAMLError as exc:
             raise PruneflowError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
         if not isinstance(tree, dict):
-            raise PruneflowError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
+            raise PruneflowError(
+                f"{path}: expected a mapping of sections, got {type(tree).__name__}"
+            )
     elif path.name != "params.yaml":
         raise PruneflowError(f"params file {path} does not exist")
     for text in overrides or []:

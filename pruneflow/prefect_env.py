@@ -70,12 +70,23 @@ def start_server(state: Path, timeout: float = 120.0) -> dict:
     log_path = state / "prefect" / "server.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     prefect_cli = Path(sys.executable).with_name("prefect")
-    command = [str(prefect_cli) if prefect_cli.exists() else "prefect", "server", "start",
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        str(prefect_cli) if prefect_cli.exists() else "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, "PREFECT_API_URL": url},
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PREFECT_API_URL": url},
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -86,8 +97,9 @@ def start_server(state: Path, timeout: float = 120.0) -> dict:
             return {"url": url, "pid": proc.pid, "port": port, "log": str(log_path)}
         time.sleep(0.25)
     proc.terminate()
-    raise PruneflowError(f"Prefect server did not answer on {url} within {timeout:.0f} s "
-                         f"(log: {log_path})")
+    raise PruneflowError(
+        f"Prefect server did not answer on {url} within {timeout:.0f} s (log: {log_path})"
+    )
 
 
 def ensure_local_server(state: Path) -> tuple[str, bool]:

@@ -31,7 +31,9 @@ class History:
     lr: list[float] = field(default_factory=list)
 
 
-def seeded_build(name: str, num_classes: int, in_shape: tuple[int, int, int], seed: int) -> nn.Module:
+def seeded_build(
+    name: str, num_classes: int, in_shape: tuple[int, int, int], seed: int
+) -> nn.Module:
     torch.manual_seed(seed)
     return build(name, num_classes, in_shape)
 

@@ -54,6 +54,10 @@ def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     """Run the installed ``pruneflow`` command; returns the CompletedProcess."""
     exe = shutil.which("pruneflow") or str(Path(sys.executable).with_name("pruneflow"))
     return subprocess.run(
-        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+        [exe, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )

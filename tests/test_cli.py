@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
 
 FAST = ["--set", "train.epochs=4"]
@@ -41,9 +40,20 @@ def test_bad_params_one_line_nonzero_exit(project):
     assert not (project / "artifacts").exists()
 
 
+def test_failure_inside_the_flow_is_one_line_without_traceback(project):
+    result = run_cli(
+        "run", "--set", "data.dataset=mnist", "--set", "data.root=nowhere", cwd=project
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    errors = [ln for ln in result.stderr.splitlines() if "error" in ln.lower()]
+    assert errors == ["error: data.root nowhere does not exist (needed for data set 'mnist')"]
+
+
 def test_stage_errors_are_one_line_and_leave_nothing_half_written(project):
-    missing = run_cli("stage", "prepare", "--set", "data.dataset=mnist", "--set",
-                      "data.root=nowhere", cwd=project)
+    missing = run_cli(
+        "stage", "prepare", "--set", "data.dataset=mnist", "--set", "data.root=nowhere", cwd=project
+    )
     assert missing.returncode == 2 and "data.root nowhere does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
     unknown = run_cli("stage", "nosuch", cwd=project)

@@ -23,7 +23,10 @@ def test_overrides_are_typed_and_dotted():
 @pytest.mark.parametrize(
     ("override", "needle"),
     [
-        ("noise.rate=1.5", "noise.rate = 1.5: Input should be less than 1 (allowed: 0.0 <= rate < 1.0)"),
+        (
+            "noise.rate=1.5",
+            "noise.rate = 1.5: Input should be less than 1 (allowed: 0.0 <= rate < 1.0)",
+        ),
         ("train.epochs=-1", "train.epochs = -1"),
         ("noise.colour=red", "unknown key 'noise.colour' (allowed here: rate, kind, seed)"),
         ("model.name=vgg99", "'lenet300100'"),

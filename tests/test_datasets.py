@@ -14,7 +14,9 @@ from pruneflow.errors import PruneflowError
 
 def _write_idx(path, array: np.ndarray) -> None:
     type_code = 0x08  # unsigned byte
-    header = struct.pack(">HBB", 0, type_code, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">HBB", 0, type_code, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
@@ -36,10 +38,14 @@ def write_cifar10(root, per_batch=4, seed=0):
     folder.mkdir(parents=True)
     names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for name in names:
-        batch = {"data": rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8),
-                 "labels": list(rng.integers(0, 10, size=per_batch))}
+        batch = {
+            "data": rng.integers(0, 256, size=(per_batch, 3072), dtype=np.uint8),
+            "labels": list(rng.integers(0, 10, size=per_batch)),
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
-    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+    (folder / "batches.meta").write_bytes(
+        pickle.dumps({"label_names": [f"c{i}" for i in range(10)]})
+    )
     return folder
 
 
@@ -48,8 +54,10 @@ def write_cifar100(root, n=6, seed=0):
     folder = root / "cifar-100-python"
     folder.mkdir(parents=True)
     for name in ("train", "test"):
-        batch = {"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
-                 "fine_labels": list(rng.integers(0, 100, size=n))}
+        batch = {
+            "data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+            "fine_labels": list(rng.integers(0, 100, size=n)),
+        }
         (folder / name).write_bytes(pickle.dumps(batch))
     (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
 

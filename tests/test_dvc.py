@@ -35,9 +35,13 @@ def test_stage_matches_step_declaration(name):
     deps = {_resolve(d, params) for d in stage["deps"]}
     assert set(step.code) <= deps
     assert {str(p) for p in step.inputs(params)} <= deps
-    outs = {_resolve(o if isinstance(o, str) else next(iter(o)), params) for o in stage.get("outs", [])}
-    metrics = {_resolve(next(iter(m)) if isinstance(m, dict) else m, params)
-               for m in stage.get("metrics", [])}
+    outs = {
+        _resolve(o if isinstance(o, str) else next(iter(o)), params) for o in stage.get("outs", [])
+    }
+    metrics = {
+        _resolve(next(iter(m)) if isinstance(m, dict) else m, params)
+        for m in stage.get("metrics", [])
+    }
     assert outs | metrics == {str(p) for p in step.outputs(params)}
 
 
@@ -46,10 +50,15 @@ def _git(cwd, *args):
 
 
 def _dvc(cwd, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           "PRUNEFLOW_STATE_DIR": str(Path(cwd) / ".pruneflow")}
-    result = subprocess.run([f"{BIN}/dvc", *args], cwd=cwd, capture_output=True, text=True, env=env,
-                            timeout=600)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "PRUNEFLOW_STATE_DIR": str(Path(cwd) / ".pruneflow"),
+    }
+    result = subprocess.run(
+        [f"{BIN}/dvc", *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
 
@@ -59,8 +68,9 @@ def _lock(cwd) -> dict:
 
 
 def test_repro_runs_once_then_nothing_then_reruns_on_param_change(tmp_path):
-    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
     for rel in tracked:
         if (REPO / rel).is_file():
             (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 from prefect import flow
+from toy_steps import count, make_step
 
 from pruneflow.config import Params
 from tasks.common import as_task, run_task
-from toy_steps import count, make_step
 
 
 def test_crashed_flow_resumes_at_the_failed_task(prefect_api, workdir):

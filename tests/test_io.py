@@ -35,7 +35,9 @@ def test_atomic_directory_replace(tmp_path):
 
 
 def test_parquet_schema_and_metadata(tmp_path):
-    path = write_parquet(tmp_path / "t.parquet", pd.DataFrame({"a": [1], "b": ["x"]}), {"k": [1, 2]})
+    path = write_parquet(
+        tmp_path / "t.parquet", pd.DataFrame({"a": [1], "b": ["x"]}), {"k": [1, 2]}
+    )
     assert parquet_metadata(path) == {"k": [1, 2]}
     assert read_parquet(path, {"a": "iu", "b": "O"}).shape == (1, 2)
     with pytest.raises(PruneflowError, match="no column 'c'"):

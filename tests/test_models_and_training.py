@@ -12,9 +12,15 @@ from pruneflow.train import evaluate, lr_at, seeded_build, train
 
 @pytest.mark.parametrize(
     ("name", "shape", "n_prunable"),
-    [("lenet300100", (1, 8, 8), 3), ("mlp1024", (1, 28, 28), 4), ("smallcnn", (1, 8, 8), 7),
-     ("smallcnn", (1, 28, 28), 7), ("resnet18_cifar", (3, 32, 32), 21),
-     ("mobilenet_v2", (1, 32, 32), 53), ("resnet50", (3, 32, 32), 54)],
+    [
+        ("lenet300100", (1, 8, 8), 3),
+        ("mlp1024", (1, 28, 28), 4),
+        ("smallcnn", (1, 8, 8), 7),
+        ("smallcnn", (1, 28, 28), 7),
+        ("resnet18_cifar", (3, 32, 32), 21),
+        ("mobilenet_v2", (1, 32, 32), 53),
+        ("resnet50", (3, 32, 32), 54),
+    ],
 )
 def test_models_build_run_and_list_prunable_layers(name, shape, n_prunable):
     model = build(name, 7, shape).eval()

@@ -1,10 +1,10 @@
 from pathlib import Path
 
 import pytest
+from toy_steps import count, make_step
 
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
-from toy_steps import count, make_step
 
 
 def _chain():

@@ -24,7 +24,9 @@ def count(name: str) -> int:
     return int(path.read_text()) if path.exists() else 0
 
 
-def make_step(name: str, reads: tuple[str, ...], upstream: Path | None, fail_flag: Path | None = None):
+def make_step(
+    name: str, reads: tuple[str, ...], upstream: Path | None, fail_flag: Path | None = None
+):
     out = Path("artifacts") / f"{name}.txt"
 
     def compute(p: Params) -> dict:
@@ -37,7 +39,10 @@ def make_step(name: str, reads: tuple[str, ...], upstream: Path | None, fail_fla
         return {"chars": len(text)}
 
     return Step(
-        name=name, reads=reads, code=("tests/toy_steps.py",),
+        name=name,
+        reads=reads,
+        code=("tests/toy_steps.py",),
         inputs=lambda p: [upstream] if upstream else [],
-        outputs=lambda p: [out], compute=compute,
+        outputs=lambda p: [out],
+        compute=compute,
     ), out

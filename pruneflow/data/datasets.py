@@ -203,7 +203,9 @@ def _imagefolder(root: Path, image_size: int) -> ImageData:
         raise PruneflowError(f"imagefolder: {val_dir} has other classes than {train_dir}")
     targets = np.concatenate([np.asarray(p.targets, dtype=np.int64) for p in parts])
     official = (
-        np.r_[np.zeros(len(parts[0]), bool), np.ones(len(parts[1]), bool)] if len(parts) == 2 else None
+        np.r_[np.zeros(len(parts[0]), bool), np.ones(len(parts[1]), bool)]
+        if len(parts) == 2
+        else None
     )
     return ImageData(
         name="imagefolder",
@@ -222,7 +224,10 @@ def load_dataset(name: str, root: str | Path = "data", image_size: int = 64) -> 
         return _digits()
     if name == "mnist5k":
         return _mnist5k()
-    if name in ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder") and not root.is_dir():
+    if (
+        name in ("mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+        and not root.is_dir()
+    ):
         raise PruneflowError(f"data.root {root} does not exist (needed for data set '{name}')")
     if name in ("mnist", "fashion_mnist"):
         return _mnist_like(name, root)

@@ -23,11 +23,15 @@ def make_noisy_labels(
     """A copy of ``labels`` with exactly ``round(rate * len(labels))`` of them flipped."""
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise PruneflowError(f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+        raise PruneflowError(
+            f"labels must be a 1-D integer array, got {labels.dtype} {labels.shape}"
+        )
     if num_classes < 2:
         raise PruneflowError(f"label noise needs at least 2 classes, got {num_classes}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        raise PruneflowError(f"labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}")
+        raise PruneflowError(
+            f"labels must lie in [0, {num_classes}), got {labels.min()}..{labels.max()}"
+        )
     if not 0.0 <= rate < 1.0:
         raise PruneflowError(f"noise rate must be in [0, 1), got {rate}")
     if kind not in ("symmetric", "asymmetric"):

@@ -29,7 +29,11 @@ def load_data(p: Params) -> ImageData:
 
 def build_labels(p: Params, data: ImageData) -> pd.DataFrame:
     split = make_splits(
-        data.targets, data.official_test, p.data.val_fraction, p.data.test_fraction, p.data.split_seed
+        data.targets,
+        data.official_test,
+        p.data.val_fraction,
+        p.data.test_fraction,
+        p.data.split_seed,
     )
     train = np.flatnonzero(split == "train")
     labels = data.targets.copy()
@@ -77,14 +81,25 @@ def read_labels(p: Params) -> tuple[pd.DataFrame, dict[str, Any]]:
     frame = read_parquet(path, LABEL_COLUMNS)
     meta = parquet_metadata(path)
     if meta.get("dataset") != p.data.dataset:
-        raise PruneflowError(f"{path} is for data set {meta.get('dataset')!r}, not {p.data.dataset!r}")
+        raise PruneflowError(
+            f"{path} is for data set {meta.get('dataset')!r}, not {p.data.dataset!r}"
+        )
     return frame, meta
 
 
 PREPARE = Step(
     name="prepare",
-    reads=("data.dataset", "data.root", "data.val_fraction", "data.test_fraction",
-           "data.split_seed", "data.image_size", "noise.rate", "noise.kind", "noise.seed"),
+    reads=(
+        "data.dataset",
+        "data.root",
+        "data.val_fraction",
+        "data.test_fraction",
+        "data.split_seed",
+        "data.image_size",
+        "noise.rate",
+        "noise.kind",
+        "noise.seed",
+    ),
     code=("pruneflow/data", "pruneflow/steps/data.py"),
     inputs=lambda p: [],
     outputs=lambda p: [layout.labels_table(p)],

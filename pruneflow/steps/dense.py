@@ -32,8 +32,15 @@ def _compute(p: Params) -> dict[str, Any]:
     train_idx = np.flatnonzero(split == "train")
     model = seeded_build(p.model.name, data.num_classes, data.in_shape, p.train.seed)
     started = time.perf_counter()
-    history = train(model, data, train_idx, noisy, p.train, progress_enabled(p.runtime.progress),
-                    description=f"dense {p.model.name}")
+    history = train(
+        model,
+        data,
+        train_idx,
+        noisy,
+        p.train,
+        progress_enabled(p.runtime.progress),
+        description=f"dense {p.model.name}",
+    )
     seconds = time.perf_counter() - started
     metrics: dict[str, Any] = {"train_seconds": round(seconds, 3), "epochs": p.train.epochs}
     for name, idx, labels in (
@@ -45,15 +52,20 @@ def _compute(p: Params) -> dict[str, Any]:
         loss, acc = evaluate(model, data, idx, labels)
         metrics[f"{name}_acc"], metrics[f"{name}_loss"] = acc, loss
     noisy_train = train_idx[frame["is_noisy"].to_numpy()[train_idx]]
-    metrics["memorised_noise"] = evaluate(model, data, noisy_train, noisy)[1] if noisy_train.size else None
+    metrics["memorised_noise"] = (
+        evaluate(model, data, noisy_train, noisy)[1] if noisy_train.size else None
+    )
     arch = {"name": p.model.name, "num_classes": data.num_classes, "in_shape": list(data.in_shape)}
     save_checkpoint(
         layout.dense_checkpoint(p),
         model,
         arch,
         {
-            "params": {"train": p.train.model_dump(), "noise": meta.get("noise"),
-                       "dataset": p.data.dataset},
+            "params": {
+                "train": p.train.model_dump(),
+                "noise": meta.get("noise"),
+                "dataset": p.data.dataset,
+            },
             "metrics": metrics,
             "history": {"loss": history.loss, "acc": history.acc},
             "seed": p.train.seed,
@@ -65,14 +77,35 @@ def _compute(p: Params) -> dict[str, Any]:
 
 TRAIN_DENSE = Step(
     name="train_dense",
-    reads=("data.dataset", "data.root", "data.image_size", "model.name", "train.epochs",
-           "train.batch_size", "train.optimizer", "train.lr", "train.momentum",
-           "train.weight_decay", "train.schedule", "train.step_size", "train.gamma", "train.seed"),
-    code=("pruneflow/data", "pruneflow/models", "pruneflow/train.py", "pruneflow/checkpoint.py",
-          "pruneflow/steps/dense.py"),
+    reads=(
+        "data.dataset",
+        "data.root",
+        "data.image_size",
+        "model.name",
+        "train.epochs",
+        "train.batch_size",
+        "train.optimizer",
+        "train.lr",
+        "train.momentum",
+        "train.weight_decay",
+        "train.schedule",
+        "train.step_size",
+        "train.gamma",
+        "train.seed",
+    ),
+    code=(
+        "pruneflow/data",
+        "pruneflow/models",
+        "pruneflow/train.py",
+        "pruneflow/checkpoint.py",
+        "pruneflow/steps/dense.py",
+    ),
     inputs=lambda p: [layout.labels_table(p)],
-    outputs=lambda p: [layout.dense_checkpoint(p), sidecar(layout.dense_checkpoint(p)),
-                       layout.metrics_file(p, "train_dense")],
+    outputs=lambda p: [
+        layout.dense_checkpoint(p),
+        sidecar(layout.dense_checkpoint(p)),
+        layout.metrics_file(p, "train_dense"),
+    ],
     compute=_compute,
     description="dense training on the noisy labels + evaluation on clean test labels",
 )
