@@ -35,7 +35,11 @@ ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params file")]
 SetOpt = Annotated[
     list[str] | None, typer.Option("--set", "-s", help="override: dotted.key=value (repeatable)")
 ]
-FLOWS = ("all", "dense")
+ScopeOpt = Annotated[
+    str | None,
+    typer.Option("--scope", help="one method's model, e.g. spdy:smallcnn (its data/model/train)"),
+]
+FLOWS = ("all", "dense", "spdy")
 
 
 def _code_root() -> Path:
@@ -137,6 +141,8 @@ def run(
     _connect(params)
     if target == "dense":
         from flows.dense import dense as chosen
+    elif target == "spdy":
+        from flows.spdy import spdy as chosen
     else:
         from flows.pipeline import pipeline as chosen
     records = chosen(params.model_dump(mode="json"))
@@ -149,6 +155,7 @@ def stage(
     name: Annotated[str, typer.Argument(help="step name (see `pruneflow steps`)")],
     params_file: ParamsOpt = Path("params.yaml"),
     overrides: SetOpt = None,
+    scope: ScopeOpt = None,
     force: Annotated[bool, typer.Option(help="recompute even when up to date")] = False,
 ) -> None:
     """Run one step directly, without Prefect (what each DVC stage calls)."""
@@ -156,8 +163,37 @@ def stage(
 
     if name not in STEPS:
         raise PruneflowError(f"unknown step '{name}'; choose one of: {', '.join(STEPS)}")
-    params = _load(params_file, overrides)
+    params = config.scoped(_load(params_file, overrides), scope)
     STEPS[name].run(params, force=force)
+
+
+@app.command()
+@_user_errors
+def profile(
+    models: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="default: every spdy.models entry")
+    ] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="measure again even when up to date")] = False,
+) -> None:
+    """Measure the SPDY models' layer-time tables on this host (no Prefect server needed)."""
+    from pruneflow.steps import STEPS
+
+    params = _load(params_file, overrides)
+    for model in models or params.spdy.models:
+        scoped = config.scoped(params, f"spdy:{model}")
+        STEPS["prepare"].run(scoped)
+        record = STEPS["profile"].run(scoped, force=force)
+        summary = record["summary"]
+        table = Table(title=f"{model}: dense layer times (batch {summary['batch_size']})")
+        table.add_column("layer")
+        table.add_column("ms", justify="right")
+        for layer, ms in summary["dense_layer_ms"].items():
+            table.add_row(layer, f"{ms:.3f}")
+        table.add_row("remainder", f"{summary['remainder_ms']:.3f}")
+        table.add_row("whole model", f"{summary['dense_total_ms']:.3f}")
+        Console().print(table)
 
 
 @app.command()
@@ -171,7 +207,10 @@ def steps(params_file: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None
     for col in ("step", "reads", "writes"):
         table.add_column(col)
     for step in STEPS.values():
-        table.add_row(step.name, "\n".join(step.reads), "\n".join(map(str, step.outputs(params))))
+        writes = (
+            "(one set per item)" if step.fan_out else "\n".join(map(str, step.output_paths(params)))
+        )
+        table.add_row(step.name, "\n".join(step.reads), writes)
     Console().print(table)
 
 

@@ -68,6 +68,53 @@ class TrainParams(_Section):
     seed: int = Field(0, ge=0)
 
 
+class GridParams(_Section):
+    """SPDY's sparsity grid: dense plus levels geometric in density (the authors' 0.4..0.99/40)."""
+
+    min_sparsity: float = Field(0.4, gt=0.0, lt=1.0)
+    max_sparsity: float = Field(0.99, gt=0.0, lt=1.0)
+    steps: int = Field(40, ge=1, le=1000)
+    skip_first_last: bool = Field(
+        True, description="leave the first and last prunable layers dense (per-model rule)"
+    )
+
+    @field_validator("max_sparsity")
+    @classmethod
+    def _above_min(cls, value: float, info: Any) -> float:
+        low = info.data.get("min_sparsity")
+        if low is not None and value <= low:
+            raise ValueError(f"must be greater than min_sparsity ({low})")
+        return value
+
+
+class TimingParams(_Section):
+    """How layer times are measured (on the host the model will run on)."""
+
+    threads: int = Field(1, ge=1, le=512)
+    batch_size: int | None = Field(
+        None, ge=1, description="None: the per-model default (every layer >= ~0.5 ms dense)"
+    )
+    warmup: int = Field(2, ge=0)
+    min_repeats: int = Field(5, ge=1)
+    max_repeats: int = Field(30, ge=1)
+    rel_tol: float = Field(0.03, gt=0.0, lt=1.0, description="stop once the median is this stable")
+    max_seconds: float = Field(0.5, gt=0.0, description="time cap per (layer, level, backend)")
+    seed: int = Field(0, ge=0)
+
+
+class SpdyParams(_Section):
+    """The SPDY experiment: its data, models, dense training, grid and timing."""
+
+    dataset: Literal[DATASETS] = "mnist5k"  # type: ignore[valid-type]
+    noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    models: list[Literal[MODEL_NAMES]] = ["smallcnn", "mlp1024"]  # type: ignore[valid-type]
+    train: TrainParams = TrainParams(
+        epochs=8, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine"
+    )
+    grid: GridParams = GridParams()
+    timing: TimingParams = TimingParams()
+
+
 class OrchestrationParams(_Section):
     server: str = Field(
         "local",
@@ -96,6 +143,7 @@ class Params(_Section):
     noise: NoiseParams = NoiseParams()
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
+    spdy: SpdyParams = SpdyParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     paths: PathsParams = PathsParams()
 
@@ -107,6 +155,63 @@ class Params(_Section):
                 raise PruneflowError(f"unknown parameter '{dotted}'")
             node = getattr(node, part)
         return node.model_dump(mode="json") if isinstance(node, BaseModel) else node
+
+
+SCOPED_METHODS = ("spdy",)
+
+
+def _parse_scope(params: Params, scope: str) -> tuple[str, str | None]:
+    method, _, model = scope.partition(":")
+    if method not in SCOPED_METHODS:
+        raise PruneflowError(
+            f"scope must be METHOD or METHOD:MODEL with METHOD one of "
+            f"{', '.join(SCOPED_METHODS)}, got '{scope}'"
+        )
+    models = getattr(params, method).models
+    if model and model not in models:
+        raise PruneflowError(f"{method}.models is {models}: '{model}' is not one of them")
+    return method, model or None
+
+
+def scoped(params: Params, scope: str | None) -> Params:
+    """One method's view of the params, so the shared steps (prepare, train_dense) serve every
+    method without their outputs colliding.
+
+    ``"spdy"`` takes data set and noise rate from the ``spdy`` section; ``"spdy:smallcnn"``
+    also sets the model and takes the dense training from ``spdy.train``. ``None`` returns
+    ``params`` unchanged.
+    """
+    if not scope:
+        return params
+    method, model = _parse_scope(params, scope)
+    section = getattr(params, method)
+    update: dict[str, Any] = {
+        "data": params.data.model_copy(update={"dataset": section.dataset}),
+        "noise": params.noise.model_copy(update={"rate": section.noise_rate}),
+    }
+    if model:
+        update |= {"model": ModelParams(name=model), "train": section.train}
+    return params.model_copy(update=update)
+
+
+def scoped_source(scope: str | None, key: str) -> str | None:
+    """Which params.yaml key a scoped params key comes from (for DVC's ``params:`` lists).
+
+    ``("spdy:mlp1024", "train.lr")`` -> ``"spdy.train"``; ``model.name`` under a model scope
+    -> None (the scope itself fixes it); unscoped keys map to themselves.
+    """
+    if not scope:
+        return key
+    method, _, model = scope.partition(":")
+    if key == "data.dataset":
+        return f"{method}.dataset"
+    if key == "noise.rate":
+        return f"{method}.noise_rate"
+    if model and key == "model.name":
+        return None
+    if model and key.startswith("train."):
+        return f"{method}.train"
+    return key
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -33,4 +33,10 @@ def dense_checkpoint(p: Params) -> Path:
 
 
 def metrics_file(p: Params, step: str) -> Path:
-    return Path(p.paths.metrics) / f"{step}.json"
+    """DVC metrics of a step, one file per (data set, model) so methods never overwrite them."""
+    return Path(p.paths.metrics) / step / f"{p.data.dataset}-{p.model.name}.json"
+
+
+def timing_table(p: Params) -> Path:
+    """The layer-time table of the model on this host's CPU backends."""
+    return artifacts(p) / "timing" / p.data.dataset / p.model.name / "cpu.parquet"

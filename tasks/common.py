@@ -52,23 +52,36 @@ def _transient(task: Task, task_run: Any, state: State) -> bool:
 
 
 def _params(arguments: dict[str, Any]) -> config.Params:
-    return config.from_dict(arguments["params"])
+    return config.scoped(config.from_dict(arguments["params"]), arguments.get("scope"))
+
+
+def _item(arguments: dict[str, Any]) -> dict[str, Any] | None:
+    return arguments.get("item")
 
 
 def as_task(step: Step, retries: int = 0) -> Task:
-    """A Prefect task running ``step``; call it as ``task(params_dict, upstream=[records])``."""
+    """A Prefect task running ``step``: ``task(params_dict, scope, item, upstream=[records])``.
+
+    ``scope`` ("spdy:smallcnn", see :func:`pruneflow.config.scoped`) picks one method's model.
+    """
 
     def cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str | None:
-        return step.cache_key(_params(arguments))
+        return step.cache_key(_params(arguments), _item(arguments))
 
-    def run(params: dict[str, Any], upstream: list[Record] | None = None) -> Record:
+    def run(
+        params: dict[str, Any],
+        scope: str | None = None,
+        item: dict[str, Any] | None = None,
+        upstream: list[Record] | None = None,
+    ) -> Record:
         # upstream records are passed only so Prefect draws the dependency edges
-        return step.run(config.from_dict(params))
+        return step.run(config.scoped(config.from_dict(params), scope), item=item)
 
     run.__name__ = step.name
     return task(
         run,
         name=step.name,
+        task_run_name=_run_name(step.name),
         description=step.description,
         cache_key_fn=cache_key,
         persist_result=True,
@@ -79,13 +92,50 @@ def as_task(step: Step, retries: int = 0) -> Task:
     )
 
 
-def run_task(
-    prefect_task: Task, params: dict[str, Any], upstream: list[Record] | None = None
-) -> Record:
-    """Call a step task in a flow and return its record, marking Prefect cache hits."""
-    state: State = prefect_task(params, upstream=upstream or [], return_state=True)
-    record = state.result()
+def _run_name(step: str):
+    def name() -> str:
+        from prefect.runtime import task_run
+
+        args = task_run.parameters
+        parts = [args.get("scope")] + [f"{k}={v}" for k, v in (args.get("item") or {}).items()]
+        return " ".join([step, *[p for p in parts if p]])
+
+    return name
+
+
+def _finish(prefect_task: Task, state: State) -> Record:
+    record = state.result()  # raises the task's exception when it failed
     if state.name == "Cached":
-        say(f"  = {prefect_task.name}: cached")
+        item = record.get("item")
+        suffix = "[" + ", ".join(f"{k}={v}" for k, v in item.items()) + "]" if item else ""
+        say(f"  = {prefect_task.name}{suffix}: cached")
         record = {**record, "status": "cached"}
     return record
+
+
+def run_task(
+    prefect_task: Task,
+    params: dict[str, Any],
+    upstream: list[Record] | None = None,
+    scope: str | None = None,
+    item: dict[str, Any] | None = None,
+) -> Record:
+    """Call a step task in a flow and return its record, marking Prefect cache hits."""
+    state: State = prefect_task(params, scope, item, upstream=upstream or [], return_state=True)
+    return _finish(prefect_task, state)
+
+
+def map_items(
+    prefect_task: Task,
+    params: dict[str, Any],
+    items: list[dict[str, Any]],
+    upstream: list[Record] | None = None,
+    scope: str | None = None,
+) -> list[Record]:
+    """Run a fan-out step's items concurrently on the flow's task runner; records in order.
+
+    Every item is its own cached task run, so after a crash only unfinished items run again.
+    """
+    futures = [prefect_task.submit(params, scope, item, upstream=upstream or []) for item in items]
+    states = [f.wait() or f.state for f in futures]
+    return [_finish(prefect_task, s) for s in states]

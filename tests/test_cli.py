@@ -23,7 +23,7 @@ def test_run_prints_summary_then_second_run_is_all_cached(project):
     assert first.returncode == 0, first.stderr
     assert "clean test" in first.stdout and "lenet300100" in first.stdout
     ckpt = project / "artifacts/models/digits/lenet300100/dense.safetensors"
-    metrics = json.loads((project / "metrics/train_dense.json").read_text())
+    metrics = json.loads((project / "metrics/train_dense/digits-lenet300100.json").read_text())
     assert ckpt.exists() and 0.5 < metrics["test_acc"] <= 1.0
     before = _mtimes(project)
     second = run_cli("run", *FAST, cwd=project)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,39 +11,53 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pruneflow.config import Params
+from pruneflow.config import Params, scoped, scoped_source
 from pruneflow.steps import STEPS
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = str(Path(sys.executable).parent)
 
 
-def _stages() -> dict:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+def _expanded_stages() -> list[tuple[str, dict, dict]]:
+    """(stage name, stage definition, template variables) with foreach stages expanded."""
+    params = Params()
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    out = []
+    for name, stage in stages.items():
+        if "foreach" in stage:
+            items = params.get(stage["foreach"].strip("${}"))
+            out += [(f"{name}@{item}", stage["do"], {"item": item}) for item in items]
+        else:
+            out.append((name, stage, {}))
+    return out
 
 
-def _resolve(text: str, params: Params) -> str:
-    for key in ("data.dataset", "model.name"):
-        text = text.replace("${" + key + "}", str(params.get(key)))
-    return text
+def _resolve(text: str, variables: dict) -> str:
+    def value(match: re.Match) -> str:
+        key = match.group(1)
+        return str(variables[key] if key in variables else Params().get(key))
+
+    return re.sub(r"\$\{([^}]+)\}", value, text)
 
 
-@pytest.mark.parametrize("name", list(STEPS))
-def test_stage_matches_step_declaration(name):
-    stage, step, params = _stages()[name], STEPS[name], Params()
-    assert stage["cmd"] == f"pruneflow stage {name}"
-    assert sorted(stage["params"]) == sorted(step.reads)
-    deps = {_resolve(d, params) for d in stage["deps"]}
-    assert set(step.code) <= deps
-    assert {str(p) for p in step.inputs(params)} <= deps
-    outs = {
-        _resolve(o if isinstance(o, str) else next(iter(o)), params) for o in stage.get("outs", [])
-    }
-    metrics = {
-        _resolve(next(iter(m)) if isinstance(m, dict) else m, params)
-        for m in stage.get("metrics", [])
-    }
-    assert outs | metrics == {str(p) for p in step.outputs(params)}
+def _paths(entries: list, variables: dict) -> set[str]:
+    return {_resolve(e if isinstance(e, str) else next(iter(e)), variables) for e in entries}
+
+
+@pytest.mark.parametrize(("name", "stage", "variables"), _expanded_stages())
+def test_stage_matches_step_declaration(name, stage, variables):
+    cmd = _resolve(stage["cmd"], variables).split()
+    assert cmd[:2] == ["pruneflow", "stage"], name
+    step = STEPS[cmd[2]]
+    scope = cmd[cmd.index("--scope") + 1] if "--scope" in cmd else None
+    params = scoped(Params(), scope)
+    expected = {scoped_source(scope, key) for key in step.reads} - {None}
+    assert sorted(stage["params"]) == sorted(expected), name
+    deps = _paths(stage["deps"], variables)
+    assert set(step.code) <= deps, name
+    assert {str(p) for p in step.input_paths(params)} <= deps, name
+    written = _paths(stage.get("outs", []), variables) | _paths(stage.get("metrics", []), variables)
+    assert written == {str(p) for p in step.output_paths(params)}, name
 
 
 def _git(cwd, *args):
@@ -83,21 +98,21 @@ def test_repro_runs_once_then_nothing_then_reruns_on_param_change(tmp_path):
     _git(tmp_path, "add", "-A")
     _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy")
 
-    _dvc(tmp_path, "repro")
+    _dvc(tmp_path, "repro", "train_dense")
     first = _lock(tmp_path)
     assert set(first) == {"prepare", "train_dense"}
-    metrics = json.loads((tmp_path / "metrics/train_dense.json").read_text())
+    metrics = json.loads((tmp_path / "metrics/train_dense/digits-lenet300100.json").read_text())
     assert metrics["epochs"] == 3
     ckpt = tmp_path / "artifacts/models/digits/lenet300100/dense.safetensors"
     mtime = ckpt.stat().st_mtime_ns
 
-    _dvc(tmp_path, "repro")
+    _dvc(tmp_path, "repro", "train_dense")
     assert _lock(tmp_path) == first and ckpt.stat().st_mtime_ns == mtime
-    assert json.loads(_dvc(tmp_path, "status", "--json").stdout or "{}") == {}
+    assert json.loads(_dvc(tmp_path, "status", "--json", "train_dense").stdout or "{}") == {}
 
     tree["noise"]["rate"] = 0.3
     params_file.write_text(yaml.safe_dump(tree))
-    _dvc(tmp_path, "repro")
+    _dvc(tmp_path, "repro", "train_dense")
     second = _lock(tmp_path)
     for stage in ("prepare", "train_dense"):
         assert second[stage]["outs"] != first[stage]["outs"], stage

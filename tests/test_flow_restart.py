@@ -37,3 +37,26 @@ def test_crashed_flow_resumes_at_the_failed_task(prefect_api, workdir):
     # a third run: all three are Prefect cache hits, none of the steps' code runs
     assert [r["status"] for r in three(params)] == ["cached"] * 3
     assert (count("first"), count("second"), count("third")) == (1, 1, 2)
+
+
+def test_crash_inside_a_fan_out_reruns_only_the_unfinished_items(prefect_api, workdir):
+    from toy_steps import make_fanout_step
+
+    from tasks.common import map_items
+
+    flag = Path("crash-item")
+    flag.write_text("3")
+    sweep = as_task(make_fanout_step("sweep", fail_flag=flag))
+
+    @flow(name="fan-out")
+    def fan_out(params: dict) -> list[dict]:
+        return map_items(sweep, params, [{"i": i} for i in range(5)])
+
+    params = Params().model_dump(mode="json")
+    with pytest.raises(RuntimeError, match="item 3 crashed"):
+        fan_out(params)
+    assert [count(f"sweep-{i}") for i in range(5)] == [1, 1, 1, 1, 1]
+    flag.unlink()
+    records = fan_out(params)
+    assert [count(f"sweep-{i}") for i in range(5)] == [1, 1, 1, 2, 1]
+    assert [r["status"] for r in records] == ["cached"] * 3 + ["computed", "cached"]

@@ -65,3 +65,18 @@ def test_missing_input_and_missing_output_are_clear_errors(workdir):
     with pytest.raises(PruneflowError, match="did not write its output"):
         broken.run(Params())
     assert not Path("artifacts/lazy.txt").exists()
+
+
+def test_fan_out_items_are_cached_one_by_one(workdir):
+    from toy_steps import make_fanout_step
+
+    step = make_fanout_step("sweep")
+    p = Params()
+    for i in range(3):
+        assert step.run(p, item={"i": i})["status"] == "computed"
+    Path("artifacts/sweep/1.txt").unlink()
+    statuses = [step.run(p, item={"i": i})["status"] for i in range(3)]
+    assert statuses == ["cached", "restored", "cached"]
+    assert [count(f"sweep-{i}") for i in range(3)] == [1, 1, 1]
+    with pytest.raises(PruneflowError, match="runs per item"):
+        step.run(p)

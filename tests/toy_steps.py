@@ -46,3 +46,28 @@ def make_step(
         outputs=lambda p: [out],
         compute=compute,
     ), out
+
+
+def make_fanout_step(name: str, fail_flag: Path | None = None):
+    """A per-item step writing artifacts/<name>/<i>.txt; item i fails while the flag names it."""
+
+    def out(p: Params, item: dict) -> Path:
+        return Path("artifacts") / name / f"{item['i']}.txt"
+
+    def compute(p: Params, item: dict) -> dict:
+        bump(f"{name}-{item['i']}")
+        if fail_flag is not None and fail_flag.exists() and fail_flag.read_text() == str(item["i"]):
+            raise RuntimeError(f"{name} item {item['i']} crashed")
+        with atomic_path(out(p, item)) as tmp:
+            tmp.write_text(f"{item['i']}:{p.noise.rate}")
+        return {"i": item["i"]}
+
+    return Step(
+        name=name,
+        reads=("noise.rate",),
+        code=("tests/toy_steps.py",),
+        inputs=lambda p, item: [],
+        outputs=lambda p, item: [out(p, item)],
+        compute=compute,
+        fan_out=True,
+    )

@@ -3,7 +3,8 @@
 from pruneflow.steps.base import Record, Step
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.dense import TRAIN_DENSE
+from pruneflow.steps.timing import PROFILE
 
-STEPS: dict[str, Step] = {s.name: s for s in (PREPARE, TRAIN_DENSE)}
+STEPS: dict[str, Step] = {s.name: s for s in (PREPARE, TRAIN_DENSE, PROFILE)}
 
 __all__ = ["STEPS", "Record", "Step"]

@@ -44,6 +44,11 @@ STATE_DIR_NAME = ".pruneflow"
 _FORMAT = 1  # bump to invalidate every cached step after a change to this scheme
 
 Record = dict[str, Any]
+Item = dict[str, Any] | None
+
+
+def _label(item: Item) -> str:
+    return "[" + ", ".join(f"{k}={v}" for k, v in item.items()) + "]" if item else ""
 
 
 def state_dir() -> Path:
@@ -94,7 +99,13 @@ def say(message: str) -> None:
 @dataclass(frozen=True)
 class Step:
     """A pipeline step. ``compute(params)`` writes every path of ``outputs(params)`` (atomically)
-    and returns a small JSON-serializable summary (metrics, counts)."""
+    and returns a small JSON-serializable summary (metrics, counts).
+
+    A *fan-out* step (``fan_out=True``) is one step applied to many items (a sweep level, a
+    layer): ``inputs``, ``outputs`` and ``compute`` then take ``(params, item)``, where
+    ``item`` is a small JSON-able dict (``{"layer": "fc1"}``) that is part of the fingerprint,
+    so every item is cached, resumed and restored on its own.
+    """
 
     name: str
     reads: tuple[str, ...]
@@ -103,12 +114,32 @@ class Step:
     outputs: Callable[[Params], list[Path]]
     compute: Callable[[Params], dict[str, Any]]
     description: str = ""
+    # what else the outputs depend on, e.g. the host a timing table was measured on: a table
+    # from another machine must never be a cache hit
+    environment: Callable[[Params], dict[str, Any]] | None = None
+    fan_out: bool = False
+
+    def _call(self, fn: Callable[..., Any], params: Params, item: Item) -> Any:
+        if self.fan_out:
+            if item is None:
+                raise PruneflowError(f"step '{self.name}' runs per item: give it an item")
+            return fn(params, item)
+        if item is not None:
+            raise PruneflowError(f"step '{self.name}' takes no item, got {item}")
+        return fn(params)
+
+    def input_paths(self, params: Params, item: Item = None) -> list[Path]:
+        return list(self._call(self.inputs, params, item))
+
+    def output_paths(self, params: Params, item: Item = None) -> list[Path]:
+        return list(self._call(self.outputs, params, item))
 
     def params_subset(self, params: Params) -> dict[str, Any]:
         return {key: params.get(key) for key in self.reads}
 
-    def fingerprint(self, params: Params) -> str:
-        missing = [str(p) for p in self.inputs(params) if not p.exists()]
+    def fingerprint(self, params: Params, item: Item = None) -> str:
+        inputs = self.input_paths(params, item)
+        missing = [str(p) for p in inputs if not p.exists()]
         if missing:
             raise PruneflowError(
                 f"step '{self.name}' needs {', '.join(missing)}: run the step that makes it first"
@@ -117,9 +148,11 @@ class Step:
             "format": _FORMAT,
             "step": self.name,
             "params": self.params_subset(params),
-            "inputs": {str(p): file_hash(p) for p in self.inputs(params)},
+            "item": item,
+            "inputs": {str(p): file_hash(p) for p in inputs},
             "code": code_hash(self.code),
-            "outputs": [str(p) for p in self.outputs(params)],
+            "outputs": [str(p) for p in self.output_paths(params, item)],
+            "environment": self.environment(params) if self.environment else None,
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.blake2b(blob, digest_size=16).hexdigest()
@@ -147,7 +180,7 @@ class Step:
         except PruneflowError:
             return None  # a damaged cache entry is a miss, never an error
 
-    def cache_key(self, params: Params) -> str | None:
+    def cache_key(self, params: Params, item: Item = None) -> str | None:
         """A key for an orchestrator's result cache, or None when a cached result would lie.
 
         None when the inputs are missing, or when this fingerprint was computed before but the
@@ -155,7 +188,7 @@ class Step:
         A fingerprint never computed gets its key, so the result of this run is stored under it.
         """
         try:
-            fingerprint = self.fingerprint(params)
+            fingerprint = self.fingerprint(params, item)
         except PruneflowError:
             return None
         record = self._cached_record(fingerprint)
@@ -182,27 +215,29 @@ class Step:
                 _link_or_copy(Path(out["path"]), tmp / str(i))
             write_json(tmp / "record.json", record)
 
-    def run(self, params: Params, force: bool = False) -> Record:
+    def run(self, params: Params, force: bool = False, item: Item = None) -> Record:
         """Bring this step's outputs up to date; returns the step's record (with ``status``)."""
-        fingerprint = self.fingerprint(params)
+        fingerprint = self.fingerprint(params, item)
+        label = f"{self.name}{_label(item)}"
         started = time.perf_counter()
         record = None if force else self._cached_record(fingerprint)
         if record is not None and self._outputs_match(record):
-            say(f"  = {self.name}: up to date")
+            say(f"  = {label}: up to date")
             return {**record, "status": "cached", "seconds": time.perf_counter() - started}
         if record is not None and self._restore(fingerprint, record):
-            say(f"  = {self.name}: restored from the step cache")
+            say(f"  = {label}: restored from the step cache")
             return {**record, "status": "restored", "seconds": time.perf_counter() - started}
-        say(f"  > {self.name}: running")
-        summary = self.compute(params)
+        say(f"  > {label}: running")
+        summary = self._call(self.compute, params, item)
         outputs = []
-        for path in self.outputs(params):
+        for path in self.output_paths(params, item):
             if not path.exists():
                 raise PruneflowError(f"step '{self.name}' did not write its output {path}")
             outputs.append({"path": str(path), "hash": file_hash(path), "stat": _stat_key(path)})
         seconds = time.perf_counter() - started
         record = {
             "step": self.name,
+            "item": item,
             "fingerprint": fingerprint,
             "params": self.params_subset(params),
             "outputs": outputs,
@@ -210,5 +245,5 @@ class Step:
             "compute_seconds": seconds,
         }
         self._store(fingerprint, record)
-        say(f"  + {self.name}: done in {seconds:.1f} s")
+        say(f"  + {label}: done in {seconds:.1f} s")
         return {**record, "status": "computed", "seconds": seconds}

@@ -1,0 +1,284 @@
+"""SparseRuntime: a pruned model as an inference model whose layers run on chosen backends.
+
+Pruned means zeros in the weights: from explicit ``masks``, from ``torch.nn.utils.prune``
+reparametrisations (``weight_orig * weight_mask``) or already written into the weights.
+The conversion, on a copy (the given model is not touched):
+
+1. masks are multiplied in, the model is put in eval mode;
+2. the model is traced with ``torch.fx``; every BatchNorm directly after a Conv2d/Linear whose
+   output feeds nothing else is **folded** into that layer's weight and bias (zeros stay
+   zero), and a ReLU that is a layer's only consumer is **fused** into the layer (the
+   ``csr_numba`` kernel applies it in registers). This is what inference engines such as
+   DeepSparse do too, and it makes "layer time" mean conv+BN+ReLU as one unit;
+3. 2x2 max-pooling runs as element-wise maxima (:mod:`pruneflow.timing.ops`; torch's NCHW
+   ``max_pool2d`` is 10x slower on one thread and would dominate the fixed remainder);
+4. every Conv2d/Linear becomes the executable module of its backend
+   (:mod:`pruneflow.timing.layers`); linear layers feeding only linear layers hand over
+   their output feature-major (no transpose between two sparse linear layers).
+
+Models that ``torch.fx`` cannot trace are still converted, module by module, without folding
+or fusion (BN then runs as its own op). Inference only: ``forward`` runs under ``no_grad``
+and the result does not train.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from pruneflow.errors import PruneflowError
+from pruneflow.models.zoo import prunable_layers
+from pruneflow.timing import backends as B
+from pruneflow.timing.layers import ExecLayer, weight_sparsity
+from pruneflow.timing.ops import swap_fast_ops
+
+__all__ = ["SparseRuntime", "auto_backend", "prepare_inference_model", "set_submodule"]
+
+# Below these sparsities the sparse kernels lose to dense GEMM / oneDNN (measured on a Zen 4
+# core, float32): the guess "auto" makes when no timing table is given.
+AUTO_THRESHOLDS = {"linear": 0.5, "conv2d": 0.7}
+
+_RELU_FUNCS = {torch.relu, torch.relu_, F.relu, torch.nn.functional.relu}
+
+
+def auto_backend(layer: nn.Module, sparsity: float) -> str:
+    """``csr_numba`` where the layer is sparse enough for it to beat ``dense``, else dense."""
+    op = "conv2d" if isinstance(layer, nn.Conv2d) else "linear"
+    if sparsity >= AUTO_THRESHOLDS[op] and "csr_numba" in B.available_backends():
+        if B.get_backend("csr_numba").supports(layer):
+            return "csr_numba"
+    return "dense"
+
+
+def _bake_masks(model: nn.Module, masks: Mapping[str, torch.Tensor] | None) -> None:
+    """Write masks into the weights (in place, on the copy) and drop prune reparametrisations."""
+    mods = dict(model.named_modules())
+    for mod in mods.values():
+        if hasattr(mod, "weight_orig") and hasattr(mod, "weight_mask"):
+            torch.nn.utils.prune.remove(mod, "weight")
+    for name, mask in (masks or {}).items():
+        if name not in mods or not isinstance(mods[name], (nn.Conv2d, nn.Linear)):
+            raise PruneflowError(f"mask for '{name}': the model has no Conv2d/Linear of that name")
+        weight = mods[name].weight
+        if tuple(mask.shape) != tuple(weight.shape):
+            raise PruneflowError(
+                f"mask for '{name}' has shape {tuple(mask.shape)}, the weight "
+                f"{tuple(weight.shape)}"
+            )
+        with torch.no_grad():
+            weight.mul_(mask.to(weight.dtype))
+
+
+def _is_relu(node: fx.Node, mods: Mapping[str, nn.Module]) -> bool:
+    if node.op == "call_module":
+        return isinstance(mods.get(str(node.target)), nn.ReLU)
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCS
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _fold_and_fuse(gm: fx.GraphModule, layers: set[str]) -> dict[str, bool]:
+    """Fold BN into the layer before it, fuse a following ReLU; return layer -> fused ReLU."""
+    mods = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(
+            mods.get(str(node.target)), (nn.BatchNorm1d, nn.BatchNorm2d)
+        ):
+            continue
+        prev = node.args[0] if node.args else None
+        if not isinstance(prev, fx.Node) or prev.op != "call_module" or len(prev.users) != 1:
+            continue
+        name, bn = str(prev.target), mods[str(node.target)]
+        layer = mods.get(name)
+        if name not in layers or calls.get(name) != 1 or not bn.track_running_stats:
+            continue
+        if isinstance(layer, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            fused = fuse_conv_bn_eval(layer, bn)
+        elif isinstance(layer, nn.Linear) and isinstance(bn, nn.BatchNorm1d):
+            fused = fuse_linear_bn_eval(layer, bn)
+        else:
+            continue
+        set_submodule(gm, name, fused)
+        node.replace_all_uses_with(prev)
+        gm.graph.erase_node(node)
+    mods = dict(gm.named_modules())
+    relu: dict[str, bool] = {}
+    for node in list(gm.graph.nodes):
+        name = str(node.target)
+        if node.op != "call_module" or name not in layers or calls.get(name) != 1:
+            continue
+        users = list(node.users)
+        if len(users) == 1 and _is_relu(users[0], mods) and list(users[0].all_input_nodes) == [
+            node
+        ]:
+            users[0].replace_all_uses_with(node)
+            gm.graph.erase_node(users[0])
+            relu[name] = True
+    gm.graph.lint()
+    gm.recompile()
+    return relu
+
+
+def _feature_major_ok(gm: fx.GraphModule, name: str, linear_names: set[str]) -> bool:
+    """True when every consumer of linear layer ``name`` is a linear layer reading it directly."""
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and str(node.target) == name:
+            users = list(node.users)
+            return bool(users) and all(
+                u.op == "call_module" and str(u.target) in linear_names and u.args[0] is node
+                for u in users
+            )
+    return False
+
+
+def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
+    """Replace the submodule at dotted path ``name`` (``root.get_submodule``'s inverse)."""
+    parent_name, _, leaf = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, leaf, module)
+
+
+def prepare_inference_model(
+    model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, fold: bool = True
+) -> tuple[nn.Module, dict[str, bool], bool]:
+    """An eval copy with masks baked in, BN folded and ReLUs marked for fusion.
+
+    Returns ``(module, relu_of_layer, traced)``; ``traced`` is False when ``torch.fx`` could
+    not trace the model (then nothing is folded or fused).
+    """
+    work = copy.deepcopy(model).eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+    _bake_masks(work, masks)
+    swap_fast_ops(work)
+    layers = set(prunable_layers(work))
+    if not fold:
+        return work, {}, False
+    try:
+        gm = fx.symbolic_trace(work)
+    except Exception:  # noqa: BLE001 - any tracing failure means "run it module by module"
+        return work, {}, False
+    relu = _fold_and_fuse(gm, layers)
+    return gm, relu, True
+
+
+class SparseRuntime(nn.Module):
+    """A pruned model whose Conv2d/Linear layers run on per-layer backends (eval only).
+
+    ``backends``: one backend name for every prunable layer (layers it cannot run fall back
+    to ``dense``), ``"auto"`` (``csr_numba`` above :data:`AUTO_THRESHOLDS`, else dense), or a
+    mapping layer -> backend name (unlisted layers are dense; an explicit backend that cannot
+    run its layer is an error). See :meth:`from_table` to take the fastest backend per layer
+    from a timing table.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        backends: str | Mapping[str, str] = "auto",
+        *,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        fold: bool = True,
+    ):
+        super().__init__()
+        self.layer_names = prunable_layers(model)
+        net, relu, traced = prepare_inference_model(model, masks, fold)
+        self.traced = traced
+        self.fused_relu = sorted(relu)
+        mods = dict(net.named_modules())
+        linear_names = {n for n in self.layer_names if isinstance(mods.get(n), nn.Linear)}
+        if isinstance(backends, Mapping):
+            unknown = sorted(set(backends) - set(self.layer_names))
+            if unknown:
+                raise PruneflowError(
+                    f"backends given for layers the model does not have: {', '.join(unknown)}"
+                )
+        self.backends: dict[str, str] = {}
+        self.sparsities: dict[str, float] = {}
+        for name in self.layer_names:
+            layer = mods.get(name)
+            if layer is None:  # defined but never called in forward: nothing to run
+                continue
+            sparsity = weight_sparsity(layer.weight)
+            backend = self._choose(name, layer, backends, sparsity)
+            exe = B.build_layer(backend, layer, relu=relu.get(name, False))
+            if traced and name in linear_names:
+                exe.feature_major = _feature_major_ok(net, name, linear_names)
+            set_submodule(net, name, exe)
+            self.backends[name] = backend
+            self.sparsities[name] = sparsity
+        self.net = net
+
+    @staticmethod
+    def _choose(
+        name: str, layer: nn.Module, backends: str | Mapping[str, str], sparsity: float
+    ) -> str:
+        if isinstance(backends, str):
+            if backends == "auto":
+                return auto_backend(layer, sparsity)
+            backend = B.get_backend(backends)
+            return backends if backend.supports(layer) else "dense"
+        chosen = backends.get(name, "dense")
+        if not B.get_backend(chosen).supports(layer):
+            raise PruneflowError(f"backend '{chosen}' cannot run layer '{name}' ({layer!r})")
+        return chosen
+
+    @classmethod
+    def from_table(
+        cls,
+        model: nn.Module,
+        table: pd.DataFrame,
+        *,
+        masks: Mapping[str, torch.Tensor] | None = None,
+        fold: bool = True,
+    ) -> SparseRuntime:
+        """Each layer in ``table`` runs on the backend recorded at its nearest level.
+
+        The layer's sparsity is read from its (masked) weight; layers the table does not list
+        (e.g. skipped first/last layers) run dense.
+        """
+        missing = {"layer", "sparsity", "backend"} - set(table.columns)
+        if missing:
+            raise PruneflowError(f"timing table lacks columns: {', '.join(sorted(missing))}")
+        net, _, _ = prepare_inference_model(model, masks, fold=False)
+        mods = dict(net.named_modules())
+        choice: dict[str, str] = {}
+        for name, rows in table.groupby("layer", sort=False):
+            if name not in mods:
+                raise PruneflowError(f"timing table layer '{name}' is not in the model")
+            sparsity = weight_sparsity(mods[name].weight)
+            nearest = (rows["sparsity"] - sparsity).abs().idxmin()
+            choice[str(name)] = str(rows.loc[nearest, "backend"])
+        return cls(model, choice, masks=masks, fold=fold)
+
+    def layer(self, name: str) -> ExecLayer:
+        """The executable module running prunable layer ``name``."""
+        if name not in self.backends:
+            raise PruneflowError(f"no prunable layer '{name}' in this runtime")
+        return self.net.get_submodule(name)
+
+    def describe(self) -> dict[str, Any]:
+        """Per layer: backend, sparsity, fused ReLU; and whether BN was folded."""
+        return {
+            "traced": self.traced,
+            "layers": {
+                n: {"backend": b, "sparsity": self.sparsities[n], "relu": n in self.fused_relu}
+                for n, b in self.backends.items()
+            },
+        }
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.net(x)
+

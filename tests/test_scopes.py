@@ -1,0 +1,29 @@
+import pytest
+
+from pruneflow import config
+from pruneflow.errors import PruneflowError
+
+
+def test_scoped_params_take_the_method_section():
+    p = config.Params()
+    q = config.scoped(p, "spdy:mlp1024")
+    assert (q.data.dataset, q.noise.rate, q.model.name) == ("mnist5k", 0.0, "mlp1024")
+    assert q.train == p.spdy.train and q.data.root == p.data.root
+    data_only = config.scoped(p, "spdy")
+    assert data_only.data.dataset == "mnist5k" and data_only.model == p.model
+    assert config.scoped(p, None) is p
+
+
+def test_scope_errors():
+    with pytest.raises(PruneflowError, match="scope must be"):
+        config.scoped(config.Params(), "chex:foo")
+    with pytest.raises(PruneflowError, match="not one of them"):
+        config.scoped(config.Params(), "spdy:lenet300100")
+
+
+def test_scoped_source_keys():
+    assert config.scoped_source("spdy:smallcnn", "train.lr") == "spdy.train"
+    assert config.scoped_source("spdy:smallcnn", "model.name") is None
+    assert config.scoped_source("spdy", "data.dataset") == "spdy.dataset"
+    assert config.scoped_source("spdy", "noise.kind") == "noise.kind"
+    assert config.scoped_source(None, "train.lr") == "train.lr"

@@ -1,0 +1,159 @@
+"""Execution backends: every backend computes the masked dense layer, and the registry seam."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pruneflow.errors import PruneflowError
+from pruneflow.timing import (
+    available_backends,
+    build_layer,
+    get_backend,
+    register_backend,
+    registered_backends,
+    unregister_backend,
+)
+from pruneflow.timing.backends import LayerBackend
+from pruneflow.timing.layers import DenseConv, DenseLinear
+from pruneflow.timing.ops import MaxPool2x2
+
+BACKENDS = ["dense", "csr", "csr_numba"]
+
+
+def _pruned(layer: nn.Module, sparsity: float, seed: int = 0) -> nn.Module:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        mask = torch.rand(layer.weight.shape, generator=gen) >= sparsity
+        layer.weight.mul_(mask)
+        if layer.bias is not None:
+            layer.bias.normal_(generator=gen)
+    return layer
+
+
+def _reference(layer: nn.Module, x: torch.Tensor, relu: bool) -> torch.Tensor:
+    with torch.no_grad():
+        y = layer(x)
+    return torch.relu(y) if relu else y
+
+
+def test_cpu_backends_are_registered_and_available() -> None:
+    assert set(BACKENDS) <= set(available_backends("cpu"))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("batch", [1, 5, 16, 37, 64, 70])
+def test_linear_backends_equal_the_masked_dense_layer(backend: str, batch: int) -> None:
+    torch.manual_seed(batch)
+    layer = _pruned(nn.Linear(40, 24), 0.8, seed=batch)
+    x = torch.randn(batch, 40)
+    for relu in (False, True):
+        for feature_major in (False, True):
+            exe = build_layer(backend, layer, relu=relu)
+            exe.feature_major = feature_major
+            with torch.no_grad():
+                y = exe(x)
+                again = exe(x.clone())  # a second call reuses cached state
+            ref = _reference(layer, x, relu)
+            assert y.shape == ref.shape
+            torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
+            if feature_major:
+                assert y.t().is_contiguous()  # the [out, B] buffer, handed on without a copy
+            else:
+                assert y.is_contiguous()
+
+
+def test_linear_accepts_feature_major_input() -> None:
+    layer = _pruned(nn.Linear(32, 16), 0.7)
+    x_fm = torch.randn(32, 8).t()  # strides (1, 8): what a feature-major layer hands on
+    ref = _reference(layer, x_fm.contiguous(), False)
+    for backend in BACKENDS:
+        with torch.no_grad():
+            torch.testing.assert_close(build_layer(backend, layer)(x_fm), ref,
+                                       rtol=1e-5, atol=1e-5)
+
+
+CONVS = [
+    dict(in_channels=4, out_channels=8, kernel_size=3, padding=1),
+    dict(in_channels=4, out_channels=8, kernel_size=3, padding=1, stride=2, bias=False),
+    dict(in_channels=4, out_channels=8, kernel_size=1),
+    dict(in_channels=4, out_channels=8, kernel_size=1, stride=2),
+    dict(in_channels=4, out_channels=8, kernel_size=3, padding=2, dilation=2),
+    dict(in_channels=4, out_channels=8, kernel_size=(3, 5), padding=(0, 1)),
+    dict(in_channels=3, out_channels=8, kernel_size=7, stride=2, padding=3),
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("spec", CONVS, ids=lambda s: str(sorted(s.items())))
+@pytest.mark.parametrize("hw", [(13, 11), (4, 5)])  # large maps and small ones: both layouts
+def test_conv_backends_equal_the_masked_dense_layer(backend: str, spec: dict, hw: tuple) -> None:
+    torch.manual_seed(0)
+    layer = _pruned(nn.Conv2d(**spec), 0.7)
+    x = torch.randn(3, spec["in_channels"], *hw)
+    for relu in (False, True):
+        exe = build_layer(backend, layer, relu=relu)
+        with torch.no_grad():
+            y = exe(x)
+            again = exe(x.clone())
+        ref = _reference(layer, x, relu)
+        assert y.is_contiguous() and y.shape == ref.shape
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_conv_accepts_non_contiguous_input() -> None:
+    layer = _pruned(nn.Conv2d(4, 6, 3, padding=1), 0.5)
+    x = torch.randn(2, 9, 9, 4).permute(0, 3, 1, 2)  # channels-last memory
+    ref = _reference(layer, x.contiguous(), True)
+    with torch.no_grad():
+        torch.testing.assert_close(build_layer("csr_numba", layer, relu=True)(x), ref,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_fully_sparse_and_dense_weights() -> None:
+    for sparsity in (0.0, 1.0):
+        layer = _pruned(nn.Linear(20, 10), sparsity)
+        x = torch.randn(4, 20)
+        with torch.no_grad():
+            torch.testing.assert_close(build_layer("csr_numba", layer)(x),
+                                       _reference(layer, x, False), rtol=1e-5, atol=1e-5)
+
+
+def test_csr_numba_rejects_what_it_cannot_run() -> None:
+    grouped = nn.Conv2d(4, 8, 3, groups=2)
+    assert not get_backend("csr_numba").supports(grouped)
+    assert get_backend("dense").supports(grouped)
+    with pytest.raises(PruneflowError, match="cannot run"):
+        build_layer("csr_numba", grouped)
+    exe = build_layer("csr_numba", nn.Linear(4, 4))
+    with pytest.raises(PruneflowError, match="float32"), torch.no_grad():
+        exe(torch.randn(2, 4, dtype=torch.float64))
+
+
+def test_registry_errors_and_extension_seam() -> None:
+    with pytest.raises(PruneflowError, match="unknown backend 'nope'"):
+        get_backend("nope")
+    with pytest.raises(PruneflowError, match="already registered"):
+        register_backend(LayerBackend("dense", DenseLinear, DenseConv))
+    with pytest.raises(PruneflowError, match="Backend protocol"):
+        register_backend(object())  # type: ignore[arg-type]
+    offline = LayerBackend("test_offline", DenseLinear, DenseConv, device="test",
+                           is_available=lambda: False)
+    register_backend(offline, replace=True)
+    try:
+        assert "test_offline" in registered_backends()
+        assert "test_offline" not in available_backends("test")
+        with pytest.raises(PruneflowError, match="not available"):
+            get_backend("test_offline")
+    finally:
+        unregister_backend("test_offline")
+    assert "test_offline" not in registered_backends()
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 3, 7, 9), (1, 2, 5, 4)])
+def test_fast_maxpool_equals_torch(shape: tuple) -> None:
+    x = torch.randn(*shape)
+    assert torch.equal(MaxPool2x2()(x), nn.functional.max_pool2d(x, 2))
