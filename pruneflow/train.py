@@ -77,12 +77,15 @@ def train(
     progress: bool = False,
     after_step: Callable[[nn.Module], None] | None = None,
     description: str = "train",
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> History:
     """Train ``model`` in place on ``data[indices]`` with ``labels`` (indexed like ``data``).
 
     ``after_step`` runs after every optimizer step (the pruning methods re-apply masks there).
+    ``optimizer`` lets a caller that must reach the optimizer's state (to clear the momentum of
+    weights it prunes mid-training) own it; by default one is made from ``cfg``.
     """
-    optimizer = make_optimizer(model, cfg)
+    optimizer = optimizer if optimizer is not None else make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     loss_fn = nn.CrossEntropyLoss()
     history = History()

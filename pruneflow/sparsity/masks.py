@@ -113,8 +113,10 @@ def select(
         s = s.detach().float().flatten().clone()
         if current is not None:
             if current[name].shape != layer_scores[name].shape:
-                raise PruneflowError(f"mask of '{name}' has shape {tuple(current[name].shape)}, "
-                                     f"weights {tuple(layer_scores[name].shape)}")
+                raise PruneflowError(
+                    f"mask of '{name}' has shape {tuple(current[name].shape)}, "
+                    f"weights {tuple(layer_scores[name].shape)}"
+                )
             s[~current[name].flatten()] = float("-inf")
         prepared[name] = s
     shapes = {n: layer_scores[n].shape for n in layer_scores}
@@ -157,14 +159,34 @@ class MaskEnforcer:
     loop's ``after_step`` callback, and ``enforcer.remove()`` when done.
     """
 
-    def __init__(self, model: nn.Module, masks: Mapping[str, torch.Tensor]):
+    def __init__(
+        self,
+        model: nn.Module,
+        masks: Mapping[str, torch.Tensor],
+        optimizer: torch.optim.Optimizer | None = None,
+    ):
         self.masks = {n: m.clone() for n, m in masks.items()}
         self._params = weights(model, self.masks)
-        apply(model, self.masks)
+        self._optimizer = optimizer
         self._hooks = [
-            w.register_hook(lambda g, m=self.masks[n]: g * m.to(g.dtype))
+            # the hook reads self.masks at call time, so update() takes effect at once
+            w.register_hook(lambda g, n=n: g * self.masks[n].to(g.dtype))
             for n, w in self._params.items()
         ]
+        self.update(self.masks)
+
+    @torch.no_grad()
+    def update(self, masks: Mapping[str, torch.Tensor]) -> None:
+        """Switch to new masks (gradual pruning): zero the newly pruned weights and their
+        optimizer state (momentum, Adam moments), which would otherwise resurrect them."""
+        for n, m in masks.items():
+            self.masks[n] = m.clone()
+            w = self._params[n]
+            w.mul_(m.to(w.dtype))
+            state = self._optimizer.state.get(w, {}) if self._optimizer is not None else {}
+            for buf in state.values():
+                if torch.is_tensor(buf) and buf.shape == w.shape:
+                    buf.mul_(m.to(buf.dtype))
 
     @torch.no_grad()
     def after_step(self, model: nn.Module | None = None) -> None:

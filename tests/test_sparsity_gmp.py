@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from pruneflow.config import TrainParams
+from pruneflow.data import load_dataset
+from pruneflow.errors import PruneflowError
+from pruneflow.sparsity import masks as M
+from pruneflow.sparsity.gmp import GmpSchedule, cubic_sparsity, gradual_prune
+from pruneflow.train import evaluate, seeded_build
+
+
+def test_cubic_schedule_shape():
+    assert cubic_sparsity(0, 0.0, 0.9, 10, 110) == 0.0
+    assert cubic_sparsity(110, 0.0, 0.9, 10, 110) == 0.9
+    mid = cubic_sparsity(60, 0.0, 0.9, 10, 110)
+    assert mid == pytest.approx(0.9 - 0.9 * 0.5**3)
+    values = [cubic_sparsity(t, 0.05, 0.8, 0, 50) for t in range(51)]
+    assert all(b >= a for a, b in zip(values, values[1:], strict=False))
+
+
+def test_gradual_prune_reaches_profile_and_keeps_zeros():
+    data = load_dataset("digits")
+    idx = np.arange(1200)
+    model = seeded_build("lenet300100", 10, data.in_shape, 0)
+    cfg = TrainParams(epochs=4, batch_size=64, lr=0.05, momentum=0.9, weight_decay=1e-4)
+    targets = {"fc1": 0.9, "fc2": 0.6}
+    masks, _ = gradual_prune(
+        model, data, idx, data.targets, targets, cfg, GmpSchedule(0, 2, every_steps=5)
+    )
+    for name, s in targets.items():
+        w = dict(model.named_modules())[name].weight
+        assert int((w == 0).sum()) >= round(s * w.numel())
+        assert int((~masks[name]).sum()) == round(s * w.numel())
+        assert torch.all(w[~masks[name]] == 0)
+    assert M.sparsity({"fc3": torch.ones(3, dtype=torch.bool)}) == 0.0
+    _, acc = evaluate(model, data, np.arange(1200, 1797), data.targets)
+    assert acc > 0.8  # pruned to 90%/60% and fine-tuned, it still classifies digits
+
+
+@pytest.mark.parametrize(
+    ("schedule", "targets", "match"),
+    [
+        (GmpSchedule(0, 9, 5), {"fc1": 0.5}, "past the training length"),
+        (GmpSchedule(2, 2, 5), {"fc1": 0.5}, "below end_epoch"),
+        (GmpSchedule(0, 2, 0), {"fc1": 0.5}, "every_steps"),
+        (GmpSchedule(0, 2, 5), {"fc1": 1.0}, "target sparsity of 'fc1'"),
+    ],
+)
+def test_bad_schedule_fails_before_training(schedule, targets, match):
+    data = load_dataset("digits")
+    model = seeded_build("lenet300100", 10, data.in_shape, 0)
+    before = model.fc1.weight.clone()
+    with pytest.raises(PruneflowError, match=match):
+        gradual_prune(
+            model, data, np.arange(100), data.targets, targets, TrainParams(epochs=4), schedule
+        )
+    assert torch.equal(model.fc1.weight, before)
