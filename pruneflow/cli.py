@@ -39,7 +39,7 @@ ScopeOpt = Annotated[
     str | None,
     typer.Option("--scope", help="one method's model, e.g. spdy:smallcnn (its data/model/train)"),
 ]
-FLOWS = ("all", "dense", "spdy")
+FLOWS = ("all", "dense", "spdy", "sdd")
 
 
 def _code_root() -> Path:
@@ -103,7 +103,9 @@ def _summary(records: list[dict[str, Any]], wall: float) -> None:
     for col in ("step", "status", "seconds"):
         steps.add_column(col)
     for r in records:
-        steps.add_row(r["step"], r.get("status", "?"), f"{r.get('seconds', 0.0):.2f}")
+        item = " ".join(f"{k}={v}" for k, v in (r.get("item") or {}).items())
+        label = f"{r['step']} {item}".strip()
+        steps.add_row(label, r.get("status", "?"), f"{r.get('seconds', 0.0):.2f}")
     console.print(steps)
     dense = next((r for r in records if r["step"] == "train_dense"), None)
     data = next((r for r in records if r["step"] == "prepare"), None)
@@ -143,6 +145,8 @@ def run(
         from flows.dense import dense as chosen
     elif target == "spdy":
         from flows.spdy import spdy as chosen
+    elif target == "sdd":
+        from flows.double_descent import double_descent as chosen
     else:
         from flows.pipeline import pipeline as chosen
     records = chosen(params.model_dump(mode="json"))
@@ -164,7 +168,7 @@ def stage(
     if name not in STEPS:
         raise PruneflowError(f"unknown step '{name}'; choose one of: {', '.join(STEPS)}")
     params = config.scoped(_load(params_file, overrides), scope)
-    STEPS[name].run(params, force=force)
+    STEPS[name].run_all(params, force=force)
 
 
 @app.command()

@@ -115,6 +115,79 @@ class SpdyParams(_Section):
     timing: TimingParams = TimingParams()
 
 
+SDD_METHODS = ("magnitude", "gradient", "random")
+SDD_MODES = ("finetune", "rewind", "reinit")
+
+
+class PhaseParams(_Section):
+    """How the four phases are read off a test-accuracy curve (see pruneflow.sdd.phases)."""
+
+    tolerance: float = Field(
+        0.01, gt=0.0, lt=1.0, description="accuracy change (fraction) that counts as significant"
+    )
+    smooth: int = Field(
+        3, ge=1, le=15, description="levels in the centred moving average applied first (1: none)"
+    )
+
+
+class SddParams(_Section):
+    """The sparse double descent experiment (He et al., ICML'22): data, dense training, sweep."""
+
+    dataset: Literal[DATASETS] = "mnist5k"  # type: ignore[valid-type]
+    noise_rate: float = Field(0.2, ge=0.0, lt=1.0, description="symmetric noise on train labels")
+    models: list[Literal[MODEL_NAMES]] = ["lenet300100"]  # type: ignore[valid-type]
+    # measured on mnist5k / lenet300100 (see the sweep's report): 30 epochs of Adam memorise
+    # ~98 % of the noisy labels, and the double descent shows within a few CPU minutes
+    train: TrainParams = TrainParams(
+        epochs=30, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"
+    )
+    retrain: TrainParams = TrainParams(
+        epochs=30, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"
+    )
+    methods: list[Literal[SDD_METHODS]] = Field(["magnitude"], min_length=1)
+    modes: list[Literal[SDD_MODES]] = Field(["rewind", "reinit"], min_length=1)
+    seeds: list[int] = Field([0], min_length=1)
+    scope: Literal["global", "layerwise"] = "global"
+    prune_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="share of the remaining weights each round removes"
+    )
+    final_sparsity: float = Field(
+        0.999, gt=0.0, lt=1.0, description="the sweep runs until a level reaches it"
+    )
+    rewind_epoch: int = Field(
+        0, ge=0, description="rewind mode: dense-training epoch whose weights levels restart from"
+    )
+    gradient_batches: int = Field(
+        8, ge=1, le=1000, description="gradient scores: batches (of retrain.batch_size) summed"
+    )
+    phases: PhaseParams = PhaseParams()
+
+    @field_validator("rewind_epoch")
+    @classmethod
+    def _within_training(cls, value: int, info: Any) -> int:
+        train = info.data.get("train")
+        if train is not None and value > train.epochs:
+            raise ValueError(
+                f"must be at most sdd.train.epochs ({train.epochs}): the rewind point is an "
+                "epoch of dense training"
+            )
+        return value
+
+    @field_validator("methods", "modes", "seeds", "models")
+    @classmethod
+    def _distinct(cls, value: list[Any]) -> list[Any]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"lists each entry once, got {value}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _non_negative(cls, value: list[int]) -> list[int]:
+        if any(s < 0 for s in value):
+            raise ValueError(f"seeds must be >= 0, got {value}")
+        return value
+
+
 class OrchestrationParams(_Section):
     server: str = Field(
         "local",
@@ -144,6 +217,7 @@ class Params(_Section):
     model: ModelParams = ModelParams()
     train: TrainParams = TrainParams()
     spdy: SpdyParams = SpdyParams()
+    sdd: SddParams = SddParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     paths: PathsParams = PathsParams()
 
@@ -157,7 +231,7 @@ class Params(_Section):
         return node.model_dump(mode="json") if isinstance(node, BaseModel) else node
 
 
-SCOPED_METHODS = ("spdy",)
+SCOPED_METHODS = ("spdy", "sdd")
 
 
 def _parse_scope(params: Params, scope: str) -> tuple[str, str | None]:

@@ -21,7 +21,8 @@ def data_dir(p: Params) -> Path:
 
 
 def labels_table(p: Params) -> Path:
-    return data_dir(p) / "labels.parquet"
+    """Keyed by the noise too: SPDY (clean) and double descent (20% noise) share mnist5k."""
+    return data_dir(p) / f"{p.noise.kind}-{p.noise.rate}" / "labels.parquet"
 
 
 def model_dir(p: Params) -> Path:

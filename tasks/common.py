@@ -103,7 +103,7 @@ def _run_name(step: str):
     return name
 
 
-def _finish(prefect_task: Task, state: State) -> Record:
+def finish_state(prefect_task: Task, state: State) -> Record:
     record = state.result()  # raises the task's exception when it failed
     if state.name == "Cached":
         item = record.get("item")
@@ -122,7 +122,7 @@ def run_task(
 ) -> Record:
     """Call a step task in a flow and return its record, marking Prefect cache hits."""
     state: State = prefect_task(params, scope, item, upstream=upstream or [], return_state=True)
-    return _finish(prefect_task, state)
+    return finish_state(prefect_task, state)
 
 
 def map_items(
@@ -138,4 +138,4 @@ def map_items(
     """
     futures = [prefect_task.submit(params, scope, item, upstream=upstream or []) for item in items]
     states = [f.wait() or f.state for f in futures]
-    return [_finish(prefect_task, s) for s in states]
+    return [finish_state(prefect_task, s) for s in states]

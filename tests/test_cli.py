@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import run_cli
 
@@ -60,9 +61,27 @@ def test_stage_errors_are_one_line_and_leave_nothing_half_written(project):
     assert unknown.returncode == 2 and "unknown step 'nosuch'" in unknown.stderr
 
     assert run_cli("stage", "prepare", cwd=project).returncode == 0
-    labels = project / "artifacts/data/digits/labels.parquet"
+    labels = project / "artifacts/data/digits/symmetric-0.2/labels.parquet"
     labels.write_bytes(labels.read_bytes()[:100])  # truncated by hand
     corrupt = run_cli("stage", "train_dense", *FAST, cwd=project)
     assert corrupt.returncode == 2 and "corrupt or truncated Parquet" in corrupt.stderr
     model_dir = project / "artifacts/models/digits/lenet300100"
     assert not model_dir.exists() or not any(model_dir.iterdir())
+
+
+def test_double_descent_flow_runs_chains_and_writes_the_sweep(project):
+    tiny = [
+        "--set",
+        "sdd.dataset=digits",
+        "--set",
+        "sdd.train.epochs=1",
+        "--set",
+        "sdd.retrain.epochs=1",
+        "--set",
+        "sdd.final_sparsity=0.5",
+    ]
+    result = run_cli("run", "sdd", *tiny, cwd=project)
+    assert result.returncode == 0, result.stderr
+    sweep = pd.read_parquet(project / "artifacts/sdd/digits-lenet300100/sweep.parquet")
+    assert set(sweep["retrain"]) == {"rewind", "reinit"} and sweep["level"].max() == 4
+    assert (project / "artifacts/reports/sdd-digits-lenet300100-accuracy.png").stat().st_size > 0

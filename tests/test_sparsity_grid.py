@@ -30,8 +30,17 @@ def test_custom_grid() -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [(0.0, 0.9, 10), (0.5, 1.0, 10), (0.9, 0.5, 10), (0.5, 0.5, 10), (0.4, 0.99, 0),
-     (0.4, 0.99, 2.5), (0.4, 0.99, True), (float("nan"), 0.9, 3), (-0.1, 0.9, 3)],
+    [
+        (0.0, 0.9, 10),
+        (0.5, 1.0, 10),
+        (0.9, 0.5, 10),
+        (0.5, 0.5, 10),
+        (0.4, 0.99, 0),
+        (0.4, 0.99, 2.5),
+        (0.4, 0.99, True),
+        (float("nan"), 0.9, 3),
+        (-0.1, 0.9, 3),
+    ],
 )
 def test_invalid_grid_is_a_clear_error(args: tuple) -> None:
     with pytest.raises(PruneflowError, match="sparsity grid"):

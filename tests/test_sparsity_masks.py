@@ -61,7 +61,9 @@ def test_enforcer_keeps_zeros_under_momentum_and_weight_decay():
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
     for _ in range(20):
         opt.zero_grad()
-        nn.functional.cross_entropy(model(torch.randn(16, 20)), torch.randint(0, 5, (16,))).backward()
+        nn.functional.cross_entropy(
+            model(torch.randn(16, 20)), torch.randint(0, 5, (16,))
+        ).backward()
         opt.step()
         enforcer.after_step()
     for n, w in M.weights(model, LAYERS).items():

@@ -65,14 +65,26 @@ def test_linear_backends_equal_the_masked_dense_layer(backend: str, batch: int) 
                 assert y.is_contiguous()
 
 
+@pytest.mark.parametrize("batch,sparsity", [(64, 0.5), (70, 0.8), (16, 0.3)])
+def test_linear_column_chunks_equal_the_masked_dense_layer(batch: int, sparsity: float) -> None:
+    # wide enough that the operand is split into L1-sized column chunks
+    layer = _pruned(nn.Linear(600, 40), sparsity)
+    exe = build_layer("csr_numba", layer, relu=True)
+    x = torch.randn(batch, 600)
+    with torch.no_grad():
+        y = exe(x)
+    ptrs = next(iter(exe._geo.values()))[0]
+    assert ptrs.shape[0] > 1  # really chunked
+    torch.testing.assert_close(y, _reference(layer, x, True), rtol=1e-5, atol=1e-5)
+
+
 def test_linear_accepts_feature_major_input() -> None:
     layer = _pruned(nn.Linear(32, 16), 0.7)
     x_fm = torch.randn(32, 8).t()  # strides (1, 8): what a feature-major layer hands on
     ref = _reference(layer, x_fm.contiguous(), False)
     for backend in BACKENDS:
         with torch.no_grad():
-            torch.testing.assert_close(build_layer(backend, layer)(x_fm), ref,
-                                       rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(build_layer(backend, layer)(x_fm), ref, rtol=1e-5, atol=1e-5)
 
 
 CONVS = [
@@ -109,8 +121,9 @@ def test_conv_accepts_non_contiguous_input() -> None:
     x = torch.randn(2, 9, 9, 4).permute(0, 3, 1, 2)  # channels-last memory
     ref = _reference(layer, x.contiguous(), True)
     with torch.no_grad():
-        torch.testing.assert_close(build_layer("csr_numba", layer, relu=True)(x), ref,
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            build_layer("csr_numba", layer, relu=True)(x), ref, rtol=1e-5, atol=1e-5
+        )
 
 
 def test_fully_sparse_and_dense_weights() -> None:
@@ -118,8 +131,12 @@ def test_fully_sparse_and_dense_weights() -> None:
         layer = _pruned(nn.Linear(20, 10), sparsity)
         x = torch.randn(4, 20)
         with torch.no_grad():
-            torch.testing.assert_close(build_layer("csr_numba", layer)(x),
-                                       _reference(layer, x, False), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(
+                build_layer("csr_numba", layer)(x),
+                _reference(layer, x, False),
+                rtol=1e-5,
+                atol=1e-5,
+            )
 
 
 def test_csr_numba_rejects_what_it_cannot_run() -> None:
@@ -140,8 +157,9 @@ def test_registry_errors_and_extension_seam() -> None:
         register_backend(LayerBackend("dense", DenseLinear, DenseConv))
     with pytest.raises(PruneflowError, match="Backend protocol"):
         register_backend(object())  # type: ignore[arg-type]
-    offline = LayerBackend("test_offline", DenseLinear, DenseConv, device="test",
-                           is_available=lambda: False)
+    offline = LayerBackend(
+        "test_offline", DenseLinear, DenseConv, device="test", is_available=lambda: False
+    )
     register_backend(offline, replace=True)
     try:
         assert "test_offline" in registered_backends()

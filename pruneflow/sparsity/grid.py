@@ -27,9 +27,7 @@ def sparsity_grid(
         raise PruneflowError(f"sparsity grid: steps must be an integer >= 1, got {steps!r}")
     for name, value in (("min_sparsity", min_sparsity), ("max_sparsity", max_sparsity)):
         if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value < 1:
-            raise PruneflowError(
-                f"sparsity grid: {name} must be a number in (0, 1), got {value!r}"
-            )
+            raise PruneflowError(f"sparsity grid: {name} must be a number in (0, 1), got {value!r}")
     if min_sparsity >= max_sparsity:
         raise PruneflowError(
             f"sparsity grid: min_sparsity ({min_sparsity}) must be below "

@@ -3,8 +3,9 @@
 from pruneflow.steps.base import Record, Step
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.dense import TRAIN_DENSE
+from pruneflow.steps.sdd import SDD_STEPS
 from pruneflow.steps.timing import PROFILE
 
-STEPS: dict[str, Step] = {s.name: s for s in (PREPARE, TRAIN_DENSE, PROFILE)}
+STEPS: dict[str, Step] = {s.name: s for s in (PREPARE, TRAIN_DENSE, PROFILE, *SDD_STEPS)}
 
 __all__ = ["STEPS", "Record", "Step"]

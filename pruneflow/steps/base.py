@@ -118,6 +118,8 @@ class Step:
     # from another machine must never be a cache hit
     environment: Callable[[Params], dict[str, Any]] | None = None
     fan_out: bool = False
+    # a fan-out step's items in the order they must run (what `pruneflow stage NAME` runs)
+    items: Callable[[Params], list[dict[str, Any]]] | None = None
 
     def _call(self, fn: Callable[..., Any], params: Params, item: Item) -> Any:
         if self.fan_out:
@@ -214,6 +216,14 @@ class Step:
             for i, out in enumerate(record["outputs"]):
                 _link_or_copy(Path(out["path"]), tmp / str(i))
             write_json(tmp / "record.json", record)
+
+    def run_all(self, params: Params, force: bool = False) -> list[Record]:
+        """Every item of a fan-out step in order (a plain step: its one run)."""
+        if not self.fan_out:
+            return [self.run(params, force=force)]
+        if self.items is None:
+            raise PruneflowError(f"step '{self.name}' does not list its items")
+        return [self.run(params, force=force, item=item) for item in self.items(params)]
 
     def run(self, params: Params, force: bool = False, item: Item = None) -> Record:
         """Bring this step's outputs up to date; returns the step's record (with ``status``)."""

@@ -1,4 +1,4 @@
-"""Numba CPU kernels for unstructured-sparse layers (the ``csr_numba`` backend).
+"""Numba CPU kernel for unstructured-sparse layers (the ``csr_numba`` backend).
 
 One kernel does all the arithmetic: a CSR weight ``W [R, K]`` times a dense operand stored
 "feature-major" (one contiguous row per input feature), every output row accumulated in SIMD
@@ -9,26 +9,31 @@ registers along the contiguous dimension::
 ``offs[p]`` is the flat offset of nonzero ``p``'s operand row, so the same kernel serves
 
 - **Linear**: ``x = X^T [K, B]`` and ``offs = column * B``: the batch is the SIMD dimension;
-- **Conv2d, stride 1** (any kernel size, padding, dilation): ``x`` is the zero-padded input
-  in ``[C, N, Hp, Wp]`` layout and ``offs = c * N*Hp*Wp + i*dh*Wp + j*dw``. A weight tap
+- **Conv2d, stride 1** (any kernel size, padding, dilation): ``x`` is the zero-padded input,
+  e.g. ``[C, N, Hp, Wp]`` with ``offs = c * N*Hp*Wp + i*dh*Wp + j*dw``. A weight tap
   ``(c, i, j)`` is a constant shift of the flat padded image, so there is no im2col: output
-  pixel ``(n, h, w)`` sits at ``q = n*Hp*Wp + h*Wp + w`` of a grid with the padded row pitch,
-  and :func:`unpack_grid` drops the grid's few junk columns while writing NCHW;
-- **Conv2d, stride > 1**: an im2col matrix ``[C*kh*kw, N*Ho*Wo]`` (:func:`im2col`) and
-  ``offs = row * N*Ho*Wo``.
+  pixel ``(n, h, w)`` sits at ``q = n*Hp*Wp + h*Wp + w`` of a grid with the padded row pitch
+  whose few junk columns the caller drops when copying to NCHW (``[C, Hp, Wp, N]`` works
+  the same way with every offset times ``N``);
+- **Conv2d, stride > 1**: an im2col matrix ``[C*kh*kw, N*Ho*Wo]`` and ``offs = row * pitch``.
 
-Why not plain numba loops: LLVM keeps ``y[o, :]`` in memory (it cannot prove ``x`` and ``y``
-do not alias) and guards every access with wraparound checks, which made a straightforward
-``y[i, :] += w * x[j, :]`` loop slower than MKL's dense GEMM even at 95% sparsity. The inner
-loop is therefore an intrinsic that emits LLVM vector IR directly: ``NVEC`` accumulators of
-16 float32 lanes live in registers for the whole row, each nonzero costs one broadcast plus
-``NVEC`` unaligned loads and FMAs. On AVX-512 (Zen 4) four accumulators (a 64-wide tile)
-saturate the FMA pipes; on AVX2 LLVM splits each 16-lane vector into two.
+The layout copies around the kernel are left to torch's strided ``copy_``, which runs them
+near memory speed (numba loops over 4-D indices were 4-5x slower there).
 
-All functions are compiled with ``cache=True`` (the first call in a fresh environment pays
-the compilation, a few seconds; later processes load the cached machine code) and
-``parallel=True``: the thread count is numba's (``numba.set_num_threads``); with one thread
-the parallel loops run inline on the calling thread.
+Why an intrinsic: in a plain numba loop ``y[i, :] += w * x[j, :]`` LLVM keeps ``y[i, :]`` in
+memory (it cannot prove ``x`` and ``y`` do not alias) and guards accesses with wraparound
+checks; that was slower than MKL's dense GEMM even at 95% sparsity. The inner loop is
+therefore emitted as LLVM vector IR: up to four accumulators of 16 float32 lanes stay in
+registers for a whole output row segment, each nonzero costs a broadcast plus one unaligned
+load and one FMA per accumulator. On AVX-512 (Zen 4) a 64-wide tile runs at L1/L2 speed;
+on AVX2 LLVM splits each 16-lane vector in two.
+
+Nonzeros may be grouped by column chunk (``indptr`` is ``[chunks, R + 1]``): the kernel
+sweeps the chunks in turn, adding into ``y`` (see ``numba_layers._column_chunks``).
+
+Compiled with ``cache=True``: the first call in a fresh environment compiles (seconds),
+later processes load the cached machine code; and ``parallel=True``: the thread count is
+numba's (``numba.set_num_threads``); with one thread the loop runs on the calling thread.
 """
 
 from __future__ import annotations
@@ -57,8 +62,17 @@ def _make_accumulate(nvec: int, split: int, lanes: int = LANES):
     @intrinsic
     def accumulate(typingctx, vals, offs, start, stop, x, xq, y, yq, bias, lo, carry):
         sig = types.void(
-            vals, offs, types.intp, types.intp, x, types.intp, y, types.intp,
-            types.float32, types.float32, types.boolean,
+            vals,
+            offs,
+            types.intp,
+            types.intp,
+            x,
+            types.intp,
+            y,
+            types.intp,
+            types.float32,
+            types.float32,
+            types.boolean,
         )
 
         def codegen(context, builder, sg, args):
@@ -83,8 +97,10 @@ def _make_accumulate(nvec: int, split: int, lanes: int = LANES):
                 return builder.shuffle_vector(one, undef, zero_mask)
 
             # allocas land in the entry block, where mem2reg turns them into registers
-            accs = [[cgutils.alloca_once_value(builder, zero) for _ in range(nvec)]
-                    for _ in range(split)]
+            accs = [
+                [cgutils.alloca_once_value(builder, zero) for _ in range(nvec)]
+                for _ in range(split)
+            ]
             ybase = builder.gep(y_a.data, [yq])
             for k, acc in enumerate(accs[0]):
                 ptr = builder.bitcast(builder.gep(ybase, [ir.Constant(intp, k * lanes)]), vec_ptr)
@@ -106,10 +122,16 @@ def _make_accumulate(nvec: int, split: int, lanes: int = LANES):
                     builder.store(builder.call(fma, [v, w, builder.load(acc)]), acc)
 
             count = builder.sub(stop, start)
-            main_stop = builder.add(start, builder.mul(
-                builder.sdiv(count, ir.Constant(intp, split)), ir.Constant(intp, split)))
-            with cgutils.for_range_slice(builder, start, main_stop,
-                                         ir.Constant(intp, split)) as (p, _):
+            main_stop = builder.add(
+                start,
+                builder.mul(
+                    builder.sdiv(count, ir.Constant(intp, split)), ir.Constant(intp, split)
+                ),
+            )
+            with cgutils.for_range_slice(builder, start, main_stop, ir.Constant(intp, split)) as (
+                p,
+                _,
+            ):
                 for s, group in enumerate(accs):
                     step(builder.add(p, ir.Constant(intp, s)), group)
             with cgutils.for_range_slice(builder, main_stop, stop, ir.Constant(intp, 1)) as (p, _):
@@ -191,5 +213,6 @@ def spmm(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block):
             last = c == nchunks - 1
             for o in range(rb * row_block, min((rb + 1) * row_block, nrows)):
                 b = bias[o] if last else np.float32(0.0)
-                _row_segment(indptr[c], vals, offs, x, y, ly, o, q0, q1, b,
-                             lo if last else no_act, c > 0)
+                _row_segment(
+                    indptr[c], vals, offs, x, y, ly, o, q0, q1, b, lo if last else no_act, c > 0
+                )

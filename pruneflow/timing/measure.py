@@ -31,7 +31,12 @@ import torch
 from pruneflow.errors import PruneflowError
 
 __all__ = [
-    "Timing", "clock_ns", "measure", "measure_interleaved", "thread_scope", "timed_call",
+    "Timing",
+    "clock_ns",
+    "measure",
+    "measure_interleaved",
+    "thread_scope",
+    "timed_call",
 ]
 
 T = TypeVar("T")

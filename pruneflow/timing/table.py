@@ -58,8 +58,19 @@ COLUMNS: dict[str, str] = {
 }
 
 REQUIRED_META = (
-    "format", "model", "layers", "all_layers", "skipped_layers", "levels", "batch_size",
-    "threads", "device", "host", "dense_total_ms", "prunable_dense_ms", "remainder_ms",
+    "format",
+    "model",
+    "layers",
+    "all_layers",
+    "skipped_layers",
+    "levels",
+    "batch_size",
+    "threads",
+    "device",
+    "host",
+    "dense_total_ms",
+    "prunable_dense_ms",
+    "remainder_ms",
 )
 
 
@@ -110,8 +121,7 @@ def validate_timing_table(table: pd.DataFrame, meta: Mapping[str, Any], where: s
     bad = table[(table["level"] < 0) | (table["level"] >= len(levels))]
     if len(bad):
         raise PruneflowError(
-            f"timing table{at}: level {int(bad['level'].iloc[0])} out of range "
-            f"0..{len(levels) - 1}"
+            f"timing table{at}: level {int(bad['level'].iloc[0])} out of range 0..{len(levels) - 1}"
         )
     if table.duplicated(["layer", "level"]).any() or len(table) != len(layers) * len(levels):
         raise PruneflowError(
@@ -184,9 +194,7 @@ def time_matrix(table: pd.DataFrame, layers: Sequence[str] | None = None) -> np.
     return wide.to_numpy(dtype=np.float64)
 
 
-def predict_ms(
-    table: pd.DataFrame, meta: Mapping[str, Any], profile: Mapping[str, int]
-) -> float:
+def predict_ms(table: pd.DataFrame, meta: Mapping[str, Any], profile: Mapping[str, int]) -> float:
     """Predicted end-to-end time: the remainder plus each layer's time at its level index.
 
     ``profile`` maps every profiled layer to a level index (0 = dense).

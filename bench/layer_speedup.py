@@ -1,0 +1,109 @@
+"""End-to-end speedup of SparseRuntime models at uniform sparsity over the dense model.
+
+    uv run python bench/layer_speedup.py [--models mlp1024 smallcnn resnet18_cifar]
+        [--sparsities 0.5 0.8 0.9 0.95] [--threads 1 2] [--backends csr_numba csr]
+        [--repeats 30]
+
+For every (model, threads, sparsity, backend): every profiled layer (all prunable layers but
+the skipped first/last ones) gets an exact random mask of that sparsity and runs on the
+backend; the dense model and the sparse one are timed round-robin (interleaved, so load on
+the host hits both alike), median of ``--repeats`` runs each. Speedups are over the dense
+SparseRuntime (same BN folding, fused ReLUs and pooling, only the layers' backend differs)
+and, for reference, over the plain torch eval model.
+
+DeepSparse 1.8 reference for mlp1024 (batch 64, one thread, measured by the project on the
+same host): 2.9x at 80%, 4.6x at 90%, 9.6x at 95%; the goal is 0.8x of that.
+
+Inputs: 1x28x28 at the default profiling batch (mlp1024: 64, smallcnn: 16); resnet18_cifar
+3x32x32 at batch 8. Prints one JSON object per line; the first line describes the host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+
+from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.sparsity.grid import skipped_layers
+from pruneflow.timing import (
+    SparseRuntime,
+    default_batch_size,
+    exact_mask,
+    host_description,
+    measure_interleaved,
+    thread_scope,
+)
+
+SHAPES = {"resnet18_cifar": (3, 32, 32)}
+BATCH = {"resnet18_cifar": 8}
+DEEPSPARSE = {("mlp1024", 0.8): 2.9, ("mlp1024", 0.9): 4.6, ("mlp1024", 0.95): 9.6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["mlp1024", "smallcnn", "resnet18_cifar"])
+    parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.8, 0.9, 0.95])
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--backends", nargs="+", default=["csr_numba", "csr"])
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(json.dumps({"host": host_description(1), "loadavg": os.getloadavg()}))
+    for name in args.models:
+        shape = SHAPES.get(name, (1, 28, 28))
+        batch = BATCH.get(name, default_batch_size(name))
+        torch.manual_seed(args.seed)
+        model = build(name, 10, shape).eval()
+        names = prunable_layers(model)
+        pruned = [n for n in names if n not in skipped_layers(name, names)]
+        x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1))
+        dense = SparseRuntime(model, "dense")
+        for threads in args.threads:
+            for s in args.sparsities:
+                rng = np.random.default_rng([args.seed, int(s * 1e4)])
+                masks = {n: exact_mask(model.get_submodule(n).weight.shape, s, rng) for n in pruned}
+                runtimes = {
+                    b: SparseRuntime(model, {n: b for n in pruned}, masks=masks)
+                    for b in args.backends
+                }
+                with thread_scope(threads), torch.no_grad():
+                    fns = [dense, model, *runtimes.values()]
+                    timings = measure_interleaved(
+                        [lambda f=f, x=x: f(x) for f in fns], warmup=2, repeats=args.repeats
+                    )
+                dense_t, torch_t = timings[0], timings[1]
+                for backend, t in zip(runtimes, timings[2:], strict=True):
+                    ref = DEEPSPARSE.get((name, s))
+                    speedup = dense_t.median_ms / t.median_ms
+                    print(
+                        json.dumps(
+                            {
+                                "model": name,
+                                "batch_size": batch,
+                                "threads": threads,
+                                "sparsity": s,
+                                "backend": backend,
+                                "dense_ms": round(dense_t.median_ms, 4),
+                                "torch_dense_ms": round(torch_t.median_ms, 4),
+                                "sparse_ms": round(t.median_ms, 4),
+                                "sparse_p10_ms": round(t.p10_ms, 4),
+                                "sparse_p90_ms": round(t.p90_ms, 4),
+                                "speedup": round(speedup, 3),
+                                "speedup_vs_torch": round(torch_t.median_ms / t.median_ms, 3),
+                                "deepsparse_ref": ref,
+                                "goal_met": None if ref is None else bool(speedup >= 0.8 * ref),
+                                "loadavg_1m": round(os.getloadavg()[0], 2),
+                            }
+                        )
+                    )
+                    sys.stdout.flush()
+                del runtimes
+
+
+if __name__ == "__main__":
+    main()

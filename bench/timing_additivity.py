@@ -1,0 +1,128 @@
+"""Does the timing table add up? Predicted vs measured end-to-end time of random profiles.
+
+    uv run python bench/timing_additivity.py [--models mlp1024 smallcnn resnet18_cifar]
+        [--profiles 5] [--threads 1] [--tables DIR] [--seed 0]
+
+For each model: profile it (or read ``DIR/<model>.parquet`` when ``--tables`` holds one for
+this host), then for several random profiles (a uniformly random level per profiled layer)
+prune a copy of the model to that profile with exact random masks, convert it with
+``SparseRuntime.from_table`` (each layer on the backend the table chose at its level) and
+time it end to end. ``predicted_ms = remainder_ms + sum of the table's entries``.
+Goal: ``|ratio - 1| <= 0.1`` with ``ratio = measured_ms / predicted_ms``.
+
+Inputs: mlp1024 and smallcnn on 1x28x28 at their default profiling batch sizes,
+resnet18_cifar on 3x32x32 at batch 8. Prints one JSON object per line (and a header line with
+the host's load average, since the timings are only as quiet as the host).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pruneflow.models.zoo import build
+from pruneflow.timing import (
+    ProfileSettings,
+    SparseRuntime,
+    default_batch_size,
+    exact_mask,
+    host_description,
+    measure,
+    predict_ms,
+    profile_model,
+    read_timing_table,
+    thread_scope,
+    write_timing_table,
+)
+
+SHAPES = {"resnet18_cifar": (3, 32, 32)}
+BATCH = {"resnet18_cifar": 8}
+
+
+def _table(name: str, model: torch.nn.Module, args: argparse.Namespace):  # noqa: ANN202
+    shape = SHAPES.get(name, (1, 28, 28))
+    batch = BATCH.get(name, default_batch_size(name))
+    path = Path(args.tables) / f"{name}.parquet" if args.tables else None
+    if path is not None and path.is_file():
+        from pruneflow.models.zoo import prunable_layers
+
+        return read_timing_table(
+            path, name, prunable_layers(model), host=host_description(args.threads)
+        )
+    settings = ProfileSettings(batch_size=batch, threads=args.threads, seed=args.seed)
+    table, meta = profile_model(model, name, in_shape=shape, settings=settings)
+    if path is not None:
+        write_timing_table(path, table, meta)
+    return table, meta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["mlp1024", "smallcnn", "resnet18_cifar"])
+    parser.add_argument("--profiles", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tables", default=None, help="folder to read/write timing tables")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    print(json.dumps({"host": host_description(args.threads), "loadavg": os.getloadavg()}))
+    for name in args.models:
+        torch.manual_seed(args.seed)
+        shape = SHAPES.get(name, (1, 28, 28))
+        model = build(name, 10, shape).eval()
+        t0 = time.perf_counter()
+        table, meta = _table(name, model, args)
+        profile_s = time.perf_counter() - t0
+        x = torch.randn(meta["batch_size"], *shape, generator=torch.Generator().manual_seed(1))
+        rng = np.random.default_rng([args.seed, 7])
+        nlev = len(meta["levels"])
+        for k in range(args.profiles):
+            profile = {n: int(rng.integers(0, nlev)) for n in meta["layers"]}
+            masks = {
+                n: exact_mask(model.get_submodule(n).weight.shape, meta["levels"][lv], rng)
+                for n, lv in profile.items()
+            }
+            rt = SparseRuntime.from_table(model, table, masks=masks)
+            with thread_scope(args.threads):
+                measured = measure(
+                    lambda rt=rt, x=x: rt(x),
+                    warmup=3,
+                    min_repeats=15,
+                    max_repeats=60,
+                    max_seconds=3.0,
+                )
+            predicted = predict_ms(table, meta, profile)
+            print(
+                json.dumps(
+                    {
+                        "model": name,
+                        "profile": k,
+                        "batch_size": meta["batch_size"],
+                        "threads": args.threads,
+                        "predicted_ms": round(predicted, 4),
+                        "measured_ms": round(measured.median_ms, 4),
+                        "measured_p10_ms": round(measured.p10_ms, 4),
+                        "measured_p90_ms": round(measured.p90_ms, 4),
+                        "ratio": round(measured.median_ms / predicted, 4),
+                        "dense_total_ms": round(meta["dense_total_ms"], 4),
+                        "remainder_ms": round(meta["remainder_ms"], 4),
+                        "mean_sparsity": round(
+                            float(np.mean([meta["levels"][v] for v in profile.values()])), 4
+                        ),
+                        "backends": sorted(set(rt.backends.values())),
+                        "profile_s": round(profile_s, 1) if k == 0 else None,
+                        "loadavg_1m": round(os.getloadavg()[0], 2),
+                    }
+                )
+            )
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

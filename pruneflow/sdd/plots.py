@@ -1,0 +1,194 @@
+"""Figures of the sweep (matplotlib's Agg canvas, PNG, written atomically).
+
+x axis everywhere: remaining weights in % on a log scale, running from dense (100 %) on the
+left to the sparsest level on the right, so sparsity grows to the right as in the paper.
+Curves are seed means; with several seeds a band shows the seed range.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
+
+from pruneflow.io import atomic_path
+from pruneflow.sdd.params import METHODS, MODES
+from pruneflow.sdd.sweep import curve_phases, lottery_table, mean_curves
+
+PHASE_COLORS = {
+    "light": "#c6dbef",
+    "critical": "#fdae6b",
+    "sweet": "#a1d99b",
+    "collapsed": "#bdbdbd",
+}
+PHASE_TITLES = {
+    "light": "I light",
+    "critical": "II critical",
+    "sweet": "III sweet",
+    "collapsed": "IV collapsed",
+}
+
+
+def _remaining(sparsity: pd.Series | np.ndarray) -> np.ndarray:
+    return 100.0 * (1.0 - np.asarray(sparsity, dtype=float))
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    return path
+
+
+def _x_axis(ax: Axes, remaining: np.ndarray) -> None:
+    ax.set_xscale("log")
+    ax.set_xlim(remaining.max() * 1.15, remaining.min() / 1.15)  # inverted: sparser to the right
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("remaining weights (%, log scale)")
+    ax.grid(True, which="major", alpha=0.3)
+
+
+def _shade(ax: Axes, curve: pd.DataFrame, phase_rows: pd.DataFrame) -> list[Patch]:
+    """Shade each phase between the geometric midpoints of its edge levels."""
+    rem = dict(zip(curve["level"], _remaining(curve["sparsity"]), strict=True))
+    levels = sorted(rem)
+    handles = []
+    for row in phase_rows.itertuples():
+        first, last = int(row.first_level), int(row.last_level)
+        left = rem[first] * 1.15 if first == levels[0] else np.sqrt(rem[first] * rem[first - 1])
+        right = rem[last] / 1.15 if last == levels[-1] else np.sqrt(rem[last] * rem[last + 1])
+        ax.axvspan(left, right, color=PHASE_COLORS[row.phase], alpha=0.35, lw=0)
+        handles.append(
+            Patch(color=PHASE_COLORS[row.phase], alpha=0.35, label=PHASE_TITLES[row.phase])
+        )
+    return handles
+
+
+def _band(ax: Axes, table: pd.DataFrame, method: str, retrain: str, col: str, color: str) -> None:
+    rows = table[(table["method"] == method) & (table["retrain"] == retrain)]
+    if rows["seed"].nunique() < 2:
+        return
+    g = rows.groupby("level")
+    lo, hi = g[col].min() * 100, g[col].max() * 100
+    x = _remaining(g["sparsity"].mean())
+    ax.fill_between(x, lo.to_numpy(), hi.to_numpy(), color=color, alpha=0.15, lw=0)
+
+
+def _ordered(values: pd.Series, order: tuple[str, ...]) -> list[str]:
+    present = set(values)
+    return [v for v in order if v in present] + sorted(present - set(order))
+
+
+def _grid(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Panels: one row per method, one column per retrain mode, in the params' canonical order."""
+    return _ordered(table["method"], METHODS), _ordered(table["retrain"], MODES)
+
+
+def accuracy_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
+    """Train (noisy and true labels) and test accuracy vs remaining weights, phases shaded."""
+    methods, modes = _grid(table)
+    means = mean_curves(table)
+    fig = Figure(figsize=(5.2 * len(modes), 3.8 * len(methods)), layout="constrained")
+    axes = fig.subplots(len(methods), len(modes), squeeze=False)
+    for i, method in enumerate(methods):
+        for j, mode in enumerate(modes):
+            ax = axes[i][j]
+            curve = means[(means["method"] == method) & (means["retrain"] == mode)]
+            x = _remaining(curve["sparsity"])
+            patches = _shade(ax, curve, curve_phases(phases, method, mode))
+            for col, label, color, style in (
+                ("train_acc_noisy", "train acc (noisy labels)", "tab:orange", "--"),
+                ("train_acc_true", "train acc (true labels)", "tab:green", ":"),
+                ("test_acc", "test acc", "tab:blue", "-"),
+            ):
+                ax.plot(x, curve[col] * 100, style, color=color, marker=".", label=label)
+                _band(ax, table, method, mode, col, color)
+            _x_axis(ax, x)
+            ax.set_ylabel("accuracy (%)")
+            ax.set_title(f"{method} pruning, {mode}")
+            lines, _ = ax.get_legend_handles_labels()
+            ax.legend(handles=lines + patches, fontsize=7, loc="best")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def distance_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
+    """L2 learning distance (left axis) beside test accuracy (right axis)."""
+    methods, modes = _grid(table)
+    means = mean_curves(table)
+    fig = Figure(figsize=(5.2 * len(modes), 3.8 * len(methods)), layout="constrained")
+    axes = fig.subplots(len(methods), len(modes), squeeze=False)
+    for i, method in enumerate(methods):
+        for j, mode in enumerate(modes):
+            ax = axes[i][j]
+            curve = means[(means["method"] == method) & (means["retrain"] == mode)]
+            x = _remaining(curve["sparsity"])
+            patches = _shade(ax, curve, curve_phases(phases, method, mode))
+            ax.plot(
+                x,
+                curve["learning_distance"],
+                "-",
+                color="tab:blue",
+                marker=".",
+                label="learning distance",
+            )
+            ax.set_ylabel("L2 learning distance ||w_start - w_learned||")
+            _x_axis(ax, x)
+            right = ax.twinx()
+            right.plot(
+                x, curve["test_acc"] * 100, "-", color="tab:red", marker=".", label="test acc"
+            )
+            right.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{method} pruning, {mode}")
+            lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+            ax.legend(handles=lines + patches, fontsize=7, loc="best")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def lottery_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
+    """Test accuracy of lottery tickets (rewind) vs random re-initialisation, per method."""
+    comparison = lottery_table(table, phases)
+    methods = _ordered(comparison["method"], METHODS)
+    fig = Figure(figsize=(5.6 * len(methods), 3.8), layout="constrained")
+    axes = fig.subplots(1, len(methods), squeeze=False)[0]
+    for ax, method in zip(axes, methods, strict=True):
+        rows = comparison[comparison["method"] == method]
+        x = rows["remaining_pct"].to_numpy()
+        ax.plot(
+            x,
+            rows["rewind_test_acc"] * 100,
+            "-",
+            marker=".",
+            color="tab:purple",
+            label="rewind (lottery ticket)",
+        )
+        ax.plot(
+            x,
+            rows["reinit_test_acc"] * 100,
+            "-",
+            marker=".",
+            color="tab:gray",
+            label="random re-init",
+        )
+        better = rows["reinit_minus_rewind"].to_numpy() > 0
+        ax.scatter(
+            x[better],
+            rows["reinit_test_acc"].to_numpy()[better] * 100,
+            s=40,
+            facecolors="none",
+            edgecolors="black",
+            label="re-init beats rewind",
+        )
+        _x_axis(ax, x)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{method} pruning: lottery ticket vs re-init")
+        ax.legend(fontsize=7, loc="best")
+    fig.suptitle(title)
+    return _save(fig, path)

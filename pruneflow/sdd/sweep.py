@@ -1,0 +1,214 @@
+"""The sweep table: per-level records gathered into one frame, phases, lottery comparison.
+
+``sweep.parquet`` has one row per (method, retrain, seed, level) with the columns of
+:data:`SWEEP_COLUMNS` (plus ``remaining`` weights, ``noise_fit`` and ``train_loss``). Level 0
+is the dense model, shared by every (method, retrain) chain of its seed and repeated in each,
+so each chain's curve starts at the dense point.
+
+``phases.parquet``: one row per phase occurring in a curve, for every (method, retrain, seed)
+curve and, when there are several seeds, for the seed-mean curve (``seed`` null).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pruneflow.errors import PruneflowError
+from pruneflow.sdd.phases import label_phases
+
+SWEEP_COLUMNS = {
+    "method": "O",
+    "retrain": "O",
+    "level": "iu",
+    "sparsity": "f",
+    "train_acc_noisy": "f",
+    "train_acc_true": "f",
+    "test_acc": "f",
+    "test_loss": "f",
+    "learning_distance": "f",
+    "phase": "O",
+    "seed": "iu",
+}
+PHASE_COLUMNS = {
+    "method": "O",
+    "retrain": "O",
+    "seed": "iuf",  # nullable: null marks the seed-mean curve
+    "phase": "O",
+    "first_level": "iu",
+    "last_level": "iu",
+    "start_sparsity": "f",
+    "end_sparsity": "f",
+    "double_descent": "b",
+}
+CURVE = ["method", "retrain", "seed"]
+_METRICS = [
+    "sparsity",
+    "remaining",
+    "train_acc_noisy",
+    "train_acc_true",
+    "noise_fit",
+    "train_loss",
+    "test_acc",
+    "test_loss",
+    "learning_distance",
+]
+
+
+def sweep_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
+    """Records -> frame ordered by method, retrain, seed, level; every chain must be complete."""
+    frame = pd.DataFrame([dict(r) for r in records])
+    if frame.empty:
+        raise PruneflowError("the sweep has no records to gather")
+    needed = [c for c in SWEEP_COLUMNS if c != "phase"]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise PruneflowError(f"sweep records lack {', '.join(missing)}")
+    frame = frame.sort_values([*CURVE, "level"], kind="stable").reset_index(drop=True)
+    if frame.duplicated([*CURVE, "level"]).any():
+        raise PruneflowError("sweep records repeat a (method, retrain, seed, level)")
+    for key, chain in frame.groupby(CURVE, sort=False):
+        levels = chain["level"].to_numpy()
+        if levels[0] != 0 or np.any(np.diff(levels) != 1):
+            raise PruneflowError(f"sweep chain {key} has levels {levels.tolist()}, not 0, 1, ...")
+    for col in _METRICS:
+        if col in frame.columns and frame[col].dtype == object:  # None (noise_fit at 0 % noise)
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+    columns = [*CURVE, "level", *[c for c in _METRICS if c in frame.columns]]
+    frame = frame[columns + [c for c in frame.columns if c not in columns]]
+    return frame.astype({"level": "int64", "seed": "int64"})
+
+
+def mean_curves(table: pd.DataFrame) -> pd.DataFrame:
+    """Seed-mean of every metric per (method, retrain, level), with ``n_seeds``."""
+    metrics = [c for c in _METRICS if c in table.columns]
+    grouped = table.groupby(["method", "retrain", "level"], sort=True)
+    out = grouped[metrics].mean()
+    out["n_seeds"] = grouped["seed"].nunique()
+    return out.reset_index()
+
+
+def _phase_rows(curve: pd.DataFrame, tolerance: float, window: int) -> tuple[list[str], list]:
+    result = label_phases(curve["sparsity"], curve["test_acc"], tolerance, window)
+    levels = curve["level"].to_numpy()
+    rows = []
+    for row in result.table(curve["sparsity"].to_numpy()):
+        rows.append(
+            {
+                "phase": row["phase"],
+                "first_level": int(levels[row["first_index"]]),
+                "last_level": int(levels[row["last_index"]]),
+                "start_sparsity": row["start_sparsity"],
+                "end_sparsity": row["end_sparsity"],
+                "double_descent": row["double_descent"],
+            }
+        )
+    return result.labels, rows
+
+
+def add_phases(
+    table: pd.DataFrame, tolerance: float = 0.01, window: int = 3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(table with a ``phase`` column per row, the phases table) -- see pruneflow.sdd.phases."""
+    table = table.copy()
+    table["phase"] = ""
+    phase_rows: list[dict[str, Any]] = []
+    for (method, retrain, seed), curve in table.groupby(CURVE, sort=False):
+        labels, rows = _phase_rows(curve, tolerance, window)
+        table.loc[curve.index, "phase"] = labels
+        phase_rows += [{"method": method, "retrain": retrain, "seed": seed, **r} for r in rows]
+    if table["seed"].nunique() > 1:
+        for (method, retrain), curve in mean_curves(table).groupby(["method", "retrain"]):
+            _, rows = _phase_rows(curve, tolerance, window)
+            phase_rows += [{"method": method, "retrain": retrain, "seed": None, **r} for r in rows]
+    phases = pd.DataFrame(phase_rows, columns=list(PHASE_COLUMNS))
+    phases["seed"] = phases["seed"].astype("Int64")
+    table["phase"] = table["phase"].astype(object)
+    # the phase beside the metrics it was read from, bookkeeping columns last
+    first = [*CURVE, "level", *[c for c in _METRICS if c in table.columns], "phase"]
+    return table[first + [c for c in table.columns if c not in first]], phases
+
+
+def curve_phases(phases: pd.DataFrame, method: str, retrain: str) -> pd.DataFrame:
+    """The phase rows to show for (method, retrain): the seed-mean curve's, else the one seed's."""
+    rows = phases[(phases["method"] == method) & (phases["retrain"] == retrain)]
+    mean = rows[rows["seed"].isna()]
+    if not mean.empty:
+        return mean
+    seeds = rows["seed"].dropna().unique()
+    return rows[rows["seed"] == seeds[0]] if seeds.size else rows
+
+
+def boundaries(phases: pd.DataFrame) -> dict[str, Any]:
+    """Phase boundaries as plain JSON: ``{"magnitude/rewind/seed0": {"light": [s0, s1], ...}}``."""
+    out: dict[str, Any] = {}
+    for (method, retrain, seed), rows in phases.groupby(
+        ["method", "retrain", "seed"], dropna=False, sort=False
+    ):
+        name = f"{method}/{retrain}/" + ("mean" if pd.isna(seed) else f"seed{int(seed)}")
+        out[name] = {
+            "double_descent": bool(rows["double_descent"].iloc[0]),
+            **{
+                r.phase: [round(r.start_sparsity, 6), round(r.end_sparsity, 6)]
+                for r in rows.itertuples()
+            },
+        }
+    return out
+
+
+def lottery_table(table: pd.DataFrame, phases: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rewind (lottery ticket) vs reinit test accuracy at every level, seed-averaged.
+
+    Columns: method, level, sparsity, remaining_pct, rewind_test_acc, reinit_test_acc,
+    reinit_minus_rewind, n_seeds, and with ``phases`` each mode's phase at that level. Needs
+    both modes in the sweep.
+    """
+    modes = set(table["retrain"])
+    if not {"rewind", "reinit"} <= modes:
+        raise PruneflowError(
+            f"the lottery comparison needs sdd.modes to include rewind and reinit, got "
+            f"{sorted(modes)}"
+        )
+    means = mean_curves(table[table["retrain"].isin(["rewind", "reinit"])])
+    wide = means.pivot_table(
+        index=["method", "level"], columns="retrain", values=["test_acc", "sparsity", "n_seeds"]
+    )
+    out = pd.DataFrame(
+        {
+            "sparsity": wide[("sparsity", "rewind")],
+            "rewind_test_acc": wide[("test_acc", "rewind")],
+            "reinit_test_acc": wide[("test_acc", "reinit")],
+        }
+    ).reset_index()
+    out = out.dropna(subset=["rewind_test_acc", "reinit_test_acc"])
+    out["remaining_pct"] = 100.0 * (1.0 - out["sparsity"])
+    out["reinit_minus_rewind"] = out["reinit_test_acc"] - out["rewind_test_acc"]
+    n_seeds = wide[("n_seeds", "rewind")].reindex(
+        pd.MultiIndex.from_frame(out[["method", "level"]])
+    )
+    out["n_seeds"] = n_seeds.to_numpy().astype(int)
+    if phases is not None:
+        for mode in ("rewind", "reinit"):
+            out[f"{mode}_phase"] = [
+                _phase_at(curve_phases(phases, m, mode), lvl)
+                for m, lvl in zip(out["method"], out["level"], strict=True)
+            ]
+    columns = [
+        "method",
+        "level",
+        "sparsity",
+        "remaining_pct",
+        "rewind_test_acc",
+        "reinit_test_acc",
+        "reinit_minus_rewind",
+        "n_seeds",
+    ]
+    return out[columns + [c for c in out.columns if c.endswith("_phase")]].reset_index(drop=True)
+
+
+def _phase_at(rows: pd.DataFrame, level: int) -> str:
+    hit = rows[(rows["first_level"] <= level) & (rows["last_level"] >= level)]
+    return str(hit["phase"].iloc[0]) if not hit.empty else ""

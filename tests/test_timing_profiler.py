@@ -1,0 +1,240 @@
+"""Profiler and timing table: schema, accounting, metadata checks and clear errors."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numba
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from pruneflow.errors import PruneflowError
+from pruneflow.io import write_parquet
+from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.timing import (
+    COLUMNS,
+    ProfileSettings,
+    SparseRuntime,
+    exact_mask,
+    host_description,
+    measure,
+    predict_ms,
+    profile_model,
+    read_timing_table,
+    thread_scope,
+    time_matrix,
+    write_timing_table,
+)
+
+LEVELS = (0.0, 0.5, 0.9)
+QUICK = dict(levels=LEVELS, batch_size=8, warmup=0, min_repeats=2, max_repeats=3, max_seconds=0.05)
+
+
+@functools.cache
+def _profiled() -> tuple[pd.DataFrame, dict]:
+    """lenet300100 on 1x8x8 (64-300-100-10): fc1 and fc3 skipped, fc2 profiled."""
+    torch.manual_seed(0)
+    model = build("lenet300100", 10, (1, 8, 8))
+    seen: list[tuple] = []
+    table, meta = profile_model(
+        model,
+        "lenet300100",
+        in_shape=(1, 8, 8),
+        settings=ProfileSettings(**QUICK),
+        progress=lambda *a: seen.append(a),
+    )
+    meta["_progress_calls"] = len(seen)
+    return table, meta
+
+
+def test_table_schema_and_rows() -> None:
+    table, meta = _profiled()
+    assert list(table.columns) == list(COLUMNS)
+    assert meta["layers"] == ["fc2"] and meta["skipped_layers"] == ["fc1", "fc3"]
+    assert meta["all_layers"] == ["fc1", "fc2", "fc3"]
+    assert len(table) == 1 * len(LEVELS) and meta["_progress_calls"] == len(table)
+    assert list(table["level"]) == [0, 1, 2]
+    assert list(table["sparsity"]) == list(LEVELS)
+    assert set(table["layer_index"]) == {1} and set(table["op"]) == {"linear"}
+    assert set(table["backend"]) <= {"dense", "csr", "csr_numba"}
+    assert table.loc[0, "backend"] == "dense"
+    assert (table["threads"] == 1).all() and (table["batch_size"] == 8).all()
+    assert (table["device"] == "cpu").all()
+    assert (table["time_ms"] > 0).all() and (table["repeats"] >= 1).all()
+    assert (table["time_ms_p10"] <= table["time_ms"]).all()
+    assert (table["time_ms"] <= table["time_ms_p90"]).all()
+    outside = meta["outside_by_level_ms"]
+    assert len(outside) == len(LEVELS) and all(o is not None for o in outside)
+    assert 0.0 <= meta["remainder_ms"] <= max(outside) + 1e-9
+
+
+def test_remainder_accounting_and_host() -> None:
+    table, meta = _profiled()
+    dense_fc2 = float(table.loc[table["level"] == 0, "time_ms"].iloc[0])
+    assert meta["prunable_dense_ms"] == pytest.approx(dense_fc2)
+    # skipped first/last layers belong to the remainder, not to the prunable part
+    assert meta["remainder_ms"] == pytest.approx(meta["dense_total_ms"] - dense_fc2)
+    assert meta["bn_folded"] is True and meta["fused_relu"] == ["fc1", "fc2"]
+    host = meta["host"]
+    assert host["threads"] == 1 and host["torch"] == torch.__version__ and host["cpu"]
+    assert meta["levels"] == list(LEVELS) and meta["batch_size"] == 8
+
+
+def test_write_read_roundtrip(tmp_path: Path) -> None:
+    table, meta = _profiled()
+    path = write_timing_table(tmp_path / "t.parquet", table, meta)
+    back, meta2 = read_timing_table(path, "lenet300100", ["fc2"], host=host_description(1))
+    pd.testing.assert_frame_equal(back, table.reset_index(drop=True))
+    assert meta2["remainder_ms"] == pytest.approx(meta["remainder_ms"])
+    # the full prunable-layer list is accepted too
+    read_timing_table(path, "lenet300100", ["fc1", "fc2", "fc3"])
+    assert time_matrix(back).shape == (1, len(LEVELS))
+    assert predict_ms(back, meta2, {"fc2": 0}) == pytest.approx(meta["dense_total_ms"])
+
+
+def test_reader_refuses_other_model_layers_or_host(tmp_path: Path) -> None:
+    table, meta = _profiled()
+    path = write_timing_table(tmp_path / "t.parquet", table, meta)
+    with pytest.raises(PruneflowError, match="measured for model 'lenet300100', not 'mlp1024'"):
+        read_timing_table(path, "mlp1024", ["fc2"])
+    with pytest.raises(PruneflowError, match="layer list differs"):
+        read_timing_table(path, "lenet300100", ["fc1", "fc2"])
+    with pytest.raises(PruneflowError, match="another host.*threads"):
+        read_timing_table(path, "lenet300100", ["fc2"], host=host_description(2))
+    with pytest.raises(PruneflowError, match="another host.*cpu"):
+        read_timing_table(path, "lenet300100", ["fc2"], host={"cpu": "Some Other CPU"})
+    with pytest.raises(PruneflowError, match="missing Parquet"):
+        read_timing_table(tmp_path / "none.parquet", "lenet300100", ["fc2"])
+    write_parquet(tmp_path / "plain.parquet", table, {"format": "something else"})
+    with pytest.raises(PruneflowError, match="not a pruneflow timing table"):
+        read_timing_table(tmp_path / "plain.parquet", "lenet300100", ["fc2"])
+
+
+def test_writer_and_reader_validate_content(tmp_path: Path) -> None:
+    table, meta = _profiled()
+    with pytest.raises(PruneflowError, match="lacks columns: repeats"):
+        write_timing_table(tmp_path / "a.parquet", table.drop(columns=["repeats"]), meta)
+    bad = table.copy()
+    bad.loc[2, "level"] = 7
+    with pytest.raises(PruneflowError, match="level 7 out of range 0..2"):
+        write_timing_table(tmp_path / "b.parquet", bad, meta)
+    with pytest.raises(PruneflowError, match="lacks metadata: remainder_ms"):
+        write_timing_table(
+            tmp_path / "c.parquet", table, {k: v for k, v in meta.items() if k != "remainder_ms"}
+        )
+    with pytest.raises(PruneflowError, match="one row per layer and level"):
+        write_timing_table(tmp_path / "d.parquet", table.iloc[:2], meta)
+    # a file written behind the writer's back is checked on read as well
+    write_parquet(tmp_path / "e.parquet", bad, meta)
+    with pytest.raises(PruneflowError, match="out of range"):
+        read_timing_table(tmp_path / "e.parquet", "lenet300100", ["fc2"])
+    assert not (tmp_path / "a.parquet").exists()
+
+
+def test_predict_errors() -> None:
+    table, meta = _profiled()
+    with pytest.raises(PruneflowError, match="level 3 of 'fc2' out of range 0..2"):
+        predict_ms(table, meta, {"fc2": 3})
+    with pytest.raises(PruneflowError, match="missing \\['fc2'\\]"):
+        predict_ms(table, meta, {})
+    with pytest.raises(PruneflowError, match="integer index"):
+        predict_ms(table, meta, {"fc2": 0.5})
+    assert predict_ms(table, meta, {"fc2": 2}) > meta["remainder_ms"]
+
+
+def test_profiler_errors() -> None:
+    model = build("lenet300100", 10, (1, 8, 8))
+    with pytest.raises(PruneflowError, match="no prunable"):
+        profile_model(nn.Sequential(nn.ReLU()), "x", in_shape=(1, 2, 2))
+    with pytest.raises(PruneflowError, match="no prunable layers left"):
+        profile_model(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)), "tiny", in_shape=(1, 2, 2))
+    for levels, match in [
+        ((0.0, 1.0), "out of range"),
+        ((0.0, -0.1), "out of range"),
+        ((0.5, 0.9), "start with the dense level"),
+        ((0.0, 0.9, 0.5), "strictly increasing"),
+    ]:
+        with pytest.raises(PruneflowError, match=match):
+            profile_model(
+                model, "lenet300100", in_shape=(1, 8, 8), settings=ProfileSettings(levels=levels)
+            )
+    with pytest.raises(PruneflowError, match="unknown backend"):
+        profile_model(
+            model,
+            "lenet300100",
+            in_shape=(1, 8, 8),
+            settings=ProfileSettings(backends=("dense", "gpu_magic")),
+        )
+    with pytest.raises(PruneflowError, match="has 2 samples, the profile needs 8"):
+        profile_model(
+            model,
+            "lenet300100",
+            calib=torch.randn(2, 1, 8, 8),
+            settings=ProfileSettings(batch_size=8),
+        )
+    with pytest.raises(PruneflowError, match="batch_size"):
+        profile_model(
+            model, "lenet300100", in_shape=(1, 8, 8), settings=ProfileSettings(batch_size=0)
+        )
+    with pytest.raises(PruneflowError, match="threads"):
+        with thread_scope(0):
+            pass
+    with pytest.raises(PruneflowError, match="exceeds numba's pool"):
+        with thread_scope(10_000):
+            pass
+
+
+def test_exact_mask_and_measure() -> None:
+    mask = exact_mask(torch.Size([10, 30]), 0.9, np.random.default_rng(0))
+    assert int((mask == 0).sum()) == 270 and mask.shape == (10, 30)
+    t = measure(lambda: sum(range(1000)), warmup=1, min_repeats=3, max_repeats=5)
+    assert 3 <= t.repeats <= 5 and 0 < t.p10_ms <= t.median_ms <= t.p90_ms
+    slow = measure(lambda: sum(range(100_000)), min_repeats=3, give_up_above_ms=1e-6)
+    assert slow.repeats == 1
+
+
+def test_profile_of_default_layers_matches_zoo() -> None:
+    model = build("smallcnn", 10, (1, 8, 8))
+    names = prunable_layers(model)
+    assert names[0] == "conv1.0" and names[-1] == "fc2"
+
+
+@pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 numba threads")
+def test_profile_with_two_threads() -> None:
+    torch.manual_seed(0)
+    model = build("lenet300100", 10, (1, 8, 8))
+    settings = ProfileSettings(**{**QUICK, "levels": (0.0, 0.9)}, threads=2)
+    before = (torch.get_num_threads(), numba.get_num_threads())
+    with thread_scope(1):
+        table, meta = profile_model(model, "lenet300100", in_shape=(1, 8, 8), settings=settings)
+        assert (torch.get_num_threads(), numba.get_num_threads()) == (1, 1)  # restored
+    assert (table["threads"] == 2).all() and meta["host"]["threads"] == 2
+    assert (torch.get_num_threads(), numba.get_num_threads()) == before
+
+
+class _Shared(nn.Module):
+    """A layer called twice per forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.mid, self.out = nn.Linear(8, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.inp(x.flatten(1)))
+        return self.out(self.mid(torch.relu(self.mid(h))))
+
+
+def test_profile_of_a_layer_called_twice() -> None:
+    torch.manual_seed(0)
+    model = _Shared()
+    table, meta = profile_model(
+        model, "shared", in_shape=(2, 2, 2), settings=ProfileSettings(**QUICK)
+    )
+    assert meta["layers"] == ["mid"] and len(table) == len(LEVELS)
+    x = torch.randn(4, 2, 2, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(SparseRuntime(model, "csr_numba")(x), model(x))
