@@ -178,7 +178,10 @@ def test_global_magnitude_threshold_is_minimal() -> None:
             continue
         # A slightly lower threshold, and every lower candidate, misses the budget.
         below = np.nextafter(got.threshold, -math.inf)
-        assert time_of(times, magnitude_levels(weights, grid, below)[0]) > budget
+        # a subnormal `below` would read as 0 once a test earlier in the process has set
+        # torch.set_flush_denormal(True) (the pipeline does): the loop below covers it anyway
+        if abs(below) >= np.finfo(np.float64).tiny:
+            assert time_of(times, magnitude_levels(weights, grid, below)[0]) > budget
         for tau in candidate_thresholds(weights):
             if tau >= got.threshold:
                 break
