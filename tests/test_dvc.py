@@ -53,7 +53,9 @@ def test_stage_matches_step_declaration(name, stage, variables):
     params = scoped(Params(), scope)
     expected = {scoped_source(scope, key) for key in step.reads} - {None}
     deps = _paths(stage["deps"], variables)
-    written = _paths(stage.get("outs", []), variables) | _paths(stage.get("metrics", []), variables)
+    written = set().union(
+        *(_paths(stage.get(kind, []), variables) for kind in ("outs", "metrics", "plots"))
+    )
     if step.fan_out:
         # every item's files lie in the stage's output folders; the items come from these keys
         assert set(stage["params"]) >= expected, name
