@@ -15,12 +15,16 @@ import numpy as np
 
 from pruneflow import layout
 from pruneflow.checkpoint import save_checkpoint, sidecar
-from pruneflow.config import Params
+from pruneflow.config import Params, TrainParams
 from pruneflow.io import write_json
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.steps.base import Step
 from pruneflow.steps.data import load_data, read_labels
 from pruneflow.train import evaluate, seeded_build, train
+
+# what dense training reads: the images (not the split or noise: labels.parquet is an input)
+DATA_KEYS = ("data.dataset", "data.root", "data.image_size")
+TRAIN_KEYS = tuple(f"train.{key}" for key in TrainParams.model_fields)
 
 
 def _compute(p: Params) -> dict[str, Any]:
@@ -77,22 +81,7 @@ def _compute(p: Params) -> dict[str, Any]:
 
 TRAIN_DENSE = Step(
     name="train_dense",
-    reads=(
-        "data.dataset",
-        "data.root",
-        "data.image_size",
-        "model.name",
-        "train.epochs",
-        "train.batch_size",
-        "train.optimizer",
-        "train.lr",
-        "train.momentum",
-        "train.weight_decay",
-        "train.schedule",
-        "train.step_size",
-        "train.gamma",
-        "train.seed",
-    ),
+    reads=(*DATA_KEYS, "model.name", *TRAIN_KEYS),
     code=(
         "pruneflow/data",
         "pruneflow/models",

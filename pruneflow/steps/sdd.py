@@ -75,6 +75,7 @@ from pruneflow.sdd.sweep import (
 from pruneflow.sparsity.masks import sparsity as mask_sparsity
 from pruneflow.steps.base import Record, Step, say
 from pruneflow.steps.data import PREPARE, load_data, read_labels
+from pruneflow.steps.dense import DATA_KEYS, TRAIN_KEYS
 from pruneflow.train import seeded_build
 
 Item = dict[str, Any]
@@ -257,20 +258,11 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "history"}
 
 
+# the dense run's seed comes from the item (sdd.seeds), not from train.seed
 _DENSE_READS = (
-    "data.dataset",
-    "data.root",
-    "data.image_size",
+    *DATA_KEYS,
     "model.name",
-    "train.epochs",
-    "train.batch_size",
-    "train.optimizer",
-    "train.lr",
-    "train.momentum",
-    "train.weight_decay",
-    "train.schedule",
-    "train.step_size",
-    "train.gamma",
+    *(key for key in TRAIN_KEYS if key != "train.seed"),
     "sdd.rewind_epoch",
 )
 
