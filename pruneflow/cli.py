@@ -39,7 +39,7 @@ ScopeOpt = Annotated[
     str | None,
     typer.Option("--scope", help="one method's model, e.g. spdy:smallcnn (its data/model/train)"),
 ]
-FLOWS = ("all", "dense", "spdy", "sdd")
+FLOWS = ("all", "dense", "spdy", "sdd", "chex")
 
 
 def _code_root() -> Path:
@@ -147,6 +147,8 @@ def run(
         from flows.spdy import spdy as chosen
     elif target == "sdd":
         from flows.double_descent import double_descent as chosen
+    elif target == "chex":
+        from flows.chex import chex as chosen
     else:
         from flows.pipeline import pipeline as chosen
     records = chosen(params.model_dump(mode="json"))

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pruneflow.errors import PruneflowError
 from pruneflow.models.zoo import MODEL_NAMES
@@ -188,6 +195,96 @@ class SddParams(_Section):
         return value
 
 
+CHEX_METHODS = ("chex", "static", "prune_finetune")
+# CHEX ablations and diagnostics (pruneflow.chex.methods): which ingredient a result depends on
+CHEX_VARIANTS = (
+    "no_realloc",
+    "no_regrow",
+    "explore_25",
+    "explore_75",
+    "mask_at_init",
+    "arch_scratch",
+)
+
+
+class ChexLatencyParams(_Section):
+    """How CPU latency of the dense and extracted models is measured."""
+
+    threads: int = Field(1, ge=1, le=512)
+    batch_size: int = Field(64, ge=1)
+    repeats: int = Field(20, ge=1)
+
+
+class ChexCompareParams(_Section):
+    """CHEX against static and prune-then-fine-tune networks at equal FLOPs."""
+
+    targets: list[float] = Field([0.7, 0.9], min_length=1, description="FLOPs reductions")
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    methods: list[Literal[CHEX_METHODS]] = list(CHEX_METHODS)  # type: ignore[valid-type]
+    dense_reference: bool = Field(True, description="also train the dense model per seed")
+    pretrain_fraction: float = Field(
+        0.5, gt=0.0, lt=1.0, description="prune_finetune: share of the epochs trained dense"
+    )
+    finetune_lr: float = Field(
+        0.1, gt=0.0, le=10.0, description="prune_finetune: fine-tune LR (0.1 beat 0.01 on val)"
+    )
+    ablations: list[Literal[CHEX_VARIANTS]] = Field(  # type: ignore[valid-type]
+        [], description="CHEX variants to run too (see pruneflow.chex.methods.apply_variant)"
+    )
+    ablation_targets: list[float] | None = Field(
+        None, description="targets of the ablation runs (null: the same as targets)"
+    )
+
+    @model_validator(mode="after")
+    def _targets_in_range(self) -> ChexCompareParams:
+        bad = [t for t in [*self.targets, *(self.ablation_targets or [])] if not 0.0 < t < 1.0]
+        if bad:
+            raise ValueError(f"targets must be FLOPs reductions in (0, 1), got {bad}")
+        return self
+
+
+class ChexParams(_Section):
+    """The CHEX experiment: its data, models, training recipe, exploration and comparison."""
+
+    dataset: Literal[DATASETS] = "mnist5k"  # type: ignore[valid-type]
+    noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    models: list[Literal[MODEL_NAMES]] = ["resnet_mini"]  # type: ignore[valid-type]
+    train: TrainParams = TrainParams(
+        epochs=20, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine"
+    )
+    shift: int = Field(2, ge=0, le=16, description="random shifts of up to this many pixels")
+    flops_reduction: float | None = Field(
+        0.7, ge=0.0, lt=1.0, description="target: 1 - extracted FLOPs / dense FLOPs"
+    )
+    sparsity: float | None = Field(
+        None, ge=0.0, lt=1.0, description="target channel sparsity S (when flops_reduction is null)"
+    )
+    delta_t: float = Field(1.0, gt=0.0, description="epochs between prune/regrow steps")
+    t_max: float = Field(10.0, gt=0.0, description="epochs of exploration (then fixed)")
+    delta0: float = Field(0.3, ge=0.0, le=1.0, description="initial regrowing fraction")
+    min_fraction: float = Field(
+        0.1, gt=0.0, le=1.0, description="every layer keeps this share of its channels (>= 1)"
+    )
+    realloc: bool = Field(True, description="False: uniform per-layer counts (ablation)")
+    latency: ChexLatencyParams = ChexLatencyParams()
+    compare: ChexCompareParams = ChexCompareParams()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ChexParams:
+        if (self.flops_reduction is None) == (self.sparsity is None):
+            raise ValueError("set exactly one of flops_reduction and sparsity (the other null)")
+        if self.delta_t > self.t_max:
+            raise ValueError(
+                f"delta_t ({self.delta_t} epochs) is larger than t_max ({self.t_max} epochs)"
+            )
+        if self.t_max > self.train.epochs:
+            raise ValueError(
+                f"t_max ({self.t_max} epochs) is beyond the end of training "
+                f"(train.epochs = {self.train.epochs})"
+            )
+        return self
+
+
 class OrchestrationParams(_Section):
     server: str = Field(
         "local",
@@ -218,6 +315,7 @@ class Params(_Section):
     train: TrainParams = TrainParams()
     spdy: SpdyParams = SpdyParams()
     sdd: SddParams = SddParams()
+    chex: ChexParams = ChexParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     paths: PathsParams = PathsParams()
 
@@ -231,7 +329,7 @@ class Params(_Section):
         return node.model_dump(mode="json") if isinstance(node, BaseModel) else node
 
 
-SCOPED_METHODS = ("spdy", "sdd")
+SCOPED_METHODS = ("spdy", "sdd", "chex")
 
 
 def _parse_scope(params: Params, scope: str) -> tuple[str, str | None]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from pruneflow.errors import PruneflowError
+from pruneflow.models.resnet_mini import resnet_mini
 
 InShape = tuple[int, int, int]
 
@@ -121,6 +122,7 @@ _BUILDERS: dict[str, Callable[[InShape, int], nn.Module]] = {
     "lenet300100": lambda s, k: MLP(_numel(s), [300, 100], k),
     "mlp1024": lambda s, k: MLP(_numel(s), [1024, 1024, 1024], k),
     "smallcnn": lambda s, k: SmallCNN(s, k),
+    "resnet_mini": lambda s, k: resnet_mini(s, k, width=8),
     "resnet18_cifar": _torchvision("resnet18", cifar_stem=True),
     "resnet18": _torchvision("resnet18"),
     "resnet34": _torchvision("resnet34"),

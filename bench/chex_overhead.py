@@ -1,0 +1,114 @@
+"""CHEX training wall time over plain dense training of the same model, data and epochs.
+
+Both runs use the same loop (pruneflow.chex.loop.fit), recipe and seed; CHEX adds its hook
+(holding masked channels after every step, and the prune/regrow steps with their
+eigendecompositions every Delta_T iterations up to T_max). Runs alternate dense/CHEX so a
+neighbour's load hits both alike; the hook's own time is measured too, which is the overhead
+free of that noise. Prints one JSON line.
+
+    uv run python bench/chex_overhead.py                # the default chex params (20 epochs)
+    uv run python bench/chex_overhead.py --epochs 4 --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from pruneflow.chex.arch import build_model
+from pruneflow.chex.explore import ChexExplorer
+from pruneflow.chex.loop import fit
+from pruneflow.chex.methods import Split, explore_settings
+from pruneflow.chex.params import chex_scoped, with_chex
+from pruneflow.config import Params
+from pruneflow.data import load_dataset
+from pruneflow.runtime import configure
+from pruneflow.steps.data import build_labels
+
+
+class TimedHook:
+    """The explorer's hook, timing itself."""
+
+    def __init__(self, explorer: ChexExplorer):
+        self.explorer = explorer
+        self.seconds = 0.0
+
+    def __call__(self, iteration: int, optimizer: torch.optim.Optimizer) -> None:
+        start = time.perf_counter()
+        self.explorer.after_step(iteration, optimizer)
+        self.seconds += time.perf_counter() - start
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="resnet_mini")
+    ap.add_argument("--epochs", type=int, default=None, help="default: chex.train.epochs")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    configure(args.threads, True)
+    p = with_chex(Params())
+    if args.epochs is not None:
+        ratio = args.epochs / p.chex.train.epochs
+        p = with_chex(
+            p,
+            {
+                "train": {**p.chex.train.model_dump(), "epochs": args.epochs},
+                "t_max": p.chex.t_max * ratio,
+                "delta_t": p.chex.delta_t * ratio,
+            },
+        )
+    p = chex_scoped(p, args.model)
+    data = load_dataset(p.data.dataset, p.data.root)
+    split = Split.from_frame(build_labels(p, data))
+    cfg, chex = p.train, p.chex
+    example = data.images(split.train[:2])
+
+    # warm-up: the first training steps of a process pay one-off kernel and allocator set-up
+    warm = cfg.model_copy(update={"epochs": 1})
+    model = build_model(args.model, data.num_classes, data.in_shape, cfg.seed)
+    fit(model, data, split.train[: 4 * cfg.batch_size], split.labels, warm, shift=chex.shift)
+
+    dense_s, chex_s, hook_s, events = [], [], [], 0
+    for _ in range(args.repeats):
+        model = build_model(args.model, data.num_classes, data.in_shape, cfg.seed)
+        start = time.perf_counter()
+        fit(model, data, split.train, split.labels, cfg, shift=chex.shift)
+        dense_s.append(time.perf_counter() - start)
+
+        model = build_model(args.model, data.num_classes, data.in_shape, cfg.seed)
+        start = time.perf_counter()
+        explorer = ChexExplorer(model, example, explore_settings(chex, cfg, split.train.size))
+        hook = TimedHook(explorer)
+        fit(model, data, split.train, split.labels, cfg, shift=chex.shift, after_step=hook)
+        chex_s.append(time.perf_counter() - start)
+        hook_s.append(hook.seconds)
+        events = explorer.n_steps
+    dense, total, hook = (statistics.median(v) for v in (dense_s, chex_s, hook_s))
+    print(
+        json.dumps(
+            {
+                "bench": "chex_overhead",
+                "model": args.model,
+                "dataset": p.data.dataset,
+                "epochs": cfg.epochs,
+                "prune_regrow_steps": events,
+                "threads": args.threads,
+                "repeats": args.repeats,
+                "dense_s": round(dense, 2),
+                "chex_s": round(total, 2),
+                "ratio": round(total / dense, 3),
+                "hook_s": round(hook, 3),
+                "ratio_from_hook_time": round((dense + hook) / dense, 3),
+                "goal": "<= 1.15",
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

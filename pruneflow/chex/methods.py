@@ -1,0 +1,283 @@
+"""One training run per method of the comparison, all on the same loop, data and recipe.
+
+* ``dense``: the full model (the reference the FLOPs reductions are relative to).
+* ``chex``: the full model trained from scratch with channel exploration, then extracted.
+* ``static``: the uniformly thinned model at the target FLOPs, trained from scratch.
+* ``prune_finetune``: dense training for part of the epochs, one-shot L1-norm pruning to the
+  same uniform widths, fine-tuning for the rest: the same total epochs.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from pruneflow.chex.arch import build_model
+from pruneflow.chex.baselines import l1_prune, static_model, uniform_counts
+from pruneflow.chex.explore import ChexExplorer, ExploreSettings
+from pruneflow.chex.extract import extract
+from pruneflow.chex.flops import count_flops, count_params
+from pruneflow.chex.groups import find_groups
+from pruneflow.chex.loop import fit
+from pruneflow.chex.params import ChexParams
+from pruneflow.chex.schedule import exploration_iterations
+from pruneflow.config import TrainParams
+from pruneflow.data import ImageData
+from pruneflow.errors import PruneflowError
+from pruneflow.train import History, evaluate
+
+METHOD_NAMES = ("dense", "chex", "static", "prune_finetune")
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices of the splits and the labels to train on / score against (indexed like data)."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    labels: np.ndarray  # possibly noisy: what training sees
+    true: np.ndarray
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Split:
+        split = frame["split"].to_numpy()
+        return cls(
+            train=np.flatnonzero(split == "train"),
+            val=np.flatnonzero(split == "val"),
+            test=np.flatnonzero(split == "test"),
+            labels=frame["label"].to_numpy(),
+            true=frame["true_label"].to_numpy(),
+        )
+
+
+@dataclass
+class RunResult:
+    """What one (method, target, seed) run produced, JSON-able through :meth:`record`."""
+
+    method: str
+    target: float
+    seed: int
+    variant: str | None
+    test_acc: float
+    test_loss: float
+    val_acc: float
+    flops_dense: int
+    flops: int
+    params_dense: int
+    params: int
+    channels: dict[str, int]
+    sizes: dict[str, int]
+    train_seconds: float
+    history: dict[str, list[float]]
+    exploration: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def flops_reduction(self) -> float:
+        return 1.0 - self.flops / self.flops_dense
+
+    def record(self) -> dict[str, Any]:
+        return {**asdict(self), "flops_reduction": self.flops_reduction}
+
+
+def iterations_per_epoch(n_train: int, batch_size: int) -> int:
+    return max(1, math.ceil(n_train / batch_size))
+
+
+def explore_settings(
+    chex: ChexParams,
+    cfg: TrainParams,
+    n_train: int,
+    flops_reduction: float | None = None,
+    sparsity: float | None = None,
+) -> ExploreSettings:
+    """Iteration-based settings from the epoch-based params; a target given here replaces the
+    section's (the comparison runs several targets with one section)."""
+    every, until = exploration_iterations(
+        iterations_per_epoch(n_train, cfg.batch_size), chex.delta_t, chex.t_max, cfg.epochs
+    )
+    if flops_reduction is None and sparsity is None:
+        flops_reduction, sparsity = chex.flops_reduction, chex.sparsity
+    settings = ExploreSettings(
+        delta_t=every,
+        t_max=until,
+        flops_reduction=flops_reduction,
+        sparsity=sparsity,
+        delta0=chex.delta0,
+        min_fraction=chex.min_fraction,
+        realloc=chex.realloc,
+        seed=cfg.seed,
+    )
+    settings.check()
+    return settings
+
+
+def apply_variant(chex: ChexParams, variant: str | None, epochs: int) -> ChexParams:
+    """The CHEX settings of an ablation: ``no_realloc`` (uniform per-group counts, CSS and
+    regrowing kept), ``no_regrow`` (delta0 = 0), ``explore_25`` / ``explore_75`` (T_max at 25% /
+    75% of the epochs instead of ``chex.t_max``, same Delta_T), ``mask_at_init`` (one CSS
+    prune to the uniform widths at the first iteration, nothing explored: the static network
+    trained as a masked one). ``arch_scratch`` is not a setting: CHEX's final architecture,
+    trained from scratch like ``static`` (see :func:`run_method`)."""
+    if variant in (None, "arch_scratch"):
+        return chex
+    if variant == "no_realloc":
+        return chex.model_copy(update={"realloc": False})
+    if variant == "no_regrow":
+        return chex.model_copy(update={"delta0": 0.0})
+    if variant in ("explore_25", "explore_75"):
+        t_max = epochs * int(variant[-2:]) / 100
+        return chex.model_copy(update={"t_max": t_max, "delta_t": min(chex.delta_t, t_max)})
+    if variant == "mask_at_init":
+        tiny = 1e-9  # rounds to the first iteration (T_max is at least one)
+        return chex.model_copy(
+            update={"realloc": False, "delta0": 0.0, "t_max": tiny, "delta_t": tiny}
+        )
+    raise PruneflowError(f"unknown CHEX variant '{variant}'")
+
+
+def _history(h: History) -> dict[str, list[float]]:
+    return {"loss": h.loss, "acc": h.acc, "lr": h.lr}
+
+
+def train_chex(
+    model_name: str,
+    data: ImageData,
+    split: Split,
+    cfg: TrainParams,
+    chex: ChexParams,
+    flops_reduction: float | None = None,
+    progress: bool = False,
+) -> tuple[nn.Module, ChexExplorer, History]:
+    """Train ``model_name`` from scratch with CHEX; returns the masked model and its explorer.
+
+    Every input is checked (settings, BN after every pruned conv, reachable budget) before the
+    first training step.
+    """
+    settings = explore_settings(chex, cfg, split.train.size, flops_reduction)
+    model = build_model(model_name, data.num_classes, data.in_shape, cfg.seed)
+    example = data.images(split.train[:2])
+    explorer = ChexExplorer(model, example, settings)
+    history = fit(
+        model,
+        data,
+        split.train,
+        split.labels,
+        cfg,
+        shift=chex.shift,
+        after_step=explorer.after_step,
+        progress=progress,
+        description=f"chex {model_name}",
+    )
+    return model, explorer, history
+
+
+def run_method(
+    method: str,
+    model_name: str,
+    data: ImageData,
+    split: Split,
+    cfg: TrainParams,
+    chex: ChexParams,
+    target: float,
+    seed: int,
+    progress: bool = False,
+    variant: str | None = None,
+    channels: dict[str, int] | None = None,
+) -> tuple[RunResult, nn.Module]:
+    """Train one method at FLOPs reduction ``target`` with ``seed``; the result and final model.
+
+    ``variant`` (CHEX only) runs an ablation, see :func:`apply_variant`; ``arch_scratch`` trains
+    ``channels`` (the per-group counts a CHEX run chose) from scratch, as ``static`` would.
+    """
+    if method not in METHOD_NAMES:
+        raise PruneflowError(f"unknown method '{method}'; choose one of {', '.join(METHOD_NAMES)}")
+    if variant is not None and method != "chex":
+        raise PruneflowError(f"variants are ablations of CHEX, not of '{method}'")
+    if (variant == "arch_scratch") != (channels is not None):
+        raise PruneflowError("arch_scratch needs the channel counts of a CHEX run, and only it")
+    chex = apply_variant(chex, variant, cfg.epochs)
+    cfg = cfg.model_copy(update={"seed": seed})
+    example = data.images(split.train[:2])
+    in_shape = tuple(data.in_shape)
+    dense = build_model(model_name, data.num_classes, in_shape, seed)
+    groups = find_groups(dense, example)
+    sizes = {g.name: g.size for g in groups}
+    flops_dense, params_dense = count_flops(dense, in_shape), count_params(dense)
+    label = f"{method}{'/' + variant if variant else ''} {model_name} -{target:.0%} s{seed}"
+    exploration: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    if method == "dense":
+        model, counts = dense, dict(sizes)
+        hist = _history(
+            fit(model, data, split.train, split.labels, cfg, chex.shift, None, progress, label)
+        )
+    elif variant == "arch_scratch":
+        counts = dict(channels or {})
+        model = static_model(dense, example, counts, seed)
+        hist = _history(
+            fit(model, data, split.train, split.labels, cfg, chex.shift, None, progress, label)
+        )
+    elif method == "chex":
+        masked, explorer, h = train_chex(model_name, data, split, cfg, chex, target, progress)
+        model = extract(masked, explorer.groups, explorer.state.active, example)
+        counts, hist, exploration = explorer.counts(), _history(h), explorer.history
+    else:
+        counts = uniform_counts(dense, example, target, chex.min_fraction, groups)
+        if method == "static":
+            model = static_model(dense, example, counts, seed)
+            hist = _history(
+                fit(model, data, split.train, split.labels, cfg, chex.shift, None, progress, label)
+            )
+        else:
+            model, hist = _prune_finetune(dense, data, split, cfg, chex, example, counts, progress)
+    seconds = time.perf_counter() - started
+    test_loss, test_acc = evaluate(model, data, split.test, split.true)
+    _, val_acc = evaluate(model, data, split.val, split.true)
+    result = RunResult(
+        method=method,
+        target=float(target),
+        seed=seed,
+        variant=variant,
+        test_acc=test_acc,
+        test_loss=test_loss,
+        val_acc=val_acc,
+        flops_dense=flops_dense,
+        flops=count_flops(model, in_shape),
+        params_dense=params_dense,
+        params=count_params(model),
+        channels={k: int(v) for k, v in counts.items()},
+        sizes=sizes,
+        train_seconds=round(seconds, 3),
+        history=hist,
+        exploration=exploration,
+    )
+    return result, model
+
+
+def _prune_finetune(
+    dense: nn.Module,
+    data: ImageData,
+    split: Split,
+    cfg: TrainParams,
+    chex: ChexParams,
+    example: torch.Tensor,
+    counts: dict[str, int],
+    progress: bool,
+) -> tuple[nn.Module, dict[str, list[float]]]:
+    if cfg.epochs < 2:
+        raise PruneflowError("prune_finetune needs train.epochs >= 2 (dense, then fine-tune)")
+    pre = min(cfg.epochs - 1, max(1, round(cfg.epochs * chex.compare.pretrain_fraction)))
+    pre_cfg = cfg.model_copy(update={"epochs": pre})
+    ft_cfg = cfg.model_copy(update={"epochs": cfg.epochs - pre, "lr": chex.compare.finetune_lr})
+    h1 = fit(dense, data, split.train, split.labels, pre_cfg, chex.shift, None, progress, "dense")
+    model = l1_prune(dense, example, counts)
+    h2 = fit(model, data, split.train, split.labels, ft_cfg, chex.shift, None, progress, "finetune")
+    return model, {k: v + _history(h2)[k] for k, v in _history(h1).items()}
