@@ -42,6 +42,8 @@ def configure_environment(state: Path) -> None:
     }
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
+    # Prefect creates its home without parents and warns when it cannot
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
