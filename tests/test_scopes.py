@@ -16,7 +16,7 @@ def test_scoped_params_take_the_method_section():
 
 def test_scope_errors():
     with pytest.raises(PruneflowError, match="scope must be"):
-        config.scoped(config.Params(), "chex:foo")
+        config.scoped(config.Params(), "nosuch:foo")
     with pytest.raises(PruneflowError, match="not one of them"):
         config.scoped(config.Params(), "spdy:lenet300100")
 
