@@ -183,3 +183,19 @@ def test_device_choice() -> None:
     cpu = solve_layer(weight, h, GRID, device="cpu", progress=False)
     gpu = solve_layer(weight, h, GRID, device="cuda", progress=False)
     torch.testing.assert_close(cpu.rel_error, gpu.rel_error, rtol=1e-4, atol=1e-7)
+
+
+def test_sparsegpt_refit_makes_sparse_rows_exact_least_squares() -> None:
+    weight, h, _ = _problem(rows=8, d=40, n=200, seed=4)
+    hd = dampen(h, 0.01, device=CPU, dense=True).matrix
+    plain = solve_layer(weight, h, GRID, solver="sparsegpt", refit_max_kept=0, progress=False)
+    sol = solve_layer(weight, h, GRID, solver="sparsegpt", refit_max_kept=40, progress=False)
+    for lv in range(1, len(GRID)):
+        assert torch.equal(sol.weights[lv] == 0, plain.weights[lv] == 0)  # same masks
+        assert float(sol.loss[lv]) <= float(plain.loss[lv]) * (1 + 1e-6)
+        for r in range(8):
+            keep = sol.weights[lv, r] != 0
+            if keep.any():
+                best = torch.linalg.solve(hd[keep][:, keep], (hd @ weight[r].double())[keep])
+                torch.testing.assert_close(sol.weights[lv, r, keep].double(), best,
+                                           rtol=1e-3, atol=1e-5)
