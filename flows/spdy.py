@@ -1,4 +1,6 @@
-"""SPDY: per model, data -> dense training, and the layer-time table on this host."""
+"""SPDY: per model, data -> dense training, the layer-time table on this host, the
+reconstruction database (one task per layer), the search (one task per speedup target) and the
+one-shot comparison with the baselines."""
 
 from __future__ import annotations
 
@@ -6,22 +8,28 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.common import run_task
+from pruneflow import config
+from pruneflow.steps.recondb import layer_items
+from pruneflow.steps.spdy import target_items
+from tasks.common import map_items, run_task
 from tasks.data import prepare, train_dense
-from tasks.spdy import profile
+from tasks.spdy import profile, recondb, recondb_layer, spdy_oneshot, spdy_search
 
 
-@flow(
-    name="spdy", description="SPDY: dense models, timing tables (more steps land with later issues)"
-)
+@flow(name="spdy", description="SPDY (Frantar & Alistarh, ICML'22): timing, database, search")
 def spdy(params: dict[str, Any]) -> list[dict[str, Any]]:
     records = []
     for model in params["spdy"]["models"]:
         scope = f"spdy:{model}"
         labels = run_task(prepare, params, scope=scope)
-        records += [
-            labels,
-            run_task(train_dense, params, [labels], scope=scope),
-            run_task(profile, params, [labels], scope=scope),
-        ]
+        dense = run_task(train_dense, params, [labels], scope=scope)
+        timing = run_task(profile, params, [labels], scope=scope)
+        scoped = config.scoped(config.from_dict(params), scope)
+        layers = map_items(recondb_layer, params, layer_items(scoped), [labels, dense], scope)
+        database = run_task(recondb, params, layers, scope=scope)
+        searches = map_items(
+            spdy_search, params, target_items(scoped), [dense, timing, database], scope
+        )
+        oneshot = run_task(spdy_oneshot, params, searches, scope=scope)
+        records += [labels, dense, timing, *layers, database, *searches, oneshot]
     return records

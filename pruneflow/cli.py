@@ -3,6 +3,7 @@
   pruneflow run [all|dense]        run a flow (Prefect: cached, restartable) and print a summary
   pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
   pruneflow steps                  list the steps, the params keys they read and their outputs
+  pruneflow report                 rebuild the report (Markdown + HTML) from the Parquet tables
   pruneflow server start|stop|status   the reusable local Prefect server
 
 Every command takes ``--params FILE`` (default params.yaml) and repeatable
@@ -126,6 +127,31 @@ def _summary(records: list[dict[str, Any]], wall: float) -> None:
             f"{m['test_acc']:.2%}",
         )
         console.print(res)
+    for r in records:
+        if r["step"] == "spdy_oneshot":
+            _oneshot_table(console, r["params"]["model.name"], r["summary"]["table"])
+
+
+def _oneshot_table(console: Console, model: str, rows: list[dict[str, Any]]) -> None:
+    """SPDY one-shot: per target, calibration loss / test accuracy / speedup of each profile."""
+    profiles = list(dict.fromkeys(r["profile"] for r in rows))
+    table = Table(title=f"SPDY one-shot on {model}: calibration loss / test accuracy (speedup)")
+    table.add_column("target", justify="right")
+    for name in profiles:
+        table.add_column(name, justify="right")
+    for target in dict.fromkeys(r["target"] for r in rows):
+        cells = {r["profile"]: r for r in rows if r["target"] == target}
+        best = min(cells.values(), key=lambda r: r["calib_loss"])["profile"]
+        table.add_row(
+            f"{target:g}x",
+            *(
+                ("[bold]" if name == best else "")
+                + f"{cells[name]['calib_loss']:.4f} / {cells[name]['test_acc']:.2%} "
+                f"({cells[name]['predicted_speedup']:.2f}x)"
+                for name in profiles
+            ),
+        )
+    console.print(table)
 
 
 @app.command()
@@ -163,14 +189,25 @@ def stage(
     overrides: SetOpt = None,
     scope: ScopeOpt = None,
     force: Annotated[bool, typer.Option(help="recompute even when up to date")] = False,
+    item: Annotated[
+        list[str] | None,
+        typer.Option("--item", help="a fan-out step's one item, key=value (repeatable)"),
+    ] = None,
 ) -> None:
-    """Run one step directly, without Prefect (what each DVC stage calls)."""
+    """Run one step directly, without Prefect (what each DVC stage calls).
+
+    A fan-out step runs all its items in order, or with ``--item`` just that one
+    (``--item target=2.0``).
+    """
     from pruneflow.steps import STEPS
 
     if name not in STEPS:
         raise PruneflowError(f"unknown step '{name}'; choose one of: {', '.join(STEPS)}")
     params = config.scoped(_load(params_file, overrides), scope)
-    STEPS[name].run_all(params, force=force)
+    if item:
+        STEPS[name].run(params, force=force, item=dict(map(config.parse_override, item)))
+    else:
+        STEPS[name].run_all(params, force=force)
 
 
 @app.command()
@@ -218,6 +255,24 @@ def steps(params_file: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None
         )
         table.add_row(step.name, "\n".join(step.reads), writes)
     Console().print(table)
+
+
+@app.command()
+@_user_errors
+def report(
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="folder (default: artifacts/reports)")
+    ] = None,
+) -> None:
+    """Rebuild the report from the pipeline's Parquet tables alone and print its paths."""
+    from pruneflow.report import build_report
+
+    params = _load(params_file, overrides)
+    paths = build_report(params, out, params_file=params_file, overrides=overrides or [])
+    typer.echo(paths.markdown)
+    typer.echo(paths.html)
 
 
 @server_app.command("start")

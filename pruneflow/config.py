@@ -109,6 +109,40 @@ class TimingParams(_Section):
     seed: int = Field(0, ge=0)
 
 
+class ReconParams(_Section):
+    """The layer-wise reconstruction database (exact OBS; SparseGPT for layers too wide)."""
+
+    calib_samples: int = Field(
+        1024, ge=1, description="calibration images from the train split (all if fewer)"
+    )
+    calib_seed: int = Field(0, ge=0, description="which train images are the calibration set")
+    batch_size: int = Field(128, ge=1, description="images per forward pass while capturing")
+    damp: float = Field(0.01, gt=0.0, lt=1.0, description="diagonal dampening, x mean diagonal")
+    solver: Literal["auto", "exact", "sparsegpt"] = Field(
+        "auto", description="auto: exact OBS while rows * d^3 <= exact_max_work, else SparseGPT"
+    )
+    exact_max_work: float = Field(
+        2.0**41, gt=0.0, description="the size rule of solver=auto, in rows * d^3 flops"
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA when present")
+
+
+class SearchParams(_Section):
+    """SPDY's sensitivity search (Algorithm 4) and how candidates are scored."""
+
+    candidates: int = Field(100, ge=1, description="k: random candidates (and per d if fixed_k)")
+    delta: float = Field(0.1, ge=0.0, le=1.0, description="local search starts at d = delta * L")
+    max_no_improvement: int = Field(
+        100, ge=1, description="local search: candidates in a row without improvement per d"
+    )
+    local_rule: Literal["no_improvement", "fixed_k"] = "no_improvement"
+    buckets: int = Field(10_000, ge=1, description="DP time discretization of the budget")
+    bn: Literal["eval", "train"] = Field(
+        "eval", description="BatchNorm while scoring: running stats, or calibration-batch stats"
+    )
+    seed: int = Field(0, ge=0)
+
+
 class SpdyParams(_Section):
     """The SPDY experiment: its data, models, dense training, grid and timing."""
 
@@ -120,6 +154,21 @@ class SpdyParams(_Section):
     )
     grid: GridParams = GridParams()
     timing: TimingParams = TimingParams()
+    recon: ReconParams = ReconParams()
+    targets: list[float] = Field(
+        [1.5, 2.0, 2.5, 3.0], min_length=1, description="end-to-end speedup targets"
+    )
+    search: SearchParams = SearchParams()
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_above_one(cls, value: list[float]) -> list[float]:
+        bad = [t for t in value if not t > 1.0]
+        if bad:
+            raise ValueError(f"speedup targets must be > 1, got {bad}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"duplicate targets in {value}")
+        return value
 
 
 SDD_METHODS = ("magnitude", "gradient", "random")

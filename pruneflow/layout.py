@@ -41,3 +41,29 @@ def metrics_file(p: Params, step: str) -> Path:
 def timing_table(p: Params) -> Path:
     """The layer-time table of the model on this host's CPU backends."""
     return artifacts(p) / "timing" / p.data.dataset / p.model.name / "cpu.parquet"
+
+
+def recondb_dir(p: Params) -> Path:
+    """The reconstruction database: ``index.parquet`` and ``layers/<layer>.safetensors``."""
+    return artifacts(p) / "recondb" / p.model.name
+
+
+def spdy_dir(p: Params) -> Path:
+    """SPDY's results for one model: one-shot and gradual-pruning tables, one folder per target."""
+    return artifacts(p) / "spdy" / p.model.name
+
+
+def target_name(target: float) -> str:
+    """``2.0 -> "2.0x"``: the folder of one speedup target (spelled as DVC spells the float, so
+    a DVC matrix stage can name it)."""
+    return f"{float(target)}x"
+
+
+def spdy_target_dir(p: Params, target: float) -> Path:
+    """One target's search: under ``targets/`` so that the one-shot stage can depend on all
+    targets' folders at once while its own outputs sit beside them."""
+    return spdy_dir(p) / "targets" / target_name(target)
+
+
+def reports_dir(p: Params) -> Path:
+    return artifacts(p) / "reports"

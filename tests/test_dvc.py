@@ -1,5 +1,6 @@
 """DVC: the stages in dvc.yaml agree with the steps, and `dvc repro` caches like the flows do."""
 
+import itertools
 import json
 import os
 import re
@@ -27,6 +28,12 @@ def _expanded_stages() -> list[tuple[str, dict, dict]]:
         if "foreach" in stage:
             items = params.get(stage["foreach"].strip("${}"))
             out += [(f"{name}@{item}", stage["do"], {"item": item}) for item in items]
+        elif "matrix" in stage:
+            axes = {k: params.get(v.strip("${}")) for k, v in stage["matrix"].items()}
+            for combo in itertools.product(*axes.values()):
+                variables = {f"item.{k}": v for k, v in zip(axes, combo, strict=True)}
+                label = "-".join(str(v) for v in combo)
+                out.append((f"{name}@{label}", stage, variables))
         else:
             out.append((name, stage, {}))
     return out
@@ -56,9 +63,28 @@ def test_stage_matches_step_declaration(name, stage, variables):
     written = set().union(
         *(_paths(stage.get(kind, []), variables) for kind in ("outs", "metrics", "plots"))
     )
+    if "--item" in cmd:  # one item of a fan-out step (a matrix stage)
+        key, _, value = cmd[cmd.index("--item") + 1].partition("=")
+        item = {key: yaml.safe_load(value)}
+        assert item in step.items(params), name
+        listed = set(stage["params"])
+        assert all(any(r == k or r.startswith(k + ".") for r in expected) for k in listed), name
+        assert all(any(r == k or r.startswith(k + ".") for k in listed) for r in expected), name
+        assert written == {str(p) for p in step.output_paths(params, item)} or all(
+            any(str(p).startswith(out + "/") for out in written)
+            for p in step.output_paths(params, item)
+        ), name
+        for path in map(str, step.input_paths(params, item)):
+            assert any(path == d or path.startswith(d + "/") for d in deps), (name, path)
+        return
     if step.fan_out:
         # every item's files lie in the stage's output folders; the items come from these keys
-        assert set(stage["params"]) >= expected, name
+        listed = set(stage["params"])
+        # a listed section ("spdy.recon") covers every key under it
+        uncovered = {
+            k for k in expected if not any(k == x or k.startswith(x + ".") for x in listed)
+        }
+        assert not uncovered, (name, uncovered)
         for item in step.items(params):
             for path in step.output_paths(params, item):
                 assert any(str(path).startswith(out + "/") for out in written), (name, path)

@@ -49,6 +49,7 @@ INDEX_COLUMNS = {
     "key": "O",
 }
 _RECORD_ATTR = "_pruneflow_recon_stitch"
+ROWS_KEY = "index_rows"
 
 
 def level_key(level: int) -> str:
@@ -59,20 +60,18 @@ def layer_file(layer: str) -> str:
     return f"{layer}.safetensors"
 
 
-def write_layer(root: str | Path, layer: str, solution: LayerSolution) -> list[dict[str, Any]]:
-    """Write ``<root>/<layer>.safetensors`` (every level) atomically; return its index rows."""
+def write_layer(
+    root: str | Path, layer: str, solution: LayerSolution, subdir: str = ""
+) -> list[dict[str, Any]]:
+    """Write ``<root>/<subdir>/<layer>.safetensors`` (every level) atomically; return its index
+    rows (``file`` relative to ``root``). The rows are also stored in the file's metadata, so a
+    layer solved on its own (one pipeline task per layer) can be indexed later
+    (:func:`read_layer_rows`)."""
     root = Path(root)
-    name = layer_file(layer)
+    name = f"{subdir}/{layer_file(layer)}" if subdir else layer_file(layer)
     levels = len(solution.sparsities)
     tensors = {level_key(i): solution.weights[i] for i in range(levels)}
-    meta = {
-        "layer": layer,
-        "solver": solution.solver,
-        "damp": repr(solution.damp),
-        "sparsities": json.dumps(solution.sparsities),
-    }
-    save_tensors(root / name, tensors, meta)
-    return [
+    rows = [
         {
             "layer": layer,
             "level": i,
@@ -85,6 +84,33 @@ def write_layer(root: str | Path, layer: str, solution: LayerSolution) -> list[d
         }
         for i in range(levels)
     ]
+    meta = {
+        "layer": layer,
+        "solver": solution.solver,
+        "damp": repr(solution.damp),
+        "seconds": repr(solution.seconds),
+        "sparsities": json.dumps(solution.sparsities),
+        ROWS_KEY: json.dumps(rows),
+    }
+    save_tensors(root / name, tensors, meta)
+    return rows
+
+
+def read_layer_rows(root: str | Path, file: str) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The index rows and metadata stored in ``<root>/<file>`` by :func:`write_layer`."""
+    path = Path(root) / file
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError as exc:
+        raise PruneflowError(f"missing reconstruction layer file {path}") from exc
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise PruneflowError(f"corrupt or truncated layer file {path}: {exc}") from exc
+    try:
+        rows = json.loads(meta[ROWS_KEY])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise PruneflowError(f"{path} carries no index rows (not written by write_layer?)") from exc
+    return rows, meta
 
 
 def write_index(
@@ -115,9 +141,17 @@ def write_index(
             grid = sparsities
         elif sparsities != grid:
             raise PruneflowError(f"layer '{layer}' has a different sparsity grid than the others")
-        path = root / layer_file(layer)
+        files = set(part["file"])
+        if len(files) != 1:
+            raise PruneflowError(f"layer '{layer}': rows name several files {sorted(files)}")
+        path = root / files.pop()
         shape, dtype = _header(path, layer, level_key(0))
-        info[layer] = {"file": path.name, "shape": shape, "dtype": dtype, "hash": file_hash(path)}
+        info[layer] = {
+            "file": path.relative_to(root).as_posix(),
+            "shape": shape,
+            "dtype": dtype,
+            "hash": file_hash(path),
+        }
     order = {name: i for i, name in enumerate(layers)}
     frame = frame.assign(_rank=frame["layer"].map(order)).sort_values(["_rank", "level"])
     frame = frame.drop(columns="_rank")

@@ -4,11 +4,24 @@ from pruneflow.steps.base import Record, Step
 from pruneflow.steps.chex import CHEX_STEPS
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.dense import TRAIN_DENSE
+from pruneflow.steps.recondb import RECONDB, RECONDB_LAYER
 from pruneflow.steps.sdd import SDD_STEPS
+from pruneflow.steps.spdy import SPDY_ONESHOT, SPDY_SEARCH
 from pruneflow.steps.timing import PROFILE
 
 STEPS: dict[str, Step] = {
-    s.name: s for s in (PREPARE, TRAIN_DENSE, PROFILE, *SDD_STEPS, *CHEX_STEPS)
+    s.name: s
+    for s in (
+        PREPARE,
+        TRAIN_DENSE,
+        PROFILE,
+        RECONDB_LAYER,
+        RECONDB,
+        SPDY_SEARCH,
+        SPDY_ONESHOT,
+        *SDD_STEPS,
+        *CHEX_STEPS,
+    )
 }
 
 __all__ = ["STEPS", "Record", "Step"]

@@ -1,0 +1,182 @@
+"""Steps ``recondb_layer`` (one per layer) and ``recondb``: SPDY's reconstruction database.
+
+``recondb_layer`` is a fan-out step over the layers SPDY prunes (item ``{"layer": name}``).
+Each item loads the dense checkpoint, captures *its own* layer's ``H = 2 X X^T`` in one forward
+pass over the calibration images (the dense model's inputs to that layer, so layers are
+independent), solves every grid level (``pruneflow.recon.solve_layer``) and writes
+``artifacts/recondb/<model>/layers/<layer>.safetensors`` with its index rows in the file's
+metadata. A crash after 5 of 9 layers therefore resumes at the 6th, and layers fan out on the
+flow's task runner. Capturing per layer repeats the cheap forward pass (about a second for
+smallcnn on 1,024 images) instead of holding every layer's Hessian (smallcnn's fc1 alone is
+12,544^2 floats in dense form) or passing them between tasks.
+
+``recondb`` gathers the layers' rows into ``index.parquet``; the database then opens with
+``ReconstructionDB.open(layout.recondb_dir(p))``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pruneflow import layout
+from pruneflow.config import Params
+from pruneflow.errors import PruneflowError
+from pruneflow.models import build
+from pruneflow.recon import ReconstructionDB, capture_hessians, solve_layer, write_index
+from pruneflow.recon.database import layer_file, read_layer_rows, write_layer
+from pruneflow.runtime import configure, progress_enabled
+from pruneflow.steps.base import Item, Step
+from pruneflow.steps.data import read_labels
+from pruneflow.steps.spdy_inputs import (
+    CALIB_KEYS,
+    calibration_batches,
+    dense_model,
+    inputs_of_dense,
+    spdy_layers,
+)
+from pruneflow.steps.timing import grid_levels
+
+LAYERS_SUBDIR = "layers"
+RECON_KEYS = (
+    "spdy.recon.damp",
+    "spdy.recon.solver",
+    "spdy.recon.exact_max_work",
+)
+# the device changes results only within float tolerance, but a GPU host's database must not be
+# served as a CPU host's cache hit silently: it is part of the fingerprint
+LAYER_READS = (
+    "data.dataset",
+    "data.root",
+    "data.image_size",
+    "model.name",
+    "spdy.grid",
+    *CALIB_KEYS,
+    *RECON_KEYS,
+    "spdy.recon.device",
+)
+CODE = (
+    "pruneflow/recon",
+    "pruneflow/models",
+    "pruneflow/checkpoint.py",
+    "pruneflow/sparsity/grid.py",
+    "pruneflow/steps/recondb.py",
+    "pruneflow/steps/spdy_inputs.py",
+)
+
+
+def layer_path(p: Params, layer: str) -> Path:
+    return layout.recondb_dir(p) / LAYERS_SUBDIR / layer_file(layer)
+
+
+def index_path(p: Params) -> Path:
+    return layout.recondb_dir(p) / "index.parquet"
+
+
+def layer_items(p: Params) -> list[dict[str, Any]]:
+    """One item per layer SPDY prunes, in forward order (from the architecture alone)."""
+    _, meta = read_labels(p)
+    model = build(p.model.name, int(meta["num_classes"]), tuple(meta["in_shape"]))
+    return [{"layer": name} for name in spdy_layers(p, model)]
+
+
+def _check_item(p: Params, item: Item) -> str:
+    layer = (item or {}).get("layer")
+    names = [i["layer"] for i in layer_items(p)]
+    if layer not in names:
+        raise PruneflowError(
+            f"recondb_layer: '{layer}' is not a layer SPDY prunes in {p.model.name} "
+            f"(choose one of {', '.join(names)})"
+        )
+    return str(layer)
+
+
+def _layer_compute(p: Params, item: Item) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    layer = _check_item(p, item)
+    model = dense_model(p)
+    batches = calibration_batches(p)
+    r = p.spdy.recon
+    progress = progress_enabled(p.runtime.progress)
+    try:
+        hessian = capture_hessians(model, [layer], batches, device=r.device, progress=progress)
+    except RuntimeError as exc:  # a shape mismatch inside the model's forward
+        raise PruneflowError(
+            f"recondb {p.model.name}: calibration images of shape "
+            f"{tuple(batches[0][0].shape[1:])} do not fit the model: {exc}"
+        ) from exc
+    weight = dict(model.named_modules())[layer].weight
+    try:
+        solution = solve_layer(
+            weight,
+            hessian.pop(layer),
+            grid_levels(p),
+            damp=r.damp,
+            solver=r.solver,
+            device=r.device,
+            name=layer,
+            exact_max_work=r.exact_max_work,
+            progress=progress,
+        )
+    except PruneflowError as exc:
+        raise PruneflowError(f"{exc} (building {layer_path(p, layer)})") from exc
+    write_layer(layout.recondb_dir(p), layer, solution, subdir=LAYERS_SUBDIR)
+    return {
+        "layer": layer,
+        "solver": solution.solver,
+        "seconds": round(solution.seconds, 3),
+        "calib_images": sum(len(b[0]) for b in batches),
+        "mean_rel_error": float(solution.rel_error[1:].mean()),
+        "max_rel_error": float(solution.rel_error.max()),
+    }
+
+
+RECONDB_LAYER = Step(
+    name="recondb_layer",
+    reads=LAYER_READS,
+    code=CODE,
+    inputs=lambda p, item: inputs_of_dense(p),
+    outputs=lambda p, item: [layer_path(p, _check_item(p, item))],
+    compute=_layer_compute,
+    description="one layer's reconstructed weights at every grid level (exact OBS / SparseGPT)",
+    fan_out=True,
+    items=layer_items,
+)
+
+
+def _index_inputs(p: Params) -> list[Path]:
+    return [layout.labels_table(p)] + [layer_path(p, i["layer"]) for i in layer_items(p)]
+
+
+def _index_compute(p: Params) -> dict[str, Any]:
+    root = layout.recondb_dir(p)
+    rows: list[dict[str, Any]] = []
+    seconds: dict[str, float] = {}
+    for item in layer_items(p):
+        file = f"{LAYERS_SUBDIR}/{layer_file(item['layer'])}"
+        layer_rows, meta = read_layer_rows(root, file)
+        if meta.get("layer") != item["layer"]:
+            raise PruneflowError(f"{root / file} holds layer '{meta.get('layer')}'")
+        rows += layer_rows
+        seconds[item["layer"]] = float(meta.get("seconds", "nan"))
+    write_index(root, rows, model=p.model.name, extra={"damp": p.spdy.recon.damp})
+    db = ReconstructionDB.open(root, model_name=p.model.name, grid=grid_levels(p))
+    index = db.index
+    return {
+        "layers": len(db.layers),
+        "levels": len(db.grid),
+        "solvers": sorted(set(index.loc[index["level"] > 0, "solver"])),
+        "mean_rel_error": float(index.loc[index["level"] > 0, "rel_error"].mean()),
+        "solve_seconds": round(sum(seconds.values()), 2),
+    }
+
+
+RECONDB = Step(
+    name="recondb",
+    reads=("data.dataset", "model.name", "spdy.grid", "spdy.recon.damp"),
+    code=("pruneflow/recon", "pruneflow/steps/recondb.py"),
+    inputs=_index_inputs,
+    outputs=lambda p: [index_path(p)],
+    compute=_index_compute,
+    description="index the per-layer files -> artifacts/recondb/<model>/index.parquet",
+)

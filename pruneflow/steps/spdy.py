@@ -1,0 +1,358 @@
+"""Steps ``spdy_search`` (one per speedup target) and ``spdy_oneshot``: SPDY's profiles.
+
+``spdy_search`` (item ``{"target": 2.0}``): the timing table gives each layer's time per level,
+discretized into ``spdy.search.buckets`` buckets of the time budget for the target; the
+sensitivity search (``pruneflow.spdy.search``) scores every candidate profile by stitching it
+from the reconstruction database and measuring the calibration loss. Writes
+
+- ``artifacts/spdy/<model>/<target>x/profile.parquet``: :data:`PROFILE_COLUMNS`, one row per
+  layer SPDY prunes (``error_score``: the DP's error term ``c_l * (i / (|S|-1))^2`` of the
+  chosen level);
+- ``artifacts/spdy/<model>/<target>x/search.parquet``: :data:`SEARCH_COLUMNS`, one row per
+  candidate (``pred_time_ms``: the candidate's prunable-layer time from the rounded table).
+
+The search checkpoints its state after every candidate under
+``.pruneflow/spdy-search/<fingerprint>.json``; a crash mid-search resumes at the next candidate
+and ends with the same profile as an uninterrupted run (the state holds the generator).
+
+``spdy_oneshot``: per target, SPDY's profile beside ``uniform``, ``gmp`` (global magnitude)
+and ``prior`` (the DP with ``c = 1``) at the same discretized budget, every one stitched from
+the same database: ``oneshot.parquet`` (:data:`ONESHOT_COLUMNS`), ``profiles.parquet``
+(:data:`PROFILES_COLUMNS`, what gradual pruning starts from) and two figures under
+``artifacts/reports/``. Test accuracy is measured with BatchNorm in eval mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pruneflow import layout
+from pruneflow.config import Params
+from pruneflow.errors import PruneflowError
+from pruneflow.io import parquet_metadata, read_parquet, write_parquet
+from pruneflow.recon import ReconstructionDB
+from pruneflow.runtime import configure, progress_enabled
+from pruneflow.spdy.baselines import global_magnitude_profile, prior_profile, uniform_profile
+from pruneflow.spdy.dp import Discretized, DPSolver, discretize
+from pruneflow.spdy.plots import plot_profiles, plot_search
+from pruneflow.spdy.scoring import CalibrationLoss
+from pruneflow.spdy.search import errors_from_c, sensitivity_search, state_from_json, state_to_json
+from pruneflow.steps import recondb as recondb_step
+from pruneflow.steps.base import Item, Step, state_dir
+from pruneflow.steps.spdy_inputs import (
+    CALIB_KEYS,
+    calibration_batches,
+    dense_model,
+    inputs_of_dense,
+    spdy_layers,
+    test_accuracy,
+)
+from pruneflow.steps.timing import grid_levels
+from pruneflow.timing import read_timing_table, time_matrix
+
+PROFILE_COLUMNS = {"layer": "O", "level": "iu", "sparsity": "f", "time_ms": "f", "error_score": "f"}
+SEARCH_COLUMNS = {
+    "eval": "iu",
+    "phase": "O",
+    "d": "iu",
+    "calib_loss": "f",
+    "pred_time_ms": "f",
+    "best": "f",
+    "new_profile": "b",
+    "improved": "b",
+}
+ONESHOT_COLUMNS = {
+    "model": "O",
+    "target": "f",
+    "profile": "O",
+    "calib_loss": "f",
+    "test_acc": "f",
+    "predicted_speedup": "f",
+    "dp_calls": "iu",
+    "profiles_scored": "iu",
+    "seed": "iu",
+}
+PROFILES_COLUMNS = {
+    "target": "f",
+    "profile": "O",
+    "layer": "O",
+    "level": "iu",
+    "sparsity": "f",
+}
+BASELINES = ("uniform", "gmp", "prior")
+SEARCH_KEYS = tuple(
+    f"spdy.search.{k}"
+    for k in ("candidates", "delta", "max_no_improvement", "local_rule", "buckets", "bn", "seed")
+)
+READS = (
+    "data.dataset",
+    "data.root",
+    "data.image_size",
+    "model.name",
+    "spdy.grid",
+    *CALIB_KEYS,
+    *SEARCH_KEYS,
+)
+CODE = (
+    "pruneflow/spdy",
+    "pruneflow/recon",
+    "pruneflow/timing/table.py",
+    "pruneflow/models",
+    "pruneflow/checkpoint.py",
+    "pruneflow/steps/spdy.py",
+    "pruneflow/steps/spdy_inputs.py",
+)
+
+
+def profile_file(p: Params, target: float) -> Path:
+    return layout.spdy_target_dir(p, target) / "profile.parquet"
+
+
+def search_file(p: Params, target: float) -> Path:
+    return layout.spdy_target_dir(p, target) / "search.parquet"
+
+
+def oneshot_file(p: Params) -> Path:
+    return layout.spdy_dir(p) / "oneshot.parquet"
+
+
+def profiles_file(p: Params) -> Path:
+    return layout.spdy_dir(p) / "profiles.parquet"
+
+
+def figure_files(p: Params) -> dict[str, Path]:
+    stem = layout.reports_dir(p) / f"spdy-{p.model.name}"
+    return {"search": Path(f"{stem}-search.png"), "profiles": Path(f"{stem}-profiles.png")}
+
+
+def target_items(p: Params) -> list[dict[str, Any]]:
+    return [{"target": float(t)} for t in p.spdy.targets]
+
+
+def _target(p: Params, item: Item) -> float:
+    target = (item or {}).get("target")
+    if not isinstance(target, int | float) or float(target) not in p.spdy.targets:
+        raise PruneflowError(
+            f"spdy_search: target {target!r} is not one of spdy.targets {p.spdy.targets}"
+        )
+    return float(target)
+
+
+def _inputs(p: Params) -> list[Path]:
+    db = [recondb_step.index_path(p)]
+    db += [recondb_step.layer_path(p, i["layer"]) for i in recondb_step.layer_items(p)]
+    return [*inputs_of_dense(p), layout.timing_table(p), *db]
+
+
+class Problem:
+    """The dense model, the database and the timing table of one model, checked to agree."""
+
+    def __init__(self, p: Params):
+        self.model = dense_model(p)
+        self.layers = spdy_layers(p, self.model)
+        self.grid = grid_levels(p)
+        path = layout.timing_table(p)
+        table, self.meta = read_timing_table(path, p.model.name, self.layers)
+        stored = [float(v) for v in self.meta["levels"]]
+        if len(stored) != len(self.grid) or not np.allclose(stored, self.grid, rtol=0, atol=1e-9):
+            raise PruneflowError(
+                f"{path} was measured on a grid of {len(self.meta['levels'])} levels, not "
+                f"spdy.grid's {len(self.grid)}: run the profile step again"
+            )
+        self.times_ms = time_matrix(table, self.layers)
+        root = layout.recondb_dir(p)
+        self.db = ReconstructionDB.open(
+            root, model=self.model, model_name=p.model.name, grid=self.grid
+        )
+        if self.db.layers != self.layers:
+            raise PruneflowError(
+                f"{root} holds layers {self.db.layers}, the timing table {self.layers}: "
+                "rebuild the database for this model and grid"
+            )
+
+    def discretize(self, p: Params, target: float) -> Discretized:
+        return discretize(
+            self.times_ms,
+            float(self.meta["dense_total_ms"]),
+            float(self.times_ms[:, 0].sum()),
+            target,
+            buckets=p.spdy.search.buckets,
+        )
+
+
+def _checkpoint_path(p: Params, item: Item) -> Path:
+    return state_dir() / "spdy-search" / f"{SPDY_SEARCH.fingerprint(p, item)}.json"
+
+
+def _search_compute(p: Params, item: Item) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    target = _target(p, item)
+    problem = Problem(p)
+    disc = problem.discretize(p, target)
+    s = p.spdy.search
+    score = CalibrationLoss(
+        problem.model, problem.db, problem.layers, calibration_batches(p), bn=s.bn
+    )
+    ckpt = _checkpoint_path(p, item)
+    resume = None
+    if ckpt.exists():
+        try:
+            resume = state_from_json(ckpt.read_text())
+        except PruneflowError:
+            resume = None  # a damaged checkpoint only costs the work it held
+
+    def save(state: Any) -> None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_suffix(".tmp")
+        tmp.write_text(state_to_json(state))
+        tmp.replace(ckpt)
+
+    result = sensitivity_search(
+        disc.times,
+        disc.budget,
+        score,
+        k=s.candidates,
+        delta=s.delta,
+        max_no_improvement=s.max_no_improvement,
+        local_rule=s.local_rule,
+        seed=s.seed,
+        resume_state=resume,
+        checkpoint=save,
+        progress=progress_enabled(p.runtime.progress),
+    )
+    levels = np.asarray(result.best_profile)
+    rows = np.arange(len(levels))
+    errors = errors_from_c(result.best_c, len(problem.grid))
+    profile = pd.DataFrame(
+        {
+            "layer": problem.layers,
+            "level": levels.astype(np.int64),
+            "sparsity": [problem.grid[i] for i in levels],
+            "time_ms": problem.times_ms[rows, levels],
+            "error_score": errors[rows, levels],
+        }
+    )
+    speedup = disc.predicted_speedup(levels)
+    meta = {
+        "model": p.model.name,
+        "target": target,
+        "predicted_speedup": speedup,
+        "calib_loss": result.best_loss,
+        "best_c": result.best_c.tolist(),
+        "dp_calls": result.dp_calls,
+        "profiles_scored": result.distinct_profiles,
+        "bucket_ms": disc.bucket_ms,
+        "max_overrun_ms": disc.max_overrun_ms,
+    }
+    history = result.history_frame()
+    history["pred_time_ms"] = history.pop("pred_time") * disc.bucket_ms
+    write_parquet(search_file(p, target), history[list(SEARCH_COLUMNS)], meta)
+    write_parquet(profile_file(p, target), profile, meta)
+    ckpt.unlink(missing_ok=True)
+    return {k: v for k, v in meta.items() if k != "best_c"} | {
+        "stitched_layer_copies": score.swapped_layers
+    }
+
+
+SPDY_SEARCH = Step(
+    name="spdy_search",
+    reads=READS,
+    code=CODE,
+    inputs=lambda p, item: _inputs(p),
+    outputs=lambda p, item: [profile_file(p, _target(p, item)), search_file(p, _target(p, item))],
+    compute=_search_compute,
+    description="SPDY's sensitivity search for one speedup target -> profile.parquet",
+    fan_out=True,
+    items=target_items,
+)
+
+
+def read_profile(p: Params, target: float) -> pd.DataFrame:
+    return read_parquet(profile_file(p, target), PROFILE_COLUMNS)
+
+
+def _oneshot_compute(p: Params) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    problem = Problem(p)
+    s = p.spdy.search
+    score = CalibrationLoss(
+        problem.model, problem.db, problem.layers, calibration_batches(p), bn=s.bn
+    )
+    dense_weights = [problem.db.weights(layer, 0).numpy() for layer in problem.layers]
+    rows, chosen = [], []
+    for target in p.spdy.targets:
+        disc = problem.discretize(p, target)
+        spdy = read_profile(p, target)
+        if list(spdy["layer"]) != problem.layers:
+            raise PruneflowError(f"{profile_file(p, target)} is for layers {list(spdy['layer'])}")
+        search_meta = parquet_metadata(profile_file(p, target))
+        solver = DPSolver(disc.times, disc.budget)
+        profiles = {
+            "spdy": spdy["level"].to_numpy(),
+            "uniform": uniform_profile(disc.times, disc.budget),
+            "gmp": global_magnitude_profile(dense_weights, problem.grid, disc.times, disc.budget),
+            "prior": prior_profile(solver),
+        }
+        for name, levels in profiles.items():
+            loss = score([int(v) for v in levels])
+            acc = test_accuracy(p, score.model)
+            is_spdy = name == "spdy"
+            rows.append(
+                {
+                    "model": p.model.name,
+                    "target": float(target),
+                    "profile": name,
+                    "calib_loss": loss,
+                    "test_acc": acc,
+                    "predicted_speedup": disc.predicted_speedup(levels),
+                    "dp_calls": int(search_meta["dp_calls"]) if is_spdy else int(name == "prior"),
+                    "profiles_scored": int(search_meta["profiles_scored"]) if is_spdy else 1,
+                    "seed": s.seed,
+                }
+            )
+            chosen += [
+                {
+                    "target": float(target),
+                    "profile": name,
+                    "layer": layer,
+                    "level": int(lv),
+                    "sparsity": problem.grid[int(lv)],
+                }
+                for layer, lv in zip(problem.layers, levels, strict=True)
+            ]
+    oneshot = pd.DataFrame(rows, columns=list(ONESHOT_COLUMNS))
+    meta = {"model": p.model.name, "grid": problem.grid, "bn": s.bn}
+    write_parquet(oneshot_file(p), oneshot, meta)
+    write_parquet(profiles_file(p), pd.DataFrame(chosen, columns=list(PROFILES_COLUMNS)), meta)
+    figures = figure_files(p)
+    plot_search(
+        {t: pd.read_parquet(search_file(p, t)) for t in p.spdy.targets},
+        p.model.name,
+        figures["search"],
+    )
+    plot_profiles(pd.DataFrame(chosen), problem.layers, p.model.name, figures["profiles"])
+    wins = oneshot.pivot(index="target", columns="profile", values="calib_loss")
+    return {
+        "table": oneshot.round(4).to_dict(orient="records"),
+        # ties count: a baseline often lands on the very profile SPDY chose
+        "spdy_lowest_loss_at": [
+            float(t) for t in wins.index if wins.loc[t, "spdy"] <= wins.loc[t].min()
+        ],
+    }
+
+
+SPDY_ONESHOT = Step(
+    name="spdy_oneshot",
+    reads=READS + ("spdy.targets",),
+    code=CODE,
+    inputs=lambda p: (
+        _inputs(p) + [f for t in p.spdy.targets for f in (profile_file(p, t), search_file(p, t))]
+    ),
+    outputs=lambda p: [oneshot_file(p), profiles_file(p), *figure_files(p).values()],
+    compute=_oneshot_compute,
+    description="SPDY vs uniform, global magnitude and prior profiles, one-shot -> oneshot.parquet",
+)

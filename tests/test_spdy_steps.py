@@ -1,0 +1,176 @@
+"""SPDY's steps on a tiny model: search per target -> profile.parquet/search.parquet, resume
+after a crash mid-search, and the one-shot comparison against the baselines."""
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pruneflow import layout
+from pruneflow.config import Params, scoped
+from pruneflow.errors import PruneflowError
+from pruneflow.io import parquet_metadata
+from pruneflow.spdy.dp import discretize
+from pruneflow.steps.data import PREPARE
+from pruneflow.steps.dense import TRAIN_DENSE
+from pruneflow.steps.recondb import RECONDB, RECONDB_LAYER
+from pruneflow.steps.spdy import (
+    ONESHOT_COLUMNS,
+    SPDY_ONESHOT,
+    SPDY_SEARCH,
+    Problem,
+    figure_files,
+    oneshot_file,
+    profile_file,
+    search_file,
+)
+from pruneflow.steps.timing import PROFILE
+
+SPDY = {
+    "dataset": "digits",
+    "models": ["lenet300100"],
+    "train": {"epochs": 3, "batch_size": 128},
+    "grid": {"min_sparsity": 0.5, "max_sparsity": 0.95, "steps": 12, "skip_first_last": False},
+    "timing": {"batch_size": 256, "min_repeats": 3, "max_repeats": 5, "max_seconds": 0.05},
+    "recon": {"calib_samples": 256, "batch_size": 128},
+    "targets": [1.5, 2.0],
+    "search": {"candidates": 20, "max_no_improvement": 10},
+}
+
+
+def _params(**search) -> Params:
+    spdy = {**SPDY, "search": {**SPDY["search"], **search}}
+    base = Params.model_validate({"runtime": {"threads": 1, "progress": "off"}, "spdy": spdy})
+    return scoped(base, "spdy:lenet300100")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """prepare, train_dense, profile and the database, once for the module."""
+    root = tmp_path_factory.mktemp("spdy")
+    old, state = Path.cwd(), os.environ.get("PRUNEFLOW_STATE_DIR")
+    os.chdir(root)
+    os.environ["PRUNEFLOW_STATE_DIR"] = str(root / ".pruneflow")
+    p = _params()
+    for step in (PREPARE, TRAIN_DENSE, PROFILE):
+        step.run(p)
+    RECONDB_LAYER.run_all(p)
+    RECONDB.run(p)
+    os.chdir(old)
+    if state is None:
+        os.environ.pop("PRUNEFLOW_STATE_DIR")
+    else:
+        os.environ["PRUNEFLOW_STATE_DIR"] = state
+    return root
+
+
+@pytest.fixture()
+def spdy_dir(built, tmp_path, monkeypatch):
+    work = tmp_path / "w"
+    shutil.copytree(built, work)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("PRUNEFLOW_STATE_DIR", str(work / ".pruneflow"))
+    return work
+
+
+def test_search_writes_a_profile_within_budget_and_its_history(spdy_dir):
+    p = _params()
+    records = SPDY_SEARCH.run_all(p)
+    assert [r["item"]["target"] for r in records] == [1.5, 2.0]
+    problem = Problem(p)
+    for target in (1.5, 2.0):
+        prof = pd.read_parquet(profile_file(p, target))
+        hist = pd.read_parquet(search_file(p, target))
+        assert list(prof["layer"]) == ["fc1", "fc2", "fc3"]
+        disc = problem.discretize(p, target)
+        levels = prof["level"].to_numpy()
+        assert int(disc.times[np.arange(3), levels].sum()) <= disc.budget
+        assert disc.predicted_speedup(levels) >= target * 0.99
+        assert list(hist["eval"]) == list(range(len(hist)))
+        assert set(hist["phase"]) == {"random", "local"}
+        assert (np.diff(hist["best"]) <= 0).all()
+        meta = parquet_metadata(profile_file(p, target))
+        assert meta["calib_loss"] == pytest.approx(hist["best"].iloc[-1])
+        assert meta["profiles_scored"] == int(hist["new_profile"].sum())
+    assert [r["status"] for r in SPDY_SEARCH.run_all(p)] == ["cached", "cached"]
+
+
+def test_a_crash_mid_search_resumes_and_ends_with_the_same_profile(spdy_dir, monkeypatch):
+    p = _params()
+    item = {"target": 2.0}
+    SPDY_SEARCH.run(p, item=item)
+    expected = pd.read_parquet(search_file(p, 2.0))
+    assert int(expected["new_profile"].sum()) >= 3
+    shutil.rmtree(layout.spdy_dir(p))
+    shutil.rmtree(spdy_dir / ".pruneflow" / "stepcache")
+
+    import pruneflow.spdy.scoring as scoring
+
+    real = scoring.CalibrationLoss.__call__
+    calls = {"n": 0}
+
+    def crash_on_2nd(self, levels):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("killed")
+        return real(self, levels)
+
+    monkeypatch.setattr(scoring.CalibrationLoss, "__call__", crash_on_2nd)
+    with pytest.raises(RuntimeError):
+        SPDY_SEARCH.run(p, item=item)
+    assert list((spdy_dir / ".pruneflow" / "spdy-search").glob("*.json"))
+    monkeypatch.setattr(scoring.CalibrationLoss, "__call__", real)
+    calls["n"] = 0
+    counted = {"n": 0}
+
+    def count(self, levels):
+        counted["n"] += 1
+        return real(self, levels)
+
+    monkeypatch.setattr(scoring.CalibrationLoss, "__call__", count)
+    SPDY_SEARCH.run(p, item=item)
+    pd.testing.assert_frame_equal(pd.read_parquet(search_file(p, 2.0)), expected)
+    assert counted["n"] == int(expected["new_profile"].sum()) - 1  # only what was not scored
+    assert not list((spdy_dir / ".pruneflow" / "spdy-search").glob("*.json"))
+
+
+def test_oneshot_compares_spdy_with_the_baselines_at_the_same_budget(spdy_dir):
+    p = _params()
+    SPDY_SEARCH.run_all(p)
+    summary = SPDY_ONESHOT.run(p)["summary"]
+    table = pd.read_parquet(oneshot_file(p))
+    assert list(table.columns) == list(ONESHOT_COLUMNS)
+    assert len(table) == 8 and set(table["profile"]) == {"spdy", "uniform", "gmp", "prior"}
+    for target, part in table.groupby("target"):
+        assert (part["predicted_speedup"] >= target * 0.99).all()
+        spdy = part.set_index("profile").loc["spdy"]
+        # re-stitched for the table, SPDY's profile scores exactly what the search measured
+        history = pd.read_parquet(search_file(p, target))
+        assert spdy["calib_loss"] == pytest.approx(history["calib_loss"].min(), rel=1e-12)
+        assert spdy["profiles_scored"] == int(history["new_profile"].sum())
+        assert 0.0 < spdy["test_acc"] <= 1.0
+        wins = part["calib_loss"].min() == spdy["calib_loss"]
+        assert (target in summary["spdy_lowest_loss_at"]) == wins
+    for path in figure_files(p).values():
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unreachable_target_names_the_largest_reachable_speedup(spdy_dir):
+    base = Params.model_validate(
+        {"runtime": {"threads": 1, "progress": "off"}, "spdy": {**SPDY, "targets": [1.5, 500.0]}}
+    )
+    p = scoped(base, "spdy:lenet300100")
+    with pytest.raises(PruneflowError, match="500x is unreachable.*at most"):
+        SPDY_SEARCH.run(p, item={"target": 500.0})
+
+
+def test_database_for_another_grid_is_refused(spdy_dir):
+    spdy = {**SPDY, "grid": {**SPDY["grid"], "steps": 4}}
+    base = Params.model_validate({"runtime": {"threads": 1, "progress": "off"}, "spdy": spdy})
+    p = scoped(base, "spdy:lenet300100")
+    with pytest.raises(PruneflowError, match="grid"):
+        Problem(p)
+    assert discretize  # the DP's own input checks are tested in test_spdy_dp.py
