@@ -40,6 +40,12 @@ class RuntimeParams(_Section):
         "auto", description="progress bars: auto shows them only on a terminal"
     )
 
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted on/off as a boolean (`--set runtime.progress=off`)
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
 
 class DataParams(_Section):
     dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]

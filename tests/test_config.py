@@ -53,3 +53,9 @@ def test_malformed_yaml_and_missing_file(tmp_path):
         config.load(tmp_path / "other.yaml")
     with pytest.raises(PruneflowError, match="dotted.key=value"):
         config.load(REPO / "params.yaml", ["noequals"])
+
+
+def test_yaml_on_off_spellings_of_progress_are_accepted(tmp_path):
+    # YAML reads an unquoted `off` as False: `--set runtime.progress=off` must still work
+    assert config.load(tmp_path / "none.yaml", ["runtime.progress=off"]).runtime.progress == "off"
+    assert config.load(tmp_path / "none.yaml", ["runtime.progress=on"]).runtime.progress == "on"
