@@ -56,6 +56,7 @@ def test_malformed_yaml_and_missing_file(tmp_path):
 
 
 def test_yaml_on_off_spellings_of_progress_are_accepted(tmp_path):
+    (tmp_path / "none.yaml").write_text("{}\n")
     # YAML reads an unquoted `off` as False: `--set runtime.progress=off` must still work
     assert config.load(tmp_path / "none.yaml", ["runtime.progress=off"]).runtime.progress == "off"
     assert config.load(tmp_path / "none.yaml", ["runtime.progress=on"]).runtime.progress == "on"
