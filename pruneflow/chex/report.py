@@ -189,8 +189,21 @@ def plot_channels(records: Sequence[dict[str, Any]], path: Path, title: str) -> 
     plt.close(fig)
 
 
+ABLATION_COLUMNS = {
+    "method": "O",
+    "variant": "O",  # "full" for plain CHEX, the ablation's name, "" for the baselines
+    "flops_reduction_target": "f",
+    "flops_reduction": "f",
+    "seed": "iu",
+    "test_acc": "f",
+}
+
+
 def ablation_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """CHEX (``variant`` "full") and its ablations, with the baselines at the same targets."""
+    """CHEX (``variant`` "full") and its ablations, with the baselines at the same targets.
+
+    The columns of :data:`ABLATION_COLUMNS`; no rows when no ablation ran.
+    """
     targets = {float(r["target"]) for r in records if r.get("variant")}
     rows = []
     for r in records:
@@ -207,7 +220,17 @@ def ablation_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 "test_acc": float(r["test_acc"]),
             }
         )
-    return pd.DataFrame(rows).astype({"method": object, "variant": object})
+    frame = pd.DataFrame(rows, columns=list(ABLATION_COLUMNS))
+    return frame.astype(
+        {
+            "method": object,
+            "variant": object,
+            "flops_reduction_target": "float64",
+            "flops_reduction": "float64",
+            "seed": "int64",
+            "test_acc": "float64",
+        }
+    )
 
 
 def plot_ablation(frame: pd.DataFrame, path: Path, title: str) -> None:
@@ -219,6 +242,14 @@ def plot_ablation(frame: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     targets = sorted(frame["flops_reduction_target"].unique())
+    if not targets:  # no ablation configured: the figure says so
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        ax.text(0.5, 0.5, "no ablations run\n(chex.compare.ablations is empty)", ha="center")
+        ax.set_axis_off()
+        fig.suptitle(title)
+        _save(fig, path)
+        plt.close(fig)
+        return
     fig, axes = plt.subplots(1, len(targets), figsize=(5.5 * len(targets), 4.2), squeeze=False)
     for ax, target in zip(axes[0], targets, strict=True):
         rows = frame[frame["flops_reduction_target"] == target]

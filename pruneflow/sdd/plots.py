@@ -19,7 +19,7 @@ from matplotlib.ticker import FuncFormatter
 
 from pruneflow.io import atomic_path
 from pruneflow.sdd.params import METHODS, MODES
-from pruneflow.sdd.sweep import curve_phases, lottery_table, mean_curves
+from pruneflow.sdd.sweep import LOTTERY_MODES, curve_phases, lottery_table, mean_curves
 
 PHASE_COLORS = {
     "light": "#c6dbef",
@@ -153,42 +153,61 @@ def distance_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title
 
 
 def lottery_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
-    """Test accuracy of lottery tickets (rewind) vs random re-initialisation, per method."""
+    """Test accuracy of lottery tickets (rewind) vs random re-initialisation, per method.
+
+    Always written: when ``sdd.modes`` lacks one of the two modes the figure shows the one
+    that ran and names the missing one; with neither it says there is nothing to compare.
+    """
     comparison = lottery_table(table, phases)
-    methods = _ordered(comparison["method"], METHODS)
+    methods = _ordered(comparison["method"], METHODS) or ["-"]
     fig = Figure(figsize=(5.6 * len(methods), 3.8), layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
+    styles = {
+        "rewind": ("tab:purple", "rewind (lottery ticket)"),
+        "reinit": ("tab:gray", "random re-init"),
+    }
     for ax, method in zip(axes, methods, strict=True):
         rows = comparison[comparison["method"] == method]
+        ran = [m for m in LOTTERY_MODES if rows[f"{m}_test_acc"].notna().any()]
+        missing = [m for m in LOTTERY_MODES if m not in ran]
+        if not ran:
+            ax.text(
+                0.5,
+                0.5,
+                "sdd.modes has neither rewind nor reinit:\nnothing to compare",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
+            ax.set_axis_off()
+            continue
         x = rows["remaining_pct"].to_numpy()
-        ax.plot(
-            x,
-            rows["rewind_test_acc"] * 100,
-            "-",
-            marker=".",
-            color="tab:purple",
-            label="rewind (lottery ticket)",
-        )
-        ax.plot(
-            x,
-            rows["reinit_test_acc"] * 100,
-            "-",
-            marker=".",
-            color="tab:gray",
-            label="random re-init",
-        )
-        better = rows["reinit_minus_rewind"].to_numpy() > 0
-        ax.scatter(
-            x[better],
-            rows["reinit_test_acc"].to_numpy()[better] * 100,
-            s=40,
-            facecolors="none",
-            edgecolors="black",
-            label="re-init beats rewind",
-        )
+        for mode in ran:
+            color, label = styles[mode]
+            acc = rows[f"{mode}_test_acc"].to_numpy() * 100
+            ax.plot(x, acc, "-", marker=".", color=color, label=label)
+        if not missing:
+            better = rows["reinit_minus_rewind"].to_numpy() > 0
+            ax.scatter(
+                x[better],
+                rows["reinit_test_acc"].to_numpy()[better] * 100,
+                s=40,
+                facecolors="none",
+                edgecolors="black",
+                label="re-init beats rewind",
+            )
         _x_axis(ax, x)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{method} pruning: lottery ticket vs re-init")
+        what = "lottery ticket vs re-init" if not missing else f"{ran[0]} only"
+        ax.set_title(f"{method} pruning: {what}")
+        if missing:
+            ax.text(
+                0.02,
+                0.02,
+                f"{missing[0]} not in sdd.modes: nothing to compare with",
+                fontsize=7,
+                transform=ax.transAxes,
+            )
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     return _save(fig, path)

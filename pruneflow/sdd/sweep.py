@@ -7,6 +7,9 @@ so each chain's curve starts at the dense point.
 
 ``phases.parquet``: one row per phase occurring in a curve, for every (method, retrain, seed)
 curve and, when there are several seeds, for the seed-mean curve (``seed`` null).
+
+``lottery.parquet``: rewind vs reinit per (method, level), :data:`LOTTERY_COLUMNS` whichever
+modes ran (see :func:`lottery_table` for what a sweep with one mode or neither holds).
 """
 
 from __future__ import annotations
@@ -43,6 +46,28 @@ PHASE_COLUMNS = {
     "start_sparsity": "f",
     "end_sparsity": "f",
     "double_descent": "b",
+}
+# lottery.parquet (see lottery_table): the same columns whichever sdd.modes ran
+LOTTERY_MODES = ("rewind", "reinit")
+LOTTERY_COLUMNS = {
+    "method": "O",
+    "level": "iu",
+    "sparsity": "f",
+    "remaining_pct": "f",
+    "rewind_test_acc": "f",  # null where no rewind chain ran
+    "reinit_test_acc": "f",  # null where no reinit chain ran
+    "reinit_minus_rewind": "f",  # null unless both ran
+    "n_seeds": "iu",
+}
+_LOTTERY_DTYPES = {
+    "method": object,
+    "level": "int64",
+    "sparsity": "float64",
+    "remaining_pct": "float64",
+    "rewind_test_acc": "float64",
+    "reinit_test_acc": "float64",
+    "reinit_minus_rewind": "float64",
+    "n_seeds": "int64",
 }
 CURVE = ["method", "retrain", "seed"]
 _METRICS = [
@@ -162,51 +187,54 @@ def boundaries(phases: pd.DataFrame) -> dict[str, Any]:
 def lottery_table(table: pd.DataFrame, phases: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rewind (lottery ticket) vs reinit test accuracy at every level, seed-averaged.
 
-    Columns: method, level, sparsity, remaining_pct, rewind_test_acc, reinit_test_acc,
-    reinit_minus_rewind, n_seeds, and with ``phases`` each mode's phase at that level. Needs
-    both modes in the sweep.
+    One row per (method, level) that a rewind or a reinit chain reached, with the columns of
+    :data:`LOTTERY_COLUMNS` (and, with ``phases``, ``rewind_phase`` / ``reinit_phase``):
+    ``sparsity`` is the rewind chain's measured sparsity (the reinit one's where rewind did not
+    run; both prune to the same schedule), ``remaining_pct`` = 100 (1 - sparsity),
+    ``<mode>_test_acc`` the seed-mean test accuracy, ``reinit_minus_rewind`` their difference,
+    ``n_seeds`` how many seeds the means average.
+
+    The schema never depends on which modes ran: with only one of the two modes, its columns
+    hold its curve and the other mode's accuracy, phase ("") and the difference are empty
+    (null); with neither (``sdd.modes: [finetune]``) the table has no rows.
     """
-    modes = set(table["retrain"])
-    if not {"rewind", "reinit"} <= modes:
-        raise PruneflowError(
-            f"the lottery comparison needs sdd.modes to include rewind and reinit, got "
-            f"{sorted(modes)}"
-        )
-    means = mean_curves(table[table["retrain"].isin(["rewind", "reinit"])])
-    wide = means.pivot_table(
-        index=["method", "level"], columns="retrain", values=["test_acc", "sparsity", "n_seeds"]
-    )
-    out = pd.DataFrame(
-        {
-            "sparsity": wide[("sparsity", "rewind")],
-            "rewind_test_acc": wide[("test_acc", "rewind")],
-            "reinit_test_acc": wide[("test_acc", "reinit")],
-        }
-    ).reset_index()
-    out = out.dropna(subset=["rewind_test_acc", "reinit_test_acc"])
+    present = [m for m in LOTTERY_MODES if m in set(table["retrain"])]
+    columns = [
+        *LOTTERY_COLUMNS,
+        *([f"{m}_phase" for m in LOTTERY_MODES] if phases is not None else []),
+    ]
+    if not present:
+        empty = pd.DataFrame({c: pd.Series(dtype=_LOTTERY_DTYPES.get(c, object)) for c in columns})
+        return empty
+    means = mean_curves(table[table["retrain"].isin(present)])
+    per_mode = {
+        mode: means[means["retrain"] == mode].set_index(["method", "level"]) for mode in present
+    }
+    index = per_mode[present[0]].index
+    for mode in present[1:]:
+        index = index.union(per_mode[mode].index)
+    out = pd.DataFrame(index=index.sort_values())
+    sparsity = pd.Series(np.nan, index=out.index)
+    n_seeds = pd.Series(0, index=out.index)
+    for mode in present:  # rewind first: its sparsity where it ran
+        rows = per_mode[mode].reindex(out.index)
+        sparsity = sparsity.fillna(rows["sparsity"])
+        n_seeds = n_seeds.where(n_seeds > 0, rows["n_seeds"].fillna(0))
+    out["sparsity"] = sparsity
     out["remaining_pct"] = 100.0 * (1.0 - out["sparsity"])
+    for mode in LOTTERY_MODES:
+        acc = per_mode[mode]["test_acc"].reindex(out.index) if mode in per_mode else np.nan
+        out[f"{mode}_test_acc"] = acc
     out["reinit_minus_rewind"] = out["reinit_test_acc"] - out["rewind_test_acc"]
-    n_seeds = wide[("n_seeds", "rewind")].reindex(
-        pd.MultiIndex.from_frame(out[["method", "level"]])
-    )
-    out["n_seeds"] = n_seeds.to_numpy().astype(int)
+    out["n_seeds"] = n_seeds.astype(int)
+    out = out.reset_index()
     if phases is not None:
-        for mode in ("rewind", "reinit"):
+        for mode in LOTTERY_MODES:
             out[f"{mode}_phase"] = [
-                _phase_at(curve_phases(phases, m, mode), lvl)
+                _phase_at(curve_phases(phases, m, mode), lvl) if mode in per_mode else ""
                 for m, lvl in zip(out["method"], out["level"], strict=True)
             ]
-    columns = [
-        "method",
-        "level",
-        "sparsity",
-        "remaining_pct",
-        "rewind_test_acc",
-        "reinit_test_acc",
-        "reinit_minus_rewind",
-        "n_seeds",
-    ]
-    return out[columns + [c for c in out.columns if c.endswith("_phase")]].reset_index(drop=True)
+    return out.astype(_LOTTERY_DTYPES)[columns].reset_index(drop=True)
 
 
 def _phase_at(rows: pd.DataFrame, level: int) -> str:

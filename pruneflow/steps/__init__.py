@@ -7,6 +7,7 @@ from pruneflow.steps.dense import TRAIN_DENSE
 from pruneflow.steps.recondb import RECONDB, RECONDB_LAYER
 from pruneflow.steps.sdd import SDD_STEPS
 from pruneflow.steps.spdy import SPDY_ONESHOT, SPDY_SEARCH
+from pruneflow.steps.spdy_gmp import SPDY_GMP, SPDY_RESULTS
 from pruneflow.steps.timing import PROFILE
 
 STEPS: dict[str, Step] = {
@@ -19,6 +20,8 @@ STEPS: dict[str, Step] = {
         RECONDB,
         SPDY_SEARCH,
         SPDY_ONESHOT,
+        SPDY_GMP,
+        SPDY_RESULTS,
         *SDD_STEPS,
         *CHEX_STEPS,
     )

@@ -7,7 +7,13 @@ chex:MODEL`` once config.py knows the section).
   extracted, parameters, CPU latency, test accuracy, extracted-vs-masked output difference).
 * ``chex_compare`` (fan-out, one item per ``{method, target, seed}``): one comparison run each,
   so every run is cached and resumed on its own.
-* ``chex_report``: ``comparison.parquet`` and the figures under ``artifacts/reports/``.
+* ``chex_report``: ``comparison.parquet``, ``ablation.parquet`` and the figures under
+  ``artifacts/reports/``, and the comparison's summary as DVC metrics
+  (``metrics/chex_report/<dataset>-<model>.json``).
+
+Every step writes the same files whatever the params hold, so dvc.yaml's outs are true for
+every params value: without ``chex.compare.ablations``, ``ablation.parquet`` has its columns
+and no rows and the ablation figure says that none ran.
 """
 
 from __future__ import annotations
@@ -76,7 +82,6 @@ _CORE = tuple(
         "extract",
         "flops",
         "groups",
-        "loop",
         "masks",
         "methods",
         "params",
@@ -316,6 +321,8 @@ CHEX_COMPARE = Step(
 
 # --------------------------------------------------------------------------- chex_report
 
+REPORT_FIGURES = ("accuracy", "channels", "exploration", "ablation")
+
 
 def _report(p: Params) -> dict[str, Any]:
     every = [read_json(paths.run_record(p, item)) for item in compare_items(p)]
@@ -347,14 +354,25 @@ def _report(p: Params) -> dict[str, Any]:
     plot_exploration(
         records, paths.report_figure(p, "exploration"), f"CHEX exploration (seed 0): {title}"
     )
-    if chex_section(p).compare.ablations:
-        ablation = ablation_frame(every)
-        write_parquet(paths.ablation_table(p), ablation)
-        plot_ablation(ablation, paths.report_figure(p, "ablation"), f"CHEX ablations: {title}")
-    return {
-        "summary": summary.round(5).to_dict("records"),
-        "dense_test_acc_mean": float(np.mean(dense_acc)) if dense_acc else None,
-    }
+    ablation = ablation_frame(every)
+    write_parquet(paths.ablation_table(p), ablation)
+    plot_ablation(ablation, paths.report_figure(p, "ablation"), f"CHEX ablations: {title}")
+    dense_mean = float(np.mean(dense_acc)) if dense_acc else None
+    write_json(layout.metrics_file(p, "chex_report"), comparison_metrics(summary, dense_mean))
+    return {"summary": summary.round(5).to_dict("records"), "dense_test_acc_mean": dense_mean}
+
+
+def comparison_metrics(summary: pd.DataFrame, dense_mean: float | None) -> dict[str, Any]:
+    """The comparison as DVC metrics: ``{"flops-70%": {"chex": {"test_acc_mean": ...}}}``."""
+    out: dict[str, Any] = {"dense_test_acc_mean": dense_mean}
+    for row in summary.itertuples():
+        out.setdefault(f"flops-{row.flops_reduction_target:.0%}", {})[row.method] = {
+            "test_acc_mean": round(float(row.test_acc_mean), 5),
+            "test_acc_std": None if pd.isna(row.test_acc_std) else round(row.test_acc_std, 5),
+            "flops_reduction": round(float(row.flops_reduction), 5),
+            "seeds": int(row.seeds),
+        }
+    return out
 
 
 CHEX_REPORT = Step(
@@ -364,12 +382,9 @@ CHEX_REPORT = Step(
     inputs=lambda p: [paths.run_record(p, item) for item in compare_items(p)],
     outputs=lambda p: [
         paths.comparison_table(p),
-        *(paths.report_figure(p, k) for k in ("accuracy", "channels", "exploration")),
-        *(
-            [paths.ablation_table(p), paths.report_figure(p, "ablation")]
-            if chex_section(p).compare.ablations
-            else []
-        ),
+        paths.ablation_table(p),
+        *(paths.report_figure(p, k) for k in REPORT_FIGURES),
+        layout.metrics_file(p, "chex_report"),
     ],
     compute=_report,
     description="comparison.parquet + accuracy-vs-FLOPs and channel-count figures",

@@ -14,9 +14,15 @@ model and the dense ``train`` section come from ``sdd``):
                seed) are independent and may run concurrently.
 ``sdd_sweep``  gathers every record into ``sweep.parquet``, labels the phases
                (``phases.parquet``, boundaries also in the sweep table's metadata), writes the
-               rewind-vs-reinit table (``lottery.parquet``, when both modes run) and the DVC
-               metrics.
-``sdd_plots``  the PNG figures under ``artifacts/reports/``.
+               rewind-vs-reinit table (``lottery.parquet``) and the DVC metrics.
+``sdd_plots``  the PNG figures under ``artifacts/reports/`` and their data as small CSVs
+               (``curves/``, :mod:`pruneflow.sdd.exports`) for DVC's ``plots``.
+
+Every step writes the same files whatever ``sdd.methods`` / ``sdd.modes`` / ``sdd.seeds``
+hold, so dvc.yaml's outs are true for every params value. ``lottery.parquet``, its CSV and its
+figure are written even when ``sdd.modes`` lacks rewind or reinit: the table keeps its schema
+(:data:`pruneflow.sdd.sweep.LOTTERY_COLUMNS`) with the missing mode's columns null (no rows
+when neither ran), and the figure shows the mode that ran and says what is missing.
 
 Seeds: sweep seed ``s`` (``sdd.seeds``) fixes every random choice of its chains through
 :func:`pruneflow.sdd.retrain.derive_seed` (initial weights, batch order per level, random
@@ -24,9 +30,10 @@ scores, re-initialisations); ``sdd.train.seed`` and ``sdd.retrain.seed`` are not
 
 Artifacts (``A`` = ``artifacts/sdd/<dataset>-<model>``)::
 
-  A/seed<s>/dense.safetensors + dense.json
-  A/seed<s>/<method>-<mode>/level<LL>.safetensors + level<LL>.json
+  A/dense/seed<s>.safetensors + seed<s>.json
+  A/levels/seed<s>/<method>-<mode>/level<LL>.safetensors + level<LL>.json
   A/sweep.parquet  A/phases.parquet  A/lottery.parquet
+  A/curves/{test_acc,train_acc,learning_distance,lottery}.csv
   artifacts/reports/sdd-<dataset>-<model>-{accuracy,distance,lottery}.png
   metrics/sdd_sweep/<dataset>-<model>.json
 """
@@ -47,7 +54,7 @@ from pruneflow.errors import PruneflowError
 from pruneflow.io import parquet_metadata, read_json, read_parquet, write_json, write_parquet
 from pruneflow.models import build, prunable_layers
 from pruneflow.runtime import configure, progress_enabled
-from pruneflow.sdd import plots
+from pruneflow.sdd import exports, plots
 from pruneflow.sdd.distance import learning_distance
 from pruneflow.sdd.evaluation import Splits, level_metrics
 from pruneflow.sdd.params import METHODS, MODES, scoped
@@ -65,6 +72,7 @@ from pruneflow.sdd.retrain import (
 from pruneflow.sdd.schedule import level_sparsity, num_levels
 from pruneflow.sdd.state import load_state, require, save_state
 from pruneflow.sdd.sweep import (
+    LOTTERY_MODES,
     PHASE_COLUMNS,
     SWEEP_COLUMNS,
     add_phases,
@@ -93,6 +101,7 @@ _CORE = (
     "pruneflow/steps/sdd.py",
 )
 _LEVEL_KEYS = {"method", "mode", "seed", "level"}
+PLOT_NAMES = ("accuracy", "distance", "lottery")
 
 
 # ---- where things live ----------------------------------------------------------------------
@@ -136,14 +145,15 @@ def lottery_file(p: Params) -> Path:
     return sweep_dir(p) / "lottery.parquet"
 
 
-def has_lottery(p: Params) -> bool:
-    return {"rewind", "reinit"} <= set(p.sdd.modes)  # type: ignore[attr-defined]
-
-
 def plot_files(p: Params) -> dict[str, Path]:
+    """The PNG figures (always all three, see the module docstring)."""
     stem = layout.artifacts(p) / "reports" / f"sdd-{p.data.dataset}-{p.model.name}"
-    names = ["accuracy", "distance"] + (["lottery"] if has_lottery(p) else [])
-    return {name: stem.with_name(f"{stem.name}-{name}.png") for name in names}
+    return {name: stem.with_name(f"{stem.name}-{name}.png") for name in PLOT_NAMES}
+
+
+def curve_files(p: Params) -> dict[str, Path]:
+    """The CSV exports DVC plots (:mod:`pruneflow.sdd.exports`)."""
+    return {name: sweep_dir(p) / "curves" / f"{name}.csv" for name in exports.FILES}
 
 
 # ---- items ----------------------------------------------------------------------------------
@@ -430,8 +440,7 @@ def _sweep_inputs(p: Params) -> list[Path]:
 
 
 def _sweep_outputs(p: Params) -> list[Path]:
-    outs = [sweep_file(p), phases_file(p), layout.metrics_file(p, "sdd_sweep")]
-    return outs + ([lottery_file(p)] if has_lottery(p) else [])
+    return [sweep_file(p), phases_file(p), lottery_file(p), layout.metrics_file(p, "sdd_sweep")]
 
 
 def gather_records(p: Params) -> list[dict[str, Any]]:
@@ -482,9 +491,14 @@ def _sweep_compute(p: Params) -> dict[str, Any]:
             "best_sparsity": float(best["sparsity"]),
             "min_test_acc": float(curve["test_acc"].min()),
         }
-    if has_lottery(p):
-        comparison = lottery_table(table, phases)
-        write_parquet(lottery_file(p), comparison, metadata={"dataset": p.data.dataset})
+    comparison = lottery_table(table, phases)
+    compared = [m for m in LOTTERY_MODES if comparison[f"{m}_test_acc"].notna().any()]
+    write_parquet(
+        lottery_file(p),
+        comparison,
+        metadata={"dataset": p.data.dataset, "model": p.model.name, "modes": compared},
+    )
+    if len(compared) == len(LOTTERY_MODES):
         summary["levels_reinit_beats_rewind"] = int((comparison["reinit_minus_rewind"] > 0).sum())
     write_json(layout.metrics_file(p, "sdd_sweep"), {**summary, "phases": bounds})
     return summary
@@ -536,24 +550,26 @@ def _plots_compute(p: Params) -> dict[str, Any]:
     files = plot_files(p)
     plots.accuracy_figure(table, phases, files["accuracy"], f"Sparse double descent: {title}")
     plots.distance_figure(table, phases, files["distance"], f"Learning distance: {title}")
-    if "lottery" in files:
-        plots.lottery_figure(table, phases, files["lottery"], f"Lottery vs re-init: {title}")
-    return {name: str(path) for name, path in files.items()}
+    plots.lottery_figure(table, phases, files["lottery"], f"Lottery vs re-init: {title}")
+    csvs = curve_files(p)
+    exports.write_curves(table, phases, csvs)
+    return {name: str(path) for name, path in {**files, **csvs}.items()}
 
 
 SDD_PLOTS = Step(
     name="sdd_plots",
-    reads=("data.dataset", "model.name", "noise.rate", "sdd.modes"),
+    reads=("data.dataset", "model.name", "noise.rate"),
     code=(
         "pruneflow/sdd/plots.py",
+        "pruneflow/sdd/exports.py",
         "pruneflow/sdd/sweep.py",
         "pruneflow/sdd/params.py",
         "pruneflow/steps/sdd.py",
     ),
     inputs=lambda p: [sweep_file(p), phases_file(p)],
-    outputs=lambda p: list(plot_files(p).values()),
+    outputs=lambda p: [*plot_files(p).values(), *curve_files(p).values()],
     compute=_plots_compute,
-    description="sdd: accuracy / learning-distance / lottery figures (PNG)",
+    description="sdd: accuracy / learning-distance / lottery figures (PNG) and their CSVs",
 )
 
 SDD_STEPS = (SDD_DENSE, SDD_LEVEL, SDD_SWEEP, SDD_PLOTS)

@@ -1,0 +1,322 @@
+"""Steps ``spdy_gmp`` (one per target x profile x seed) and ``spdy_results``: SPDY's Table 4.
+
+``spdy_gmp`` (item ``{"target": 2.0, "profile": "spdy", "seed": 0}``): from the dense
+checkpoint (or, with ``spdy.gmp.init_from_db``, the database's weights stitched for the
+profile), gradual magnitude pruning towards the profile's per-layer sparsities (cubic schedule,
+``pruneflow.sparsity.gmp``), then fine-tuning with the masks fixed. Writes
+``artifacts/spdy/<model>/gmp/<target>x-<profile>-s<seed>.safetensors`` and its JSON sidecar
+(test accuracy, each layer's sparsity from the masks, the history).
+
+``spdy_results`` gathers them and measures every pruned model's speedup end to end: the dense
+model and the pruned one, both as :class:`~pruneflow.timing.SparseRuntime` (the pruned one on
+the backends the timing table chose per layer), timed alternately in one process at the timing
+table's batch size and thread count. Measurement happens here, one model after another, not in
+the fan-out tasks, which may run concurrently and would disturb each other's clocks. Writes
+``results.parquet`` (:data:`RESULTS_COLUMNS`) and ``results.md`` (the paper's Table 4 layout).
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pruneflow import layout
+from pruneflow.checkpoint import load_checkpoint, save_checkpoint, sidecar
+from pruneflow.config import Params
+from pruneflow.errors import PruneflowError
+from pruneflow.io import atomic_path, read_json, read_parquet, write_parquet
+from pruneflow.recon import ReconstructionDB
+from pruneflow.runtime import configure, progress_enabled
+from pruneflow.sparsity.gmp import GmpSchedule, check_schedule, gradual_prune
+from pruneflow.spdy.dp import predicted_speedup
+from pruneflow.steps import spdy as spdy_step
+from pruneflow.steps.base import Item, Step
+from pruneflow.steps.data import load_data, read_labels
+from pruneflow.steps.spdy_inputs import dense_model, inputs_of_dense, spdy_layers
+from pruneflow.steps.timing import grid_levels
+from pruneflow.timing import (
+    SparseRuntime,
+    host_description,
+    measure_interleaved,
+    read_timing_table,
+    thread_scope,
+    time_matrix,
+)
+from pruneflow.train import evaluate
+
+RESULTS_COLUMNS = {
+    "model": "O",
+    "target": "f",
+    "profile": "O",
+    "dense_acc": "f",
+    "acc": "f",
+    "predicted_speedup": "f",
+    "measured_speedup": "f",
+    "seed": "iu",
+}
+GMP_KEYS = tuple(
+    f"spdy.gmp.{k}"
+    for k in ("start_epoch", "end_epoch", "finetune_epochs", "every_steps", "lr", "init_from_db")
+)
+
+
+def run_items(p: Params) -> list[dict[str, Any]]:
+    g = p.spdy.gmp
+    return [
+        {"target": float(t), "profile": name, "seed": int(seed)}
+        for t, name, seed in itertools.product(p.spdy.targets, g.profiles, g.seeds)
+    ]
+
+
+def _check_item(p: Params, item: Item) -> dict[str, Any]:
+    if item not in run_items(p):
+        raise PruneflowError(
+            f"spdy_gmp: {item} is not one of the runs spdy.targets x spdy.gmp.profiles x "
+            f"spdy.gmp.seeds ({len(run_items(p))} runs)"
+        )
+    return dict(item)  # type: ignore[arg-type]
+
+
+def run_checkpoint(p: Params, item: Item) -> Path:
+    it = _check_item(p, item)
+    name = f"{layout.target_name(it['target'])}-{it['profile']}-s{it['seed']}.safetensors"
+    return layout.spdy_dir(p) / "gmp" / name
+
+
+def results_file(p: Params) -> Path:
+    return layout.spdy_dir(p) / "results.parquet"
+
+
+def results_markdown(p: Params) -> Path:
+    return layout.spdy_dir(p) / "results.md"
+
+
+def train_config(p: Params, seed: int) -> Any:
+    g = p.spdy.gmp
+    return p.train.model_copy(
+        update={"epochs": g.end_epoch + g.finetune_epochs, "lr": g.lr, "seed": seed}
+    )
+
+
+def _schedule(p: Params) -> GmpSchedule:
+    g = p.spdy.gmp
+    return GmpSchedule(start_epoch=g.start_epoch, end_epoch=g.end_epoch, every_steps=g.every_steps)
+
+
+def profile_sparsities(p: Params, target: float, profile: str) -> dict[str, float]:
+    """layer -> final sparsity of one one-shot profile (profiles.parquet)."""
+    path = spdy_step.profiles_file(p)
+    table = read_parquet(path, spdy_step.PROFILES_COLUMNS)
+    rows = table[(table["target"] == target) & (table["profile"] == profile)]
+    if rows.empty:
+        raise PruneflowError(f"{path} has no '{profile}' profile for target {target:g}x")
+    return dict(zip(rows["layer"], rows["sparsity"].astype(float), strict=True))
+
+
+def _run_compute(p: Params, item: Item) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    it = _check_item(p, item)
+    cfg = train_config(p, it["seed"])
+    targets = profile_sparsities(p, it["target"], it["profile"])
+    check_schedule(_schedule(p), cfg, targets)  # before any training
+    model = dense_model(p)
+    layers = spdy_layers(p, model)
+    if sorted(targets) != sorted(layers):
+        raise PruneflowError(
+            f"profile {it['profile']} at {it['target']:g}x names layers {sorted(targets)}, "
+            f"{p.model.name} prunes {sorted(layers)}"
+        )
+    if p.spdy.gmp.init_from_db:
+        levels = {n: grid_levels(p).index(s) for n, s in targets.items()}
+        ReconstructionDB.open(layout.recondb_dir(p), model=model).stitch(model, levels)
+    frame, meta = read_labels(p)
+    data = load_data(p)
+    split = frame["split"].to_numpy()
+    train_idx = np.flatnonzero(split == "train")
+    torch.manual_seed(it["seed"])
+    masks, history = gradual_prune(
+        model,
+        data,
+        train_idx,
+        frame["label"].to_numpy(),
+        targets,
+        cfg,
+        _schedule(p),
+        progress=progress_enabled(p.runtime.progress),
+    )
+    test_idx = np.flatnonzero(split == "test")
+    acc = evaluate(model, data, test_idx, frame["true_label"].to_numpy())[1]
+    sparsity = {n: float(1.0 - m.float().mean()) for n, m in masks.items()}
+    arch = {"name": p.model.name, "num_classes": data.num_classes, "in_shape": list(data.in_shape)}
+    info = {
+        **it,
+        "test_acc": acc,
+        "layer_sparsity": sparsity,
+        "profile_sparsity": targets,
+        "init_from_db": p.spdy.gmp.init_from_db,
+        "history": {"loss": history.loss, "acc": history.acc},
+    }
+    save_checkpoint(run_checkpoint(p, it), model, arch, info)
+    return {"test_acc": acc, **it}
+
+
+def _run_inputs(p: Params, item: Item) -> list[Path]:
+    _check_item(p, item)  # a wrong item is named before any missing input
+    db = [layout.recondb_dir(p) / "index.parquet"] if p.spdy.gmp.init_from_db else []
+    return [*inputs_of_dense(p), spdy_step.profiles_file(p), *db]
+
+
+def _run_outputs(p: Params, item: Item) -> list[Path]:
+    ckpt = run_checkpoint(p, item)
+    return [ckpt, sidecar(ckpt)]
+
+
+SPDY_GMP = Step(
+    name="spdy_gmp",
+    reads=(
+        "data.dataset",
+        "data.root",
+        "data.image_size",
+        "model.name",
+        "spdy.grid",
+        *(
+            f"train.{k}"
+            for k in (
+                "batch_size",
+                "optimizer",
+                "momentum",
+                "weight_decay",
+                "schedule",
+                "step_size",
+                "gamma",
+            )
+        ),
+        *GMP_KEYS,
+    ),
+    code=(
+        "pruneflow/sparsity",
+        "pruneflow/train.py",
+        "pruneflow/models",
+        "pruneflow/checkpoint.py",
+        "pruneflow/recon/database.py",
+        "pruneflow/steps/spdy_gmp.py",
+        "pruneflow/steps/spdy_inputs.py",
+    ),
+    inputs=_run_inputs,
+    outputs=_run_outputs,
+    compute=_run_compute,
+    description="gradual magnitude pruning to one profile at one target (one seed)",
+    fan_out=True,
+    items=run_items,
+)
+
+
+def _measure(
+    p: Params, table: pd.DataFrame, meta: dict[str, Any], dense: Any, path: Path, x: torch.Tensor
+) -> float:
+    model, _ = load_checkpoint(path)
+    pruned = SparseRuntime.from_table(model.eval(), table)
+    with thread_scope(int(meta["threads"])), torch.inference_mode():
+        timings = measure_interleaved(
+            [lambda: dense(x), lambda: pruned(x)], repeats=p.spdy.gmp.measure_repeats
+        )
+    return timings[0].median_ms / timings[1].median_ms
+
+
+def _results_compute(p: Params) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    model = dense_model(p)
+    layers = spdy_layers(p, model)
+    table, meta = read_timing_table(layout.timing_table(p), p.model.name, layers)
+    times = time_matrix(table, layers)
+    grid = grid_levels(p)
+    dense_acc = float(read_json(sidecar(layout.dense_checkpoint(p)))["metrics"]["test_acc"])
+    frame, _ = read_labels(p)
+    train_idx = np.flatnonzero(frame["split"].to_numpy() == "train")
+    x = load_data(p).images(train_idx[: int(meta["batch_size"])])
+    dense = SparseRuntime(model, "dense")
+    rows = []
+    for item in run_items(p):
+        path = run_checkpoint(p, item)
+        info = read_json(sidecar(path))
+        levels = [grid.index(info["profile_sparsity"][n]) for n in layers]
+        rows.append(
+            {
+                "model": p.model.name,
+                "target": item["target"],
+                "profile": item["profile"],
+                "dense_acc": dense_acc,
+                "acc": float(info["test_acc"]),
+                "predicted_speedup": predicted_speedup(
+                    times, levels, float(meta["dense_total_ms"]), float(times[:, 0].sum())
+                ),
+                "measured_speedup": _measure(p, table, meta, dense, path, x),
+                "seed": item["seed"],
+            }
+        )
+    results = pd.DataFrame(rows, columns=list(RESULTS_COLUMNS))
+    write_parquet(results_file(p), results, {"model": p.model.name, "host": meta.get("host")})
+    with atomic_path(results_markdown(p)) as tmp:
+        tmp.write_text(results_table_markdown(results))
+    spdy = results[results["profile"] == "spdy"]
+    ratio = spdy["measured_speedup"] / spdy["target"]
+    return {
+        "runs": len(results),
+        "min_spdy_measured_over_target": float(ratio.min()) if len(ratio) else None,
+        "table": results.round(4).to_dict(orient="records"),
+    }
+
+
+def results_table_markdown(results: pd.DataFrame) -> str:
+    """The paper's Table 4: model, dense accuracy, target; accuracy per profile (mean +- std
+    over seeds) with the measured speedup beside it."""
+    profiles = list(dict.fromkeys(results["profile"]))
+    head = ["model", "dense acc.", "target", *(f"{n} acc. (measured)" for n in profiles)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (model, target), part in results.groupby(["model", "target"], sort=True):
+        cells = [str(model), f"{100 * part['dense_acc'].iloc[0]:.2f}", f"{target:g}x"]
+        for name in profiles:
+            runs = part[part["profile"] == name]
+            if runs.empty:
+                cells.append("-")
+                continue
+            acc = 100 * runs["acc"]
+            spread = f" ± {acc.std(ddof=1):.2f}" if len(runs) > 1 else ""
+            cells.append(f"{acc.mean():.2f}{spread} ({runs['measured_speedup'].mean():.2f}x)")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+SPDY_RESULTS = Step(
+    name="spdy_results",
+    reads=(
+        "data.dataset",
+        "data.root",
+        "data.image_size",
+        "model.name",
+        "spdy.grid",
+        "spdy.targets",
+        "spdy.gmp",
+    ),
+    code=(
+        "pruneflow/timing",
+        "pruneflow/spdy/dp.py",
+        "pruneflow/checkpoint.py",
+        "pruneflow/steps/spdy_gmp.py",
+    ),
+    inputs=lambda p: [
+        *inputs_of_dense(p),
+        layout.timing_table(p),
+        *(f for item in run_items(p) for f in _run_outputs(p, item)),
+    ],
+    outputs=lambda p: [results_file(p), results_markdown(p)],
+    compute=_results_compute,
+    description="accuracy and measured speedup of every gradually pruned model -> results",
+    # measured speedups belong to this host: another machine's are never a cache hit
+    environment=lambda p: host_description(p.spdy.timing.threads),
+)
