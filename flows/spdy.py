@@ -1,6 +1,7 @@
 """SPDY: per model, data -> dense training, the layer-time table on this host, the
 reconstruction database (one task per layer), the search (one task per speedup target) and the
-one-shot comparison with the baselines."""
+one-shot comparison with the baselines, gradual pruning to every profile (one task per target x
+profile x seed) and the measured speedups."""
 
 from __future__ import annotations
 
@@ -11,9 +12,18 @@ from prefect import flow
 from pruneflow import config
 from pruneflow.steps.recondb import layer_items
 from pruneflow.steps.spdy import target_items
+from pruneflow.steps.spdy_gmp import run_items
 from tasks.common import map_items, run_task
 from tasks.data import prepare, train_dense
-from tasks.spdy import profile, recondb, recondb_layer, spdy_oneshot, spdy_search
+from tasks.spdy import (
+    profile,
+    recondb,
+    recondb_layer,
+    spdy_gmp,
+    spdy_oneshot,
+    spdy_results,
+    spdy_search,
+)
 
 
 @flow(name="spdy", description="SPDY (Frantar & Alistarh, ICML'22): timing, database, search")
@@ -31,5 +41,7 @@ def spdy(params: dict[str, Any]) -> list[dict[str, Any]]:
             spdy_search, params, target_items(scoped), [dense, timing, database], scope
         )
         oneshot = run_task(spdy_oneshot, params, searches, scope=scope)
-        records += [labels, dense, timing, *layers, database, *searches, oneshot]
+        runs = map_items(spdy_gmp, params, run_items(scoped), [oneshot], scope)
+        results = run_task(spdy_results, params, [timing, *runs], scope=scope)
+        records += [labels, dense, timing, *layers, database, *searches, oneshot, *runs, results]
     return records

@@ -64,8 +64,8 @@ def test_stage_matches_step_declaration(name, stage, variables):
         *(_paths(stage.get(kind, []), variables) for kind in ("outs", "metrics", "plots"))
     )
     if "--item" in cmd:  # one item of a fan-out step (a matrix stage)
-        key, _, value = cmd[cmd.index("--item") + 1].partition("=")
-        item = {key: yaml.safe_load(value)}
+        pairs = [cmd[i + 1].partition("=") for i, word in enumerate(cmd) if word == "--item"]
+        item = {key: yaml.safe_load(value) for key, _, value in pairs}
         assert item in step.items(params), name
         listed = set(stage["params"])
         assert all(any(r == k or r.startswith(k + ".") for r in expected) for k in listed), name
