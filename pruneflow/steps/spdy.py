@@ -24,6 +24,7 @@ the same database: ``oneshot.parquet`` (:data:`ONESHOT_COLUMNS`), ``profiles.par
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,15 @@ from pruneflow.spdy.baselines import global_magnitude_profile, prior_profile, un
 from pruneflow.spdy.dp import Discretized, DPSolver, discretize
 from pruneflow.spdy.plots import plot_profiles, plot_search
 from pruneflow.spdy.scoring import CalibrationLoss
-from pruneflow.spdy.search import errors_from_c, sensitivity_search, state_from_json, state_to_json
+from pruneflow.spdy.search import (
+    Profile,
+    SearchResult,
+    SearchState,
+    errors_from_c,
+    sensitivity_search,
+    state_from_json,
+    state_to_json,
+)
 from pruneflow.steps import recondb as recondb_step
 from pruneflow.steps.base import Item, Step, state_dir
 from pruneflow.steps.spdy_inputs import (
@@ -184,6 +193,31 @@ class Problem:
         )
 
 
+def run_search(
+    p: Params,
+    disc: Discretized,
+    score: Callable[[Profile], float],
+    resume: SearchState | None = None,
+    checkpoint: Callable[[SearchState], None] | None = None,
+    progress: bool = False,
+) -> SearchResult:
+    """The sensitivity search with ``spdy.search``'s settings."""
+    s = p.spdy.search
+    return sensitivity_search(
+        disc.times,
+        disc.budget,
+        score,
+        k=s.candidates,
+        delta=s.delta,
+        max_no_improvement=s.max_no_improvement,
+        local_rule=s.local_rule,
+        seed=s.seed,
+        resume_state=resume,
+        checkpoint=checkpoint,
+        progress=progress,
+    )
+
+
 def _checkpoint_path(p: Params, item: Item) -> Path:
     return state_dir() / "spdy-search" / f"{SPDY_SEARCH.fingerprint(p, item)}.json"
 
@@ -211,19 +245,7 @@ def _search_compute(p: Params, item: Item) -> dict[str, Any]:
         tmp.write_text(state_to_json(state))
         tmp.replace(ckpt)
 
-    result = sensitivity_search(
-        disc.times,
-        disc.budget,
-        score,
-        k=s.candidates,
-        delta=s.delta,
-        max_no_improvement=s.max_no_improvement,
-        local_rule=s.local_rule,
-        seed=s.seed,
-        resume_state=resume,
-        checkpoint=save,
-        progress=progress_enabled(p.runtime.progress),
-    )
+    result = run_search(p, disc, score, resume, save, progress=progress_enabled(p.runtime.progress))
     levels = np.asarray(result.best_profile)
     rows = np.arange(len(levels))
     errors = errors_from_c(result.best_c, len(problem.grid))
