@@ -5,6 +5,7 @@ from pruneflow.steps.chex import CHEX_STEPS
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.dense import TRAIN_DENSE
 from pruneflow.steps.recondb import RECONDB, RECONDB_LAYER
+from pruneflow.steps.report import REPORT
 from pruneflow.steps.sdd import SDD_STEPS
 from pruneflow.steps.spdy import SPDY_ONESHOT, SPDY_SEARCH
 from pruneflow.steps.spdy_gmp import SPDY_GMP, SPDY_RESULTS
@@ -24,6 +25,7 @@ STEPS: dict[str, Step] = {
         SPDY_RESULTS,
         *SDD_STEPS,
         *CHEX_STEPS,
+        REPORT,
     )
 }
 
