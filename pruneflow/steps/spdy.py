@@ -92,7 +92,6 @@ PROFILES_COLUMNS = {
     "level": "iu",
     "sparsity": "f",
 }
-BASELINES = ("uniform", "gmp", "prior")
 SEARCH_KEYS = tuple(
     f"spdy.search.{k}"
     for k in ("candidates", "delta", "max_no_improvement", "local_rule", "buckets", "bn", "seed")
@@ -169,8 +168,8 @@ class Problem:
         stored = [float(v) for v in self.meta["levels"]]
         if len(stored) != len(self.grid) or not np.allclose(stored, self.grid, rtol=0, atol=1e-9):
             raise PruneflowError(
-                f"{path} was measured on a grid of {len(self.meta['levels'])} levels, not "
-                f"spdy.grid's {len(self.grid)}: run the profile step again"
+                f"{path} was measured on another sparsity grid ({len(stored)} levels) than "
+                f"spdy.grid ({len(self.grid)} levels): run the profile step again"
             )
         self.times_ms = time_matrix(table, self.layers)
         root = layout.recondb_dir(p)
