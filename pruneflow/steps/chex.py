@@ -390,7 +390,5 @@ CHEX_REPORT = Step(
     description="comparison.parquet + accuracy-vs-FLOPs and channel-count figures",
 )
 
-STEPS = (CHEX_TRAIN, CHEX_EXTRACT, CHEX_COMPARE, CHEX_REPORT)
-
 
 CHEX_STEPS = (CHEX_TRAIN, CHEX_EXTRACT, CHEX_COMPARE, CHEX_REPORT)
