@@ -32,3 +32,14 @@ def test_report_step_reruns_only_when_its_tables_change(workdir):
     again = REPORT.run(p)
     assert again["status"] == "computed" and again["summary"]["tables"] == 1
     assert "lenet300100" in (layout.reports_dir(p) / "report.md").read_text()
+
+
+def test_the_report_imports_first_in_a_fresh_interpreter():
+    # pruneflow.report reads schemas from pruneflow.steps, which registers the report step:
+    # importing the report first must not run into that cycle (`pruneflow report` does)
+    import subprocess
+    import sys
+
+    code = "from pruneflow.report import build_report; import pruneflow.steps; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
