@@ -165,7 +165,7 @@ class GmpParams(_Section):
     init_from_db: bool = Field(
         False, description="start from the database's stitched weights for the profile"
     )
-    measure_repeats: int = Field(30, ge=3, description="timed runs per model (speedup check)")
+    measure_repeats: int = Field(100, ge=3, description="timed runs per model (speedup check)")
 
     @model_validator(mode="after")
     def _schedule(self) -> GmpParams:
