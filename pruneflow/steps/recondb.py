@@ -27,7 +27,6 @@ from pruneflow.recon import ReconstructionDB, capture_hessians, solve_layer, wri
 from pruneflow.recon.database import layer_file, read_layer_rows, write_layer
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.steps.base import Item, Step
-from pruneflow.steps.data import read_labels
 from pruneflow.steps.spdy_inputs import (
     CALIB_KEYS,
     calibration_batches,
@@ -73,10 +72,14 @@ def index_path(p: Params) -> Path:
     return layout.recondb_dir(p) / "index.parquet"
 
 
+# layer names depend on the architecture only, not on the input shape or the class count, so
+# the items are known from params alone (before any data is prepared, e.g. for `dvc dag`)
+_NAMING_SHAPE = (3, 32, 32)
+
+
 def layer_items(p: Params) -> list[dict[str, Any]]:
     """One item per layer SPDY prunes, in forward order (from the architecture alone)."""
-    _, meta = read_labels(p)
-    model = build(p.model.name, int(meta["num_classes"]), tuple(meta["in_shape"]))
+    model = build(p.model.name, 10, _NAMING_SHAPE)
     return [{"layer": name} for name in spdy_layers(p, model)]
 
 
