@@ -45,6 +45,8 @@ def test_gradual_prune_reaches_profile_and_keeps_zeros():
         (GmpSchedule(2, 2, 5), {"fc1": 0.5}, "below end_epoch"),
         (GmpSchedule(0, 2, 0), {"fc1": 0.5}, "every_steps"),
         (GmpSchedule(0, 2, 5), {"fc1": 1.0}, "target sparsity of 'fc1'"),
+        # 100 images at batch 64: 2 steps per epoch, a window of 4 steps
+        (GmpSchedule(0, 2, 4), {"fc1": 0.5}, "below the pruning window of 4"),
     ],
 )
 def test_bad_schedule_fails_before_training(schedule, targets, match):

@@ -118,6 +118,14 @@ def gradual_prune(
     """
     check_schedule(schedule, cfg, targets)
     steps_per_epoch = math.ceil(len(indices) / cfg.batch_size)
+    window = (schedule.end_epoch - schedule.start_epoch) * steps_per_epoch
+    if schedule.every_steps >= window:
+        # the masks would jump to their final sparsity at once: one-shot pruning, not gradual
+        raise PruneflowError(
+            f"gmp: every_steps ({schedule.every_steps}) must be below the pruning window of "
+            f"{window} optimizer steps (epochs {schedule.start_epoch}-{schedule.end_epoch} of "
+            f"{steps_per_epoch} steps each), or the masks jump to their final sparsity at once"
+        )
     optimizer = make_optimizer(model, cfg)
     pruner = _Pruner(model, targets, schedule, steps_per_epoch, optimizer)
     history = train(
