@@ -130,6 +130,8 @@ def _summary(records: list[dict[str, Any]], wall: float) -> None:
     for r in records:
         if r["step"] == "spdy_oneshot":
             _oneshot_table(console, r["params"]["model.name"], r["summary"]["table"])
+        if r["step"] == "spdy_results":
+            _results_table(console, r["params"]["model.name"], r["summary"]["table"])
 
 
 def _oneshot_table(console: Console, model: str, rows: list[dict[str, Any]]) -> None:
@@ -151,6 +153,21 @@ def _oneshot_table(console: Console, model: str, rows: list[dict[str, Any]]) -> 
                 for name in profiles
             ),
         )
+    console.print(table)
+
+
+def _results_table(console: Console, model: str, rows: list[dict[str, Any]]) -> None:
+    """SPDY after gradual pruning, in the paper's Table 4 layout, measured speedups beside."""
+    import pandas as pd
+
+    from pruneflow.steps.spdy_gmp import results_table
+
+    head, rows_ = results_table(pd.DataFrame(rows))
+    table = Table(title=f"SPDY gradual pruning on {model}: test accuracy % (measured speedup)")
+    for col in head:
+        table.add_column(col, justify="right")
+    for cells in rows_:
+        table.add_row(*cells)
     console.print(table)
 
 

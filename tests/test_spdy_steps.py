@@ -215,6 +215,16 @@ def test_gradual_pruning_to_each_profile_then_measured_speedups(spdy_dir):
     table = results_markdown(p).read_text()
     assert table.count("\n") == 2 + 2 and "| lenet300100 |" in table
     assert summary["runs"] == 6
+    # `pruneflow run spdy` prints the same table
+    from rich.console import Console
+
+    from pruneflow.cli import _results_table
+
+    console = Console(record=True, width=200)
+    _results_table(console, "lenet300100", summary["table"])
+    printed = console.export_text()
+    for line in table.splitlines()[2:]:
+        assert all(cell.strip() in printed for cell in line.strip("|").split("|"))
 
 
 def test_gmp_refuses_a_run_outside_the_params(spdy_dir):

@@ -268,16 +268,16 @@ def _results_compute(p: Params) -> dict[str, Any]:
     return {
         "runs": len(results),
         "min_spdy_measured_over_target": float(ratio.min()) if len(ratio) else None,
-        "table": results.round(4).to_dict(orient="records"),
+        "table": results.to_dict(orient="records"),  # unrounded: the CLI prints it
     }
 
 
-def results_table_markdown(results: pd.DataFrame) -> str:
-    """The paper's Table 4: model, dense accuracy, target; accuracy per profile (mean +- std
-    over seeds) with the measured speedup beside it."""
+def results_table(results: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The paper's Table 4 as (header, rows): model, dense accuracy, target; accuracy per
+    profile (mean +- std over seeds) with the measured speedup beside it."""
     profiles = list(dict.fromkeys(results["profile"]))
     head = ["model", "dense acc.", "target", *(f"{n} acc. (measured)" for n in profiles)]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for (model, target), part in results.groupby(["model", "target"], sort=True):
         cells = [str(model), f"{100 * part['dense_acc'].iloc[0]:.2f}", f"{target:g}x"]
         for name in profiles:
@@ -288,7 +288,14 @@ def results_table_markdown(results: pd.DataFrame) -> str:
             acc = 100 * runs["acc"]
             spread = f" ± {acc.std(ddof=1):.2f}" if len(runs) > 1 else ""
             cells.append(f"{acc.mean():.2f}{spread} ({runs['measured_speedup'].mean():.2f}x)")
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    return head, rows
+
+
+def results_table_markdown(results: pd.DataFrame) -> str:
+    head, rows = results_table(results)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines) + "\n"
 
 
