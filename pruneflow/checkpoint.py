@@ -30,28 +30,39 @@ def save_checkpoint(
     write_json(sidecar(path), {"arch": arch, **info})
 
 
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model recorded in the sidecar and load its weights (names and shapes checked)."""
-    path = Path(path)
+def read_arch(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sidecar's ``arch`` entry (checked) and the whole sidecar."""
     meta = read_json(sidecar(path))
     arch = meta.get("arch")
     if not isinstance(arch, dict) or not {"name", "num_classes", "in_shape"} <= arch.keys():
         raise PruneflowError(f"{sidecar(path)}: missing or malformed 'arch' entry")
-    model = build(arch["name"], arch["num_classes"], tuple(arch["in_shape"]))
+    return arch, meta
+
+
+def load_weights(path: str | Path, model: nn.Module, what: str) -> None:
+    """Copy ``path``'s tensors into ``model`` after checking every name and shape (``what``
+    names the model in the errors)."""
     state = load_tensors(path)
     expected = model.state_dict()
     missing = sorted(expected.keys() - state.keys())
     extra = sorted(state.keys() - expected.keys())
     if missing or extra:
         raise PruneflowError(
-            f"{path} does not fit model {arch['name']}: "
-            f"missing {missing[:3]}, unexpected {extra[:3]}"
+            f"{path} does not fit {what}: missing {missing[:3]}, unexpected {extra[:3]}"
         )
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
             raise PruneflowError(
-                f"{path}: tensor '{key}' has shape {tuple(tensor.shape)}, model {arch['name']} "
-                f"expects {tuple(expected[key].shape)}"
+                f"{path}: tensor '{key}' has shape {tuple(tensor.shape)}, {what} expects "
+                f"{tuple(expected[key].shape)}"
             )
     model.load_state_dict(state)
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model recorded in the sidecar and load its weights (names and shapes checked)."""
+    path = Path(path)
+    arch, meta = read_arch(path)
+    model = build(arch["name"], arch["num_classes"], tuple(arch["in_shape"]))
+    load_weights(path, model, f"model {arch['name']}")
     return model, meta

@@ -15,12 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruneflow.checkpoint import save_checkpoint, sidecar
+from pruneflow.checkpoint import load_weights, read_arch, save_checkpoint, sidecar
 from pruneflow.chex.arch import build_model
 from pruneflow.chex.extract import extract, keep_first
 from pruneflow.chex.groups import ChannelGroup, find_groups
 from pruneflow.errors import PruneflowError
-from pruneflow.io import load_tensors, read_json, save_tensors
+from pruneflow.io import load_tensors, save_tensors
 
 
 def save_masks(path: str | Path, active: dict[str, torch.Tensor]) -> None:
@@ -45,37 +45,12 @@ def load_masks(path: str | Path, groups: list[ChannelGroup]) -> dict[str, torch.
     return masks
 
 
-def _load_into(path: Path, model: nn.Module, what: str) -> None:
-    state = load_tensors(path)
-    expected = model.state_dict()
-    if set(state) != set(expected):
-        raise PruneflowError(
-            f"{path} does not fit {what}: missing {sorted(expected.keys() - state.keys())[:3]}, "
-            f"unexpected {sorted(state.keys() - expected.keys())[:3]}"
-        )
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise PruneflowError(
-                f"{path}: tensor '{key}' has shape {tuple(tensor.shape)}, {what} expects "
-                f"{tuple(expected[key].shape)}"
-            )
-    model.load_state_dict(state)
-
-
-def _arch(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    meta = read_json(sidecar(path))
-    arch = meta.get("arch")
-    if not isinstance(arch, dict) or not {"name", "num_classes", "in_shape"} <= arch.keys():
-        raise PruneflowError(f"{sidecar(path)}: missing or malformed 'arch' entry")
-    return arch, meta
-
-
 def load_masked(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """The masked full-size model and its sidecar."""
     path = Path(path)
-    arch, meta = _arch(path)
+    arch, meta = read_arch(path)
     model = build_model(arch["name"], arch["num_classes"], tuple(arch["in_shape"]), 0)
-    _load_into(path, model, f"model {arch['name']}")
+    load_weights(path, model, f"model {arch['name']}")
     return model, meta
 
 
@@ -92,7 +67,7 @@ def save_extracted(
 def load_extracted(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild an extracted model from its state dict and per-group channel counts."""
     path = Path(path)
-    arch, meta = _arch(path)
+    arch, meta = read_arch(path)
     in_shape = tuple(arch["in_shape"])
     dense = build_model(arch["name"], arch["num_classes"], in_shape, 0)
     example = torch.zeros(2, *in_shape)
@@ -101,5 +76,5 @@ def load_extracted(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if set(channels) != {g.name for g in groups}:
         raise PruneflowError(f"{sidecar(path)}: 'channels' does not list the model's groups")
     model = extract(dense, groups, keep_first(groups, channels), example)
-    _load_into(path, model, f"the extracted {arch['name']}")
+    load_weights(path, model, f"the extracted {arch['name']}")
     return model, meta

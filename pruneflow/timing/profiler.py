@@ -301,11 +301,8 @@ def profile_model(
                 if progress is not None:
                     progress(n, li, backend, min(t.median_ms, dense_t.median_ms))
 
-        report(0, {})
-        best_sparse: list[dict[str, tuple[str, Timing]]] = [{}]
-        outside: list[float | None] = [None]
-        for li in range(1, len(levels)):
-            best, out = _sweep_level(
+        def sweep_level(li: int) -> tuple[dict[str, tuple[str, Timing]], float | None]:
+            return _sweep_level(
                 session,
                 folded,
                 relu,
@@ -319,6 +316,12 @@ def profile_model(
                 st.seed,
                 sweep,
             )
+
+        report(0, {})
+        best_sparse: list[dict[str, tuple[str, Timing]]] = [{}]
+        outside: list[float | None] = [None]
+        for li in range(1, len(levels)):
+            best, out = sweep_level(li)
             best_sparse.append(best)
             outside.append(out)
             report(li, best)
@@ -332,20 +335,7 @@ def profile_model(
                 and best_sparse[li][n][1].median_ms > _RETRY * best_sparse[li - 1][n][1].median_ms
                 for n in profiled
             ):
-                again, out = _sweep_level(
-                    session,
-                    folded,
-                    relu,
-                    dense_exec,
-                    first,
-                    profiled,
-                    names,
-                    levels,
-                    li,
-                    sparse_backends,
-                    st.seed,
-                    sweep,
-                )
+                again, out = sweep_level(li)
                 for n, cand in again.items():
                     old = best_sparse[li].get(n)
                     if old is None or cand[1].median_ms < old[1].median_ms:
