@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from pruneflow.io import atomic_path
+from pruneflow.figures import save_figure
 from pruneflow.sdd.params import METHODS, MODES
 from pruneflow.sdd.sweep import LOTTERY_MODES, curve_phases, lottery_table, mean_curves
 
@@ -37,13 +36,6 @@ PHASE_TITLES = {
 
 def _remaining(sparsity: pd.Series | np.ndarray) -> np.ndarray:
     return 100.0 * (1.0 - np.asarray(sparsity, dtype=float))
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    FigureCanvasAgg(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    return path
 
 
 def _x_axis(ax: Axes, remaining: np.ndarray) -> None:
@@ -90,66 +82,65 @@ def _grid(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     return _ordered(table["method"], METHODS), _ordered(table["retrain"], MODES)
 
 
-def accuracy_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
-    """Train (noisy and true labels) and test accuracy vs remaining weights, phases shaded."""
+def _panels(table: pd.DataFrame, phases: pd.DataFrame) -> tuple[Figure, list[tuple]]:
+    """A figure with one panel per (method, retrain mode), each with its seed-mean curve, the
+    x values (remaining weights) and the legend patches of its shaded phases."""
     methods, modes = _grid(table)
     means = mean_curves(table)
     fig = Figure(figsize=(5.2 * len(modes), 3.8 * len(methods)), layout="constrained")
     axes = fig.subplots(len(methods), len(modes), squeeze=False)
+    panels = []
     for i, method in enumerate(methods):
         for j, mode in enumerate(modes):
             ax = axes[i][j]
             curve = means[(means["method"] == method) & (means["retrain"] == mode)]
-            x = _remaining(curve["sparsity"])
             patches = _shade(ax, curve, curve_phases(phases, method, mode))
-            for col, label, color, style in (
-                ("train_acc_noisy", "train acc (noisy labels)", "tab:orange", "--"),
-                ("train_acc_true", "train acc (true labels)", "tab:green", ":"),
-                ("test_acc", "test acc", "tab:blue", "-"),
-            ):
-                ax.plot(x, curve[col] * 100, style, color=color, marker=".", label=label)
-                _band(ax, table, method, mode, col, color)
-            _x_axis(ax, x)
-            ax.set_ylabel("accuracy (%)")
-            ax.set_title(f"{method} pruning, {mode}")
-            lines, _ = ax.get_legend_handles_labels()
-            ax.legend(handles=lines + patches, fontsize=7, loc="best")
+            panels.append((ax, method, mode, curve, _remaining(curve["sparsity"]), patches))
+    return fig, panels
+
+
+def accuracy_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
+    """Train (noisy and true labels) and test accuracy vs remaining weights, phases shaded."""
+    fig, panels = _panels(table, phases)
+    for ax, method, mode, curve, x, patches in panels:
+        for col, label, color, style in (
+            ("train_acc_noisy", "train acc (noisy labels)", "tab:orange", "--"),
+            ("train_acc_true", "train acc (true labels)", "tab:green", ":"),
+            ("test_acc", "test acc", "tab:blue", "-"),
+        ):
+            ax.plot(x, curve[col] * 100, style, color=color, marker=".", label=label)
+            _band(ax, table, method, mode, col, color)
+        _x_axis(ax, x)
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(f"{method} pruning, {mode}")
+        lines, _ = ax.get_legend_handles_labels()
+        ax.legend(handles=lines + patches, fontsize=7, loc="best")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def distance_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
     """L2 learning distance (left axis) beside test accuracy (right axis)."""
-    methods, modes = _grid(table)
-    means = mean_curves(table)
-    fig = Figure(figsize=(5.2 * len(modes), 3.8 * len(methods)), layout="constrained")
-    axes = fig.subplots(len(methods), len(modes), squeeze=False)
-    for i, method in enumerate(methods):
-        for j, mode in enumerate(modes):
-            ax = axes[i][j]
-            curve = means[(means["method"] == method) & (means["retrain"] == mode)]
-            x = _remaining(curve["sparsity"])
-            patches = _shade(ax, curve, curve_phases(phases, method, mode))
-            ax.plot(
-                x,
-                curve["learning_distance"],
-                "-",
-                color="tab:blue",
-                marker=".",
-                label="learning distance",
-            )
-            ax.set_ylabel("L2 learning distance ||w_start - w_learned||")
-            _x_axis(ax, x)
-            right = ax.twinx()
-            right.plot(
-                x, curve["test_acc"] * 100, "-", color="tab:red", marker=".", label="test acc"
-            )
-            right.set_ylabel("test accuracy (%)")
-            ax.set_title(f"{method} pruning, {mode}")
-            lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
-            ax.legend(handles=lines + patches, fontsize=7, loc="best")
+    fig, panels = _panels(table, phases)
+    for ax, method, mode, curve, x, patches in panels:
+        ax.plot(
+            x,
+            curve["learning_distance"],
+            "-",
+            color="tab:blue",
+            marker=".",
+            label="learning distance",
+        )
+        ax.set_ylabel("L2 learning distance ||w_start - w_learned||")
+        _x_axis(ax, x)
+        right = ax.twinx()
+        right.plot(x, curve["test_acc"] * 100, "-", color="tab:red", marker=".", label="test acc")
+        right.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{method} pruning, {mode}")
+        lines = ax.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
+        ax.legend(handles=lines + patches, fontsize=7, loc="best")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def lottery_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
@@ -210,4 +201,4 @@ def lottery_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title:
             )
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
