@@ -4,6 +4,7 @@
   pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
   pruneflow steps                  list the steps, the params keys they read and their outputs
   pruneflow report                 rebuild the report (Markdown + HTML) from the Parquet tables
+  pruneflow deploy [NAME...]       deploy pipelines.yaml's deployments (pools checked first)
   pruneflow server start|stop|status   the reusable local Prefect server
 
 Every command takes ``--params FILE`` (default params.yaml) and repeatable
@@ -98,19 +99,16 @@ def _connect(params: config.Params) -> None:
         os.environ["PREFECT_API_URL"] = mode
 
 
-def _summary(records: list[dict[str, Any]], wall: float) -> None:
+def _summary(flow: str, records: list[dict[str, Any]], wall: float) -> None:
+    from pruneflow.run_summary import print_steps, write_run_log
+
     console = Console()
-    steps = Table(title=f"pruneflow run: {wall:.1f} s")
-    for col in ("step", "status", "seconds"):
-        steps.add_column(col)
-    for r in records:
-        item = " ".join(f"{k}={v}" for k, v in (r.get("item") or {}).items())
-        label = f"{r['step']} {item}".strip()
-        steps.add_row(label, r.get("status", "?"), f"{r.get('seconds', 0.0):.2f}")
-    console.print(steps)
+    print_steps(console, records, wall)
+    write_run_log(flow, records, wall)
+    # the foundation's dense model (`pruneflow run dense`); the methods' tables follow
     dense = next((r for r in records if r["step"] == "train_dense"), None)
     data = next((r for r in records if r["step"] == "prepare"), None)
-    if dense and data:
+    if flow == "dense" and dense and data:
         m, d = dense["summary"], data["summary"]
         res = Table(
             title="dense model: accuracy on noisy train labels, true train labels, val, clean test"
@@ -132,6 +130,9 @@ def _summary(records: list[dict[str, Any]], wall: float) -> None:
             _oneshot_table(console, r["params"]["model.name"], r["summary"]["table"])
         if r["step"] == "spdy_results":
             _results_table(console, r["params"]["model.name"], r["summary"]["table"])
+    report = next((r for r in records if r["step"] == "report"), None)
+    if report is not None:
+        console.print(f"report: {report['summary']['html']} (and {report['summary']['markdown']})")
 
 
 def _oneshot_table(console: Console, model: str, rows: list[dict[str, Any]]) -> None:
@@ -194,8 +195,32 @@ def run(
         from flows.chex import chex as chosen
     else:
         from flows.pipeline import pipeline as chosen
-    records = chosen(params.model_dump(mode="json"))
-    _summary(records, time.perf_counter() - started)
+    from tasks.runner import with_runner
+
+    records = with_runner(chosen, params)(params.model_dump(mode="json"))
+    _summary(target, records, time.perf_counter() - started)
+
+
+@app.command()
+@_user_errors
+def deploy(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="deployments to deploy (default: all)")
+    ] = None,
+    prefect_file: Annotated[
+        Path, typer.Option("--prefect-file", help="the Prefect project file")
+    ] = Path("pipelines.yaml"),
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+) -> None:
+    """Deploy pipelines.yaml's deployments to the Prefect server, after checking their pools."""
+    from pruneflow.deploy import FLOW_NAME
+    from pruneflow.deploy import deploy as deploy_to
+
+    _connect(_load(params_file, overrides))
+    url = os.environ["PREFECT_API_URL"]
+    for d in deploy_to(prefect_file, names or [], url, _code_root()):
+        typer.echo(f"deployed {FLOW_NAME}/{d.name} on pool {d.pool} ({url})")
 
 
 @app.command()

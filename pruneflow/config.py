@@ -39,6 +39,11 @@ class RuntimeParams(_Section):
     progress: Literal["auto", "on", "off"] = Field(
         "auto", description="progress bars: auto shows them only on a terminal"
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where training, evaluation and SPDY's scoring run: auto = CUDA when the "
+        "host has it (a worker on a GPU host), else the CPU",
+    )
 
     @field_validator("progress", mode="before")
     @classmethod
@@ -372,7 +377,48 @@ class ChexParams(_Section):
         return self
 
 
+class DaskParams(_Section):
+    """Where ``runner: dask`` runs the fan-out steps' items."""
+
+    workers: int = Field(
+        2, ge=1, le=256, description="worker processes of the local cluster (address: null)"
+    )
+    address: str | None = Field(
+        None,
+        description=(
+            "an existing scheduler, e.g. tcp://10.0.0.5:8786 (its workers run in the same "
+            "folder on a shared mount); null: a local cluster of `workers` processes"
+        ),
+    )
+    connect_timeout: float = Field(
+        10.0, gt=0.0, le=600.0, description="seconds to reach the scheduler before giving up"
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("tcp://", "tls://", "ucx://")):
+            raise ValueError("expected a Dask scheduler address like tcp://HOST:8786, or null")
+        return value
+
+
 class OrchestrationParams(_Section):
+    runner: Literal["thread", "dask"] = Field(
+        "thread",
+        description=(
+            "how fan-out items run: thread (the flow's thread pool, one process) or dask "
+            "(worker processes of a local cluster, or of the scheduler at dask.address)"
+        ),
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "runner thread: fan-out items run at most this many at a time; null = the host's "
+            "cores (every item is compute-bound: more at once only oversubscribes them)"
+        ),
+    )
+    dask: DaskParams = DaskParams()
     server: str = Field(
         "local",
         description=(
@@ -395,6 +441,11 @@ class PathsParams(_Section):
 
 
 class Params(_Section):
+    preset: str = Field(
+        "default",
+        description="which settings these are, shown in the report: default (the quick run of "
+        "every method) or full (presets/full.yaml, the papers' full experiments)",
+    )
     runtime: RuntimeParams = RuntimeParams()
     data: DataParams = DataParams()
     noise: NoiseParams = NoiseParams()

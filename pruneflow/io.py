@@ -30,6 +30,41 @@ from pruneflow.errors import PruneflowError
 _HASH_CHUNK = 1 << 20
 
 
+def remove_stale_temporaries(final: str | os.PathLike[str]) -> list[Path]:
+    """Delete what a killed writer of ``final`` left beside it (:func:`atomic_path`'s hidden
+    ``.<name>.*.tmp``); returns what was removed.
+
+    A process killed with SIGKILL never reaches atomic_path's cleanup. Its temporaries are
+    never read under a final name, but inside a folder DVC tracks as one output they would
+    change the folder's hash, so the step that owns ``final`` sweeps them before writing.
+    """
+    final = Path(final)
+    removed = []
+    for stale in final.parent.glob(f".{final.name}.*.tmp") if final.parent.is_dir() else []:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def _replace_folder(new: Path, final: Path) -> None:
+    """Swap a finished folder in for the old one; on failure the old one is put back.
+
+    (A folder cannot be replaced in one rename: the old one moves aside under a temporary name
+    :func:`remove_stale_temporaries` recognises, should the process die in between.)
+    """
+    aside = final.with_name(f".{final.name}.{os.getpid()}-old.tmp")
+    os.replace(final, aside)
+    try:
+        os.replace(new, final)
+    except BaseException:
+        os.replace(aside, final)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; on success move it into place atomically.
@@ -42,7 +77,10 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise PruneflowError(f"cannot create folder {final.parent}: {exc.strerror}") from exc
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as exc:  # a read-only or full file system
+        raise PruneflowError(f"cannot write {final}: {exc.strerror or exc}") from exc
     os.close(fd)
     tmp = Path(tmp_name)
     tmp.unlink()  # the writer creates it, as a file or a directory
@@ -51,8 +89,9 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         if not tmp.exists():
             raise PruneflowError(f"writer produced nothing for {final}")
         if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+            _replace_folder(tmp, final)
+        else:
+            os.replace(tmp, final)
     except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -63,21 +102,67 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def file_hash(path: str | os.PathLike[str]) -> str:
-    """Content hash (BLAKE2b, 16 bytes, hex) of a file, or of a directory's files and names."""
+class HashCache:
+    """Content hashes of large files remembered by (size, mtime, inode), on disk under
+    ``folder`` so later processes find them: a warm pipeline run fingerprints its steps
+    without re-reading gigabytes of databases and checkpoints. A file rewritten in any way
+    gets a new mtime (and usually size or inode), so it is hashed again (the rule git's index
+    and DVC's state database use). Small files are hashed directly: reading them costs less.
+    """
+
+    MIN_BYTES = 1 << 20
+
+    def __init__(self, folder: str | os.PathLike[str]):
+        self.folder = Path(folder)
+
+    def _entry(self, path: Path) -> Path:
+        name = hashlib.blake2b(str(path.resolve()).encode(), digest_size=16).hexdigest()
+        return self.folder / f"{name}.json"
+
+    def get(self, path: Path, stat: os.stat_result) -> str | None:
+        try:
+            entry = json.loads(self._entry(path).read_text())
+        except (OSError, ValueError):
+            return None
+        key = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        return entry.get("hash") if entry.get("stat") == key else None
+
+    def put(self, path: Path, stat: os.stat_result, digest: str) -> None:
+        entry = {"stat": [stat.st_size, stat.st_mtime_ns, stat.st_ino], "hash": digest}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            write_json(self._entry(path), entry)
+        except (OSError, PruneflowError):
+            pass  # a cache that cannot be written only costs a re-hash next time
+
+
+def file_hash(path: str | os.PathLike[str], cache: HashCache | None = None) -> str:
+    """Content hash (BLAKE2b, 16 bytes, hex) of a file, or of a directory's files and names.
+
+    With ``cache``, a large file unchanged since it was last hashed is not read again.
+    """
     path = Path(path)
     h = hashlib.blake2b(digest_size=16)
     if path.is_dir():
         for sub in sorted(p for p in path.rglob("*") if p.is_file()):
             h.update(sub.relative_to(path).as_posix().encode())
-            h.update(file_hash(sub).encode())
+            h.update(file_hash(sub, cache).encode())
         return h.hexdigest()
+    try:
+        stat = path.stat()
+    except FileNotFoundError as exc:
+        raise PruneflowError(f"missing file {path}") from exc
+    cached = cache is not None and stat.st_size >= HashCache.MIN_BYTES
+    if cached and (known := cache.get(path, stat)) is not None:
+        return known
     try:
         with open(path, "rb") as f:
             while chunk := f.read(_HASH_CHUNK):
                 h.update(chunk)
     except FileNotFoundError as exc:
         raise PruneflowError(f"missing file {path}") from exc
+    if cached:
+        cache.put(path, stat, h.hexdigest())
     return h.hexdigest()
 
 

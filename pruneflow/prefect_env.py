@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 from pruneflow.errors import PruneflowError
+from pruneflow.prefect_db import check_database_url
 
 
 def configure_environment(state: Path) -> None:
@@ -67,6 +68,8 @@ def _record(state: Path) -> Path:
 def start_server(state: Path, timeout: float = 120.0) -> dict:
     """Start ``prefect server start`` on a free loopback port; return its record once healthy."""
     configure_environment(state)
+    # a wrong PostgreSQL URL: one line now, not a traceback in the server's log
+    check_database_url()
     port = _free_port()
     url = f"http://127.0.0.1:{port}/api"
     log_path = state / "prefect" / "server.log"

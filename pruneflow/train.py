@@ -19,9 +19,11 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
+from pruneflow import memory_format
 from pruneflow.config import TrainParams
 from pruneflow.data import ImageData
 from pruneflow.models import build
+from pruneflow.runtime import current_device, report_progress
 
 # the seed offset of the shift generator: its own stream, so shifting leaves the batch order
 SHIFT_SEED_OFFSET = 7919
@@ -123,13 +125,17 @@ def train(
     after ``after_step``, ``iteration`` counting from 1 over the whole run (CHEX explores every
     Delta_T iterations there and clears masked channels' momentum).
     """
+    device = current_device()
+    home = _device_of(model)
+    model.to(device)  # before the optimizer's state exists: it follows the parameters
     optimizer = optimizer if optimizer is not None else make_optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed)
     shifts = torch.Generator().manual_seed(cfg.seed + SHIFT_SEED_OFFSET) if shift > 0 else None
     iteration = 0
     loss_fn = nn.CrossEntropyLoss()
     history = History()
-    with _progress(progress) as bar:
+    # channels-last convolutions: ~10% less CPU per training step here (pruneflow.memory_format)
+    with _progress(progress) as bar, memory_format.channels_last(model) as nhwc:
         task = bar.add_task(description, total=cfg.epochs, loss=float("nan"), acc=0.0)
         for epoch in range(cfg.epochs):
             lr = lr_at(epoch, cfg)
@@ -139,6 +145,8 @@ def train(
             total_loss, correct, seen = 0.0, 0, 0
             for x, y in data.batches(indices, labels, cfg.batch_size, True, generator):
                 x = random_shift(x, shift, shifts)
+                x = memory_format.as_channels_last(x.to(device)) if nhwc else x.to(device)
+                y = y.to(device)
                 optimizer.zero_grad(set_to_none=True)
                 out = model(x)
                 loss = loss_fn(out, y)
@@ -156,7 +164,13 @@ def train(
             history.acc.append(correct / seen)
             history.lr.append(lr)
             bar.update(task, advance=1, loss=history.loss[-1], acc=history.acc[-1])
+            report_progress(description, epoch + 1, cfg.epochs)
+    model.to(home)
     return history
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 @torch.no_grad()
@@ -170,11 +184,16 @@ def evaluate(
     """(mean cross-entropy, accuracy) of ``model`` in eval mode on ``data[indices]``."""
     model.eval()
     total_loss, correct, seen = 0.0, 0, 0
-    for x, y in data.batches(indices, labels, batch_size):
-        out = model(x)
-        total_loss += nn.functional.cross_entropy(out, y, reduction="sum").item()
-        correct += (out.argmax(1) == y).sum().item()
-        seen += y.numel()
+    device, home = current_device(), _device_of(model)
+    model.to(device)
+    with memory_format.channels_last(model) as nhwc:
+        for x, y in data.batches(indices, labels, batch_size):
+            x, y = x.to(device), y.to(device)
+            out = model(memory_format.as_channels_last(x) if nhwc else x)
+            total_loss += nn.functional.cross_entropy(out, y, reduction="sum").item()
+            correct += (out.argmax(1) == y).sum().item()
+            seen += y.numel()
+    model.to(home)
     if seen == 0:
         return float("nan"), float("nan")
     return total_loss / seen, correct / seen

@@ -6,6 +6,9 @@ produced: an output deleted or edited by hand gives no key, so the task runs (an
 restores or recomputes the file) instead of returning a stale record. Results are the steps'
 small JSON records, persisted under ``.pruneflow/prefect/results`` so a second process finds
 them: a flow that failed at its third task resumes there, with the first two ``Cached``.
+
+After a step ran, its key tables and report are published as Prefect artifacts, and its long
+loops and every fan-out update progress artifacts (``tasks/artifacts.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pruneflow import config
 from pruneflow.errors import PruneflowError
 from pruneflow.steps import Record, Step
 from pruneflow.steps.base import say, state_dir
+from tasks.artifacts import ProgressArtifact, publish_step, slug, step_progress
 
 
 class _QuietUserErrors(logging.Filter):
@@ -75,7 +79,11 @@ def as_task(step: Step, retries: int = 0) -> Task:
         upstream: list[Record] | None = None,
     ) -> Record:
         # upstream records are passed only so Prefect draws the dependency edges
-        return step.run(config.scoped(config.from_dict(params), scope), item=item)
+        scoped = config.scoped(config.from_dict(params), scope)
+        with step_progress(" ".join(filter(None, [step.name, scope]))):
+            record = step.run(scoped, item=item)
+        publish_step(step.name, record, scoped, scope)
+        return record
 
     run.__name__ = step.name
     return task(
@@ -137,5 +145,11 @@ def map_items(
     Every item is its own cached task run, so after a crash only unfinished items run again.
     """
     futures = [prefect_task.submit(params, scope, item, upstream=upstream or []) for item in items]
-    states = [f.wait() or f.state for f in futures]
+    name = " ".join(filter(None, [prefect_task.name, scope]))
+    bar = ProgressArtifact(f"{name}: items done", key=slug(f"progress {name}"))
+    states = []
+    for future in futures:
+        future.wait()
+        states.append(future.state)
+        bar.report(len(states), len(futures))
     return [finish_state(prefect_task, s) for s in states]

@@ -50,9 +50,14 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def pruneflow_exe() -> str:
+    """The installed ``pruneflow`` command of this environment."""
+    return shutil.which("pruneflow") or str(Path(sys.executable).with_name("pruneflow"))
+
+
 def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: int = 300):
     """Run the installed ``pruneflow`` command; returns the CompletedProcess."""
-    exe = shutil.which("pruneflow") or str(Path(sys.executable).with_name("pruneflow"))
+    exe = pruneflow_exe()
     return subprocess.run(
         [exe, *args],
         cwd=cwd,

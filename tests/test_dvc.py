@@ -19,9 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 BIN = str(Path(sys.executable).parent)
 
 
-def _expanded_stages() -> list[tuple[str, dict, dict]]:
+def _expanded_stages(params: Params | None = None) -> list[tuple[str, dict, dict]]:
     """(stage name, stage definition, template variables) with foreach stages expanded."""
-    params = Params()
+    params = params or Params()
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     out = []
     for name, stage in stages.items():
@@ -39,16 +39,18 @@ def _expanded_stages() -> list[tuple[str, dict, dict]]:
     return out
 
 
-def _resolve(text: str, variables: dict) -> str:
+def _resolve(text: str, variables: dict, params: Params | None = None) -> str:
     def value(match: re.Match) -> str:
         key = match.group(1)
-        return str(variables[key] if key in variables else Params().get(key))
+        return str(variables[key] if key in variables else (params or Params()).get(key))
 
     return re.sub(r"\$\{([^}]+)\}", value, text)
 
 
-def _paths(entries: list, variables: dict) -> set[str]:
-    return {_resolve(e if isinstance(e, str) else next(iter(e)), variables) for e in entries}
+def _paths(entries: list, variables: dict, params: Params | None = None) -> set[str]:
+    return {
+        _resolve(e if isinstance(e, str) else next(iter(e)), variables, params) for e in entries
+    }
 
 
 @pytest.mark.parametrize(("name", "stage", "variables"), _expanded_stages())
@@ -124,21 +126,34 @@ def _lock(cwd) -> dict:
     return yaml.safe_load((cwd / "dvc.lock").read_text())["stages"]
 
 
-def test_repro_runs_once_then_nothing_then_reruns_on_param_change(tmp_path):
-    tracked = subprocess.run(
-        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for rel in tracked:
+def copy_project(dest: Path) -> None:
+    """The project's files as a fresh clone has them (tracked, plus new files not ignored)."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for rel in files:
         if (REPO / rel).is_file():
-            (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / rel, tmp_path / rel)
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dest / rel)
+
+
+def commit_all(cwd: Path, message: str) -> None:
+    _git(cwd, "add", "-A")
+    _git(cwd, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", message)
+
+
+def test_repro_runs_once_then_nothing_then_reruns_on_param_change(tmp_path):
+    copy_project(tmp_path)
     params_file = tmp_path / "params.yaml"
     tree = yaml.safe_load(params_file.read_text())
     tree["train"]["epochs"] = 3
     params_file.write_text(yaml.safe_dump(tree))
     _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy")
+    commit_all(tmp_path, "copy")
 
     _dvc(tmp_path, "repro", "train_dense")
     first = _lock(tmp_path)
@@ -159,3 +174,93 @@ def test_repro_runs_once_then_nothing_then_reruns_on_param_change(tmp_path):
     for stage in ("prepare", "train_dense"):
         assert second[stage]["outs"] != first[stage]["outs"], stage
     assert second["train_dense"]["params"]["params.yaml"]["train.epochs"] == 3
+
+
+def _declared_outputs(params: Params) -> set[str]:
+    """Every file or folder some stage writes (outs, metrics, plots) under ``params``."""
+    return set().union(
+        *(
+            _paths(stage.get(kind, []), variables, params)
+            for _, stage, variables in _expanded_stages(params)
+            for kind in ("outs", "metrics", "plots")
+        )
+    )
+
+
+def test_every_step_runs_in_some_stage():
+    commands = {_resolve(stage["cmd"], v).split()[2] for _, stage, v in _expanded_stages()}
+    assert commands == set(STEPS)
+
+
+def test_each_method_declares_its_headline_metrics_uncached():
+    metrics = {
+        name.partition("@")[0]: stage["metrics"]
+        for name, stage, _ in _expanded_stages()
+        if "metrics" in stage
+    }
+    for stage in ("spdy_results", "sdd_sweep", "chex_report", "train_dense"):
+        (entry,) = metrics[stage]
+        assert isinstance(entry, dict) and next(iter(entry.values())) == {"cache": False}, stage
+
+
+def test_artifacts_name_stage_outputs():
+    from dvc.repo.artifacts import check_name_format
+
+    artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    # the SPDY models of the quick default and of the full settings
+    params = Params()
+    params = params.model_copy(
+        update={"spdy": params.spdy.model_copy(update={"models": ["smallcnn", "mlp1024"]})}
+    )
+    written = _declared_outputs(params)
+    kinds = {}
+    for name, spec in artifacts.items():
+        check_name_format(name)  # raises on a name DVC would refuse
+        assert spec["type"] in ("model", "dataset"), name
+        assert spec["desc"].strip() and spec["labels"], name
+        path = spec["path"]
+        # the path is an output, or the folder of a stage's outputs (a database's index + layers)
+        assert path in written or any(out.startswith(path + "/") for out in written), name
+        kinds.setdefault(spec["type"], set()).add(path.split("/")[1])
+    # dense checkpoints, reconstruction databases, timing tables
+    assert kinds["model"] >= {"models"} and kinds["dataset"] >= {"recondb", "timing"}
+
+
+def test_dvc_reads_the_graph_and_the_artifacts(tmp_path):
+    copy_project(tmp_path)
+    _git(tmp_path, "init", "-q")
+    dot = _dvc(tmp_path, "dag", "--dot").stdout
+    edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dot))
+    tree = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    spdy, sdd, chex = tree["spdy"], tree["sdd"]["models"][0], tree["chex"]["models"][0]
+    m, t = spdy["models"][0], spdy["targets"][0]
+    run = f"gmp@{m}-{t}-{spdy['gmp']['profiles'][0]}-{spdy['gmp']['seeds'][0]}"
+    for edge in [
+        ("spdy_prepare", f"spdy_train_dense@{m}"),
+        (f"spdy_train_dense@{m}", f"recondb_layers@{m}"),
+        (f"recondb_layers@{m}", f"recondb@{m}"),
+        (f"recondb@{m}", f"spdy@{m}-{t}"),
+        (f"profile@{m}", f"spdy@{m}-{t}"),
+        (f"spdy@{m}-{t}", f"spdy_oneshot@{m}"),
+        (f"spdy_oneshot@{m}", run),
+        (f"spdy_oneshot@{m}", f"spdy_results@{m}"),
+        (run, f"spdy_results@{m}"),
+        (f"sdd_dense@{sdd}", f"sdd_levels@{sdd}"),
+        (f"sdd_levels@{sdd}", f"sdd_sweep@{sdd}"),
+        (f"sdd_sweep@{sdd}", f"sdd_plots@{sdd}"),
+        (f"chex_train@{chex}", f"chex_extract@{chex}"),
+        (f"chex_compare@{chex}", f"chex_report@{chex}"),
+        (f"spdy_results@{m}", "report"),
+        (f"sdd_sweep@{sdd}", "report"),
+        (f"chex_report@{chex}", "report"),
+    ]:
+        assert edge in edges, edge
+
+    from dvc.repo import Repo
+
+    with Repo(str(tmp_path)) as repo:  # DVC's own loader and schema for `artifacts:`
+        (loaded,) = repo.artifacts.read().values()
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
+    assert {name: a.path for name, a in loaded.items()} == {
+        name: spec["path"] for name, spec in declared.items()
+    }

@@ -64,3 +64,87 @@ def test_unwritable_folder_is_a_clear_error(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PruneflowError, match="cannot"):
         write_parquet(blocker / "sub" / "t.parquet", pd.DataFrame({"a": [1]}))
+
+
+def test_hash_cache_skips_rereading_an_unchanged_large_file_and_sees_any_rewrite(tmp_path):
+    import json as _json
+    import os as _os
+
+    from pruneflow.io import HashCache, file_hash
+
+    cache = HashCache(tmp_path / "hashes")
+    big = tmp_path / "db.safetensors"
+    big.write_bytes(b"a" * (HashCache.MIN_BYTES + 10))
+    digest = file_hash(big, cache)
+    assert digest == file_hash(big)
+    (entry,) = (tmp_path / "hashes").glob("*.json")
+    # an unchanged file is answered from the entry, without reading it
+    stored = _json.loads(entry.read_text())
+    entry.write_text(_json.dumps({**stored, "hash": "remembered"}))
+    assert file_hash(big, cache) == "remembered"
+    # a rewrite of the same size (new mtime) is hashed again
+    stat = big.stat()
+    big.write_bytes(b"b" * (HashCache.MIN_BYTES + 10))
+    _os.utime(big, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert file_hash(big, cache) == file_hash(big) != digest
+    # small files never touch the cache
+    small = tmp_path / "labels.parquet"
+    small.write_bytes(b"x")
+    file_hash(small, cache)
+    assert len(list((tmp_path / "hashes").glob("*.json"))) == 1
+
+
+def _raise(code: int, message: str):
+    def fail(*args, **kwargs):
+        raise OSError(code, message)
+
+    return fail
+
+
+def test_a_full_or_read_only_file_system_is_one_error_naming_the_file(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from pruneflow.io import atomic_path, write_json
+
+    target = tmp_path / "results.json"
+    write_json(target, {"kept": True})
+    # the disk fills while the new version is written: the old file stays whole
+    with pytest.raises(PruneflowError, match=r"cannot write .*results.json: No space left"):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            _raise(errno.ENOSPC, "No space left on device")()
+    assert "kept" in target.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
+    # a read-only folder: not even a temporary can be made
+    monkeypatch.setattr(tempfile, "mkstemp", _raise(errno.EROFS, "Read-only file system"))
+    with pytest.raises(PruneflowError, match=r"cannot write .*other.json: Read-only file"):
+        write_json(tmp_path / "other.json", {})
+
+
+def test_a_folder_output_survives_a_failed_swap(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from pruneflow.io import atomic_path
+
+    folder = tmp_path / "layers"
+    folder.mkdir()
+    (folder / "fc1.safetensors").write_text("old")
+    real = os.replace
+    calls = []
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # moving the new folder into place fails (disk full)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", flaky)
+    with pytest.raises(PruneflowError, match="cannot write .*layers"):
+        with atomic_path(folder) as tmp:
+            tmp.mkdir()
+            (tmp / "fc1.safetensors").write_text("new")
+    monkeypatch.setattr(os, "replace", real)
+    assert (folder / "fc1.safetensors").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["layers"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from tiny_params import SPDY
 
 from pruneflow import layout
 from pruneflow.checkpoint import load_checkpoint
@@ -38,18 +39,6 @@ from pruneflow.steps.spdy_gmp import (
     run_checkpoint,
 )
 from pruneflow.steps.timing import PROFILE
-
-SPDY = {
-    "dataset": "digits",
-    "models": ["lenet300100"],
-    "train": {"epochs": 3, "batch_size": 128},
-    "grid": {"min_sparsity": 0.5, "max_sparsity": 0.95, "steps": 12, "skip_first_last": False},
-    "timing": {"batch_size": 256, "min_repeats": 3, "max_repeats": 5, "max_seconds": 0.05},
-    "recon": {"calib_samples": 256, "batch_size": 128},
-    "targets": [1.5, 2.0],
-    "search": {"candidates": 20, "max_no_improvement": 10},
-    "gmp": {"every_steps": 3, "measure_repeats": 5},
-}
 
 
 def _params(**search) -> Params:
@@ -231,3 +220,20 @@ def test_gmp_refuses_a_run_outside_the_params(spdy_dir):
     p = _params()
     with pytest.raises(PruneflowError, match="not one of the runs"):
         SPDY_GMP.run(p, item={"target": 2.0, "profile": "prior", "seed": 0})
+
+
+def test_measured_speedups_are_refused_for_another_hosts_timing_table(spdy_dir):
+    from pruneflow import layout
+    from pruneflow.timing.table import read_timing_table, write_timing_table
+
+    p = _params()
+    SPDY_SEARCH.run_all(p)
+    SPDY_ONESHOT.run(p)
+    SPDY_GMP.run_all(p)
+    # the table arrives from the serving host (a DVC pull): same layers, another CPU
+    path = layout.timing_table(p)
+    table, meta = read_timing_table(path, "lenet300100", Problem(p).layers)
+    write_timing_table(path, table, {**meta, "host": {**meta["host"], "cpu": "Serving CPU 9000"}})
+    with pytest.raises(PruneflowError, match="another host .*cpu: table 'Serving CPU 9000'"):
+        SPDY_RESULTS.run(p)
+    assert not results_file(p).exists()

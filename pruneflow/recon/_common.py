@@ -1,4 +1,5 @@
-"""Small helpers the recon modules share: device choice, exact fp32 on CUDA, progress bars."""
+"""Small helpers the recon modules share: exact fp32 on CUDA, progress bars (and the device
+choice, :func:`pruneflow.runtime.resolve_device`)."""
 
 from __future__ import annotations
 
@@ -8,24 +9,7 @@ from collections.abc import Iterator
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pruneflow.errors import PruneflowError
 from pruneflow.runtime import progress_enabled
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without CUDA is a user error."""
-    name = str(device)
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as exc:
-        raise PruneflowError(f"unknown device '{name}'; use 'auto', 'cpu' or 'cuda'") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PruneflowError(f"device '{name}' was asked for but CUDA is not available here")
-    if dev.type not in ("cpu", "cuda"):
-        raise PruneflowError(f"device '{name}' is not supported; use 'auto', 'cpu' or 'cuda'")
-    return dev
 
 
 @contextlib.contextmanager

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pruneflow.errors import PruneflowError
-from pruneflow.recon._common import exact_fp32, make_progress, resolve_device
+from pruneflow.recon._common import exact_fp32, make_progress
+from pruneflow.runtime import resolve_device
 
 # float64 elements per chunk of input rows turned into a Gram product (128 MiB)
 _CHUNK_ELEMENTS = 1 << 24

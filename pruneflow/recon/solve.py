@@ -31,12 +31,13 @@ import torch
 from torch import Tensor
 
 from pruneflow.errors import PruneflowError
-from pruneflow.recon._common import exact_fp32, make_progress, resolve_device
+from pruneflow.recon._common import exact_fp32, make_progress
 from pruneflow.recon.damping import Damped, dampen, inverse_from_cholesky
 from pruneflow.recon.hessian import Hessian
 from pruneflow.recon.obs import greedy_order, select_counts, snapshot_levels
 from pruneflow.recon.refit import refit_sparse_rows
 from pruneflow.recon.sparsegpt import sparsegpt_levels
+from pruneflow.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

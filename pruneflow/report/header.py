@@ -26,12 +26,8 @@ def params_hash(params: Params) -> str:
 def _source(params_file: Path | None, overrides: Sequence[str]) -> list[str]:
     lines = []
     if params_file is not None:
-        preset = "default" if params_file.name == "params.yaml" else params_file.stem
         if params_file.is_file():
-            lines.append(
-                f"params file  {params_file} (preset: {preset}; "
-                f"content hash {file_hash(params_file)[:16]})"
-            )
+            lines.append(f"params file  {params_file} (content hash {file_hash(params_file)[:16]})")
         else:
             lines.append(f"params file  {params_file} (absent: every value is a default)")
     if overrides:
@@ -69,6 +65,8 @@ def header(
         f"Methods with results: {fmt.joined(ran) if ran else 'none yet'}."
     )
     params_lines = [
+        f"preset       {params.preset} (`preset` in the params file; presets/full.yaml: the "
+        "papers' full experiments)",
         *_source(params_file, overrides),
         f"params hash  {params_hash(params)} (of every validated value)",
         *_knobs(params),

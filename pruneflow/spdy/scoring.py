@@ -20,8 +20,10 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pruneflow import memory_format
 from pruneflow.errors import PruneflowError
 from pruneflow.recon import ReconstructionDB
+from pruneflow.runtime import current_device
 
 BnMode = Literal["eval", "train"]
 
@@ -57,9 +59,17 @@ class CalibrationLoss:
             raise PruneflowError(f"BatchNorm scoring mode must be 'eval' or 'train', got '{bn}'")
         if not batches:
             raise PruneflowError("scoring needs at least one calibration batch")
-        self.model = model.eval()
+        # the search owns this model: it stays on the step's device (runtime.device), where the
+        # calibration batches are loaded once; stitching copies database weights onto it
+        device = current_device()
+        self.model = model.eval().to(device)
         self.layers = list(layers)
-        self.batches = list(batches)
+        self.batches = [(x.to(device), y.to(device)) for x, y in batches]
+        # a search scores hundreds of candidates: channels-last convolutions run ~1.4x faster
+        # here (pruneflow.memory_format); the layout is converted before the stitcher records
+        # the weights it owns, so every later stitch copies into channels-last storage
+        if memory_format.convert(self.model):
+            self.batches = [(memory_format.as_channels_last(x), y) for x, y in self.batches]
         self.bn = bn
         self.stitcher = db.stitcher(model)
         self.swapped_layers = 0  # how many layer copies all calls made (the stitching cost)

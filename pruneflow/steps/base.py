@@ -37,7 +37,15 @@ from typing import Any
 import pruneflow
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
-from pruneflow.io import atomic_path, file_hash, read_json, write_json
+from pruneflow.io import (
+    HashCache,
+    atomic_path,
+    file_hash,
+    read_json,
+    remove_stale_temporaries,
+    write_json,
+)
+from pruneflow.runtime import device_scope
 
 CODE_ROOT = Path(pruneflow.__file__).resolve().parent.parent
 STATE_DIR_NAME = ".pruneflow"
@@ -54,6 +62,11 @@ def _label(item: Item) -> str:
 def state_dir() -> Path:
     """Where pipeline state (step cache, Prefect home, server record) lives: ./.pruneflow."""
     return Path(os.environ.get("PRUNEFLOW_STATE_DIR", STATE_DIR_NAME))
+
+
+def hash_cache() -> HashCache:
+    """Where large files' content hashes are remembered between runs (see HashCache)."""
+    return HashCache(state_dir() / "hashes")
 
 
 def code_hash(paths: tuple[str, ...]) -> str:
@@ -151,7 +164,7 @@ class Step:
             "step": self.name,
             "params": self.params_subset(params),
             "item": item,
-            "inputs": {str(p): file_hash(p) for p in inputs},
+            "inputs": {str(p): file_hash(p, hash_cache()) for p in inputs},
             "code": code_hash(self.code),
             "outputs": [str(p) for p in self.output_paths(params, item)],
             "environment": self.environment(params) if self.environment else None,
@@ -169,7 +182,7 @@ class Step:
                 return False
             if out.get("stat") is not None and _stat_key(path) == out["stat"]:
                 continue  # unchanged since hashed: skip re-reading it
-            if file_hash(path) != out["hash"]:
+            if file_hash(path, hash_cache()) != out["hash"]:
                 return False
         return True
 
@@ -238,12 +251,17 @@ class Step:
             say(f"  = {label}: restored from the step cache")
             return {**record, "status": "restored", "seconds": time.perf_counter() - started}
         say(f"  > {label}: running")
-        summary = self._call(self.compute, params, item)
+        for path in self.output_paths(params, item):
+            remove_stale_temporaries(path)
+        with device_scope(params.runtime.device):
+            summary = self._call(self.compute, params, item)
         outputs = []
         for path in self.output_paths(params, item):
             if not path.exists():
                 raise PruneflowError(f"step '{self.name}' did not write its output {path}")
-            outputs.append({"path": str(path), "hash": file_hash(path), "stat": _stat_key(path)})
+            outputs.append(
+                {"path": str(path), "hash": file_hash(path, hash_cache()), "stat": _stat_key(path)}
+            )
         seconds = time.perf_counter() - started
         record = {
             "step": self.name,

@@ -19,7 +19,18 @@ from pruneflow.steps.spdy import oneshot_file, profile_file, profiles_file, sear
 from pruneflow.steps.spdy_gmp import results_file
 
 # the report describes every section of params in its header
-SECTIONS = ("runtime", "data", "noise", "model", "train", "spdy", "sdd", "chex", "paths")
+SECTIONS = (
+    "preset",
+    "runtime",
+    "data",
+    "noise",
+    "model",
+    "train",
+    "spdy",
+    "sdd",
+    "chex",
+    "paths",
+)
 
 
 def report_tables(params: Params) -> list[Path]:

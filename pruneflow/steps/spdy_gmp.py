@@ -29,7 +29,8 @@ from pruneflow import layout
 from pruneflow.checkpoint import load_checkpoint, save_checkpoint, sidecar
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
-from pruneflow.io import atomic_path, read_json, read_parquet, write_parquet
+from pruneflow.io import atomic_path, read_json, read_parquet, write_json, write_parquet
+from pruneflow.metrics import spdy_metrics
 from pruneflow.recon import ReconstructionDB
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.sparsity.gmp import GmpSchedule, check_schedule, gradual_prune
@@ -232,7 +233,10 @@ def _results_compute(p: Params) -> dict[str, Any]:
     configure(p.runtime.threads, p.runtime.flush_denormal)
     model = dense_model(p)
     layers = spdy_layers(p, model)
-    table, meta = read_timing_table(layout.timing_table(p), p.model.name, layers)
+    # a plan's measured speedup is only a claim about the host its timing table came from
+    table, meta = read_timing_table(
+        layout.timing_table(p), p.model.name, layers, host=host_description(p.spdy.timing.threads)
+    )
     times = time_matrix(table, layers)
     grid = grid_levels(p)
     dense_acc = float(read_json(sidecar(layout.dense_checkpoint(p)))["metrics"]["test_acc"])
@@ -263,6 +267,8 @@ def _results_compute(p: Params) -> dict[str, Any]:
     write_parquet(results_file(p), results, {"model": p.model.name, "host": meta.get("host")})
     with atomic_path(results_markdown(p)) as tmp:
         tmp.write_text(results_table_markdown(results))
+    oneshot = read_parquet(spdy_step.oneshot_file(p), spdy_step.ONESHOT_COLUMNS)
+    write_json(layout.metrics_file(p, "spdy_results"), spdy_metrics(results, oneshot))
     spdy = results[results["profile"] == "spdy"]
     ratio = spdy["measured_speedup"] / spdy["target"]
     return {
@@ -314,14 +320,20 @@ SPDY_RESULTS = Step(
         "pruneflow/timing",
         "pruneflow/spdy/dp.py",
         "pruneflow/checkpoint.py",
+        "pruneflow/metrics.py",
         "pruneflow/steps/spdy_gmp.py",
     ),
     inputs=lambda p: [
         *inputs_of_dense(p),
         layout.timing_table(p),
+        spdy_step.oneshot_file(p),
         *(f for item in run_items(p) for f in _run_outputs(p, item)),
     ],
-    outputs=lambda p: [results_file(p), results_markdown(p)],
+    outputs=lambda p: [
+        results_file(p),
+        results_markdown(p),
+        layout.metrics_file(p, "spdy_results"),
+    ],
     compute=_results_compute,
     description="accuracy and measured speedup of every gradually pruned model -> results",
     # measured speedups belong to this host: another machine's are never a cache hit

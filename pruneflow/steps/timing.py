@@ -9,6 +9,7 @@ needs no trained model: it profiles a freshly built one on a batch of real train
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from pruneflow import layout
 from pruneflow.config import Params
 from pruneflow.models import build, prunable_layers
-from pruneflow.runtime import progress_enabled
+from pruneflow.runtime import progress_enabled, report_progress
 from pruneflow.sparsity.grid import skipped_layers, sparsity_grid
 from pruneflow.steps.base import Step
 from pruneflow.steps.data import load_data, read_labels
@@ -67,9 +68,11 @@ def _compute(p: Params) -> dict[str, Any]:
         transient=True,
     ) as bar:
         task = bar.add_task("profile", total=n_rows, where="")
+        rows = itertools.count(1)
 
         def tick(layer: str, level: int, backend: str, time_ms: float) -> None:
             bar.update(task, advance=1, where=f"{layer} level {level}: {time_ms:.3f} ms {backend}")
+            report_progress(f"profile {p.model.name}", next(rows), n_rows)
 
         table, meta = profile_model(
             model, p.model.name, calib=data.images(train), settings=st, progress=tick

@@ -175,8 +175,12 @@ def read_timing_table(
         recorded = meta.get("host", {})
         diff = {k: (recorded.get(k), v) for k, v in host.items() if recorded.get(k) != v}
         if diff:
-            detail = "; ".join(f"{k}: table {a!r} vs asked {b!r}" for k, (a, b) in diff.items())
-            raise PruneflowError(f"{path} was measured on another host ({detail})")
+            detail = "; ".join(f"{k}: table {a!r} vs here {b!r}" for k, (a, b) in diff.items())
+            raise PruneflowError(
+                f"{path} was measured on another host ({detail}): its plan's speedups hold "
+                "there, not here. Measure them on that host (its profile-<hardware> work pool), "
+                "or profile this host (`pruneflow profile --force`) and search again"
+            )
     validate_timing_table(frame, meta, str(path))
     return frame, meta
 

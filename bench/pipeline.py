@@ -1,0 +1,137 @@
+"""Wall time of the full default pipeline: cold, warm (all cached), per step, and what
+orchestration costs per step.
+
+In a temporary copy of the repository (so DVC can run there too):
+
+  cold      `pruneflow run` from nothing (the local Prefect server started once, not counted)
+  step      per (step, model): runs and compute seconds, from .pruneflow/runs/last.json
+  prefect   (cold wall - compute seconds of every step) / step runs: Prefect's cost per task
+  warm      `pruneflow run` again, every step a cache hit; its wall and wall / step runs
+  dvc       `dvc repro` after the flow, sharing its step cache: every stage finds its outputs
+            (DVC deletes a stage's outputs before running it; the step cache restores them),
+            so its wall / stages is DVC's cost per stage; `recomputed` must be 0
+
+One JSON line per figure: {"bench": "pipeline", "figure": ..., ...}. Options: --params FILE
+(default: the repository's params.yaml), repeatable --set key=value, --no-dvc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from pruneflow import config
+
+REPO = Path(__file__).resolve().parent.parent
+EXE = shutil.which("pruneflow") or str(Path(sys.executable).with_name("pruneflow"))
+DVC = shutil.which("dvc") or str(Path(sys.executable).with_name("dvc"))
+
+
+def emit(figure: str, **values) -> None:
+    print(json.dumps({"bench": "pipeline", "figure": figure, **values}), flush=True)
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return time.perf_counter() - started
+
+
+def copy_repository(dest: Path) -> None:
+    """The working tree as git sees it (tracked and new unignored files), without artifacts."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
+    pack = subprocess.run(
+        ["tar", "--null", "--ignore-failed-read", "-T", "-", "-cf", "-"],
+        cwd=REPO,
+        input=listing,
+        capture_output=True,
+        check=True,
+    ).stdout
+    subprocess.run(["tar", "-xf", "-"], cwd=dest, input=pack, check=True)
+
+
+def last_run(work: Path) -> dict:
+    return json.loads((work / ".pruneflow" / "runs" / "last.json").read_text())
+
+
+def cache_entries(work: Path) -> int:
+    return len(list((work / ".pruneflow" / "stepcache").glob("*/record.json")))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--no-dvc", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pf-pipeline-"))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PRUNEFLOW_STATE_DIR=str(work / ".pruneflow"), PREFECT_HOME=str(work / ".prefect"))
+    try:
+        copy_repository(work)
+        # overrides go into the copy's params.yaml, so DVC reads the same values as the flow
+        params = config.load(args.params, args.overrides).model_dump(mode="json")
+        (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        emit("server_start", seconds=round(timed([EXE, "server", "start"], work, env), 1))
+
+        cold = timed([EXE, "run"], work, env)
+        log = last_run(work)
+        compute = sum(r["seconds"] for r in log["records"])
+        tasks = len(log["records"])
+        emit("cold", seconds=round(cold, 1), step_runs=tasks, compute_seconds=round(compute, 1))
+        for row in log["steps"]:
+            emit(
+                "step",
+                step=row["step"],
+                model=row["model"],
+                runs=row["runs"],
+                seconds=round(row["seconds"], 1),
+            )
+        emit("prefect_per_task", seconds=round((cold - compute) / tasks, 3), step_runs=tasks)
+
+        warm = timed([EXE, "run"], work, env)
+        statuses = {r["status"] for r in last_run(work)["records"]}
+        emit(
+            "warm",
+            seconds=round(warm, 1),
+            per_task_seconds=round(warm / tasks, 3),
+            all_cached=statuses == {"cached"},
+        )
+
+        if not args.no_dvc:
+            for cmd in (["git", "init", "-q"], [DVC, "init", "-q"]):
+                subprocess.run(cmd, cwd=work, env=env, check=True, capture_output=True)
+            before = cache_entries(work)
+            dvc = timed([DVC, "repro"], work, env)
+            n_stages = len(yaml.safe_load((work / "dvc.lock").read_text())["stages"])
+            emit(
+                "dvc_repro_after_flow",
+                seconds=round(dvc, 1),
+                stages=n_stages,
+                per_stage_seconds=round(dvc / max(n_stages, 1), 2),
+                recomputed=cache_entries(work) - before,
+            )
+    finally:
+        subprocess.run([EXE, "server", "stop"], cwd=work, env=env, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

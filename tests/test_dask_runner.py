@@ -1,0 +1,159 @@
+"""orchestration.runner: dask. `pruneflow run sdd` on a LocalCluster of 2 worker processes on
+loopback writes the same results, byte for byte (tensors, tables, plots; wall-clock fields
+aside), as the thread runner; the workers write into the
+run's folder and step cache (a rerun is all cache hits); an existing scheduler's workers are
+checked for the folder they run in; an address nobody answers on is one clear error within a
+bounded time, not a hang.
+
+Each run is its own `pruneflow` process in its own folder, as a user runs it: Prefect's result
+store is bound to the pipeline state dir when the tasks are imported, so two in-process runs in
+two folders would share it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import run_cli
+from safetensors import safe_open
+from test_sdd_sweep import _params
+
+from pruneflow.config import DaskParams
+from pruneflow.errors import PruneflowError
+from pruneflow.prefect_env import _free_port
+
+# wall-clock measurements recorded beside the results: never equal between two runs
+WALL_CLOCK = re.compile(r"seconds$")
+
+
+def _digest(path: Path) -> str:
+    """A hash of what the file holds, byte for byte, minus wall-clock fields.
+
+    safetensors: every tensor's raw bytes and the metadata; the header's own byte order is not
+    compared (the writer keeps metadata in a hash map whose order differs per process).
+    """
+    h = hashlib.sha256()
+    if path.suffix == ".safetensors":
+        with safe_open(path, "pt") as f:
+            h.update(json.dumps(f.metadata(), sort_keys=True).encode())
+            for key in sorted(f.keys()):
+                h.update(key.encode() + f.get_tensor(key).numpy().tobytes())
+    elif path.suffix == ".json":
+        tree = json.loads(path.read_text())
+        h.update(json.dumps(_drop_wall_clock(tree), sort_keys=True).encode())
+    elif path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+        table = table.drop(columns=[c for c in table.columns if WALL_CLOCK.search(c)])
+        h.update(pd.util.hash_pandas_object(table).values.tobytes())
+        h.update(",".join(map(str, table.columns)).encode())
+    else:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _drop_wall_clock(tree: object) -> object:
+    if isinstance(tree, dict):
+        return {k: _drop_wall_clock(v) for k, v in tree.items() if not WALL_CLOCK.search(k)}
+    if isinstance(tree, list):
+        return [_drop_wall_clock(v) for v in tree]
+    return tree
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): _digest(p)
+        for p in sorted((root / "artifacts").rglob("*"))
+        if p.is_file()
+    }
+
+
+def _sdd(folder: Path, *overrides: str):
+    """`pruneflow run sdd` in ``folder`` on two chains (rewind, reinit) of three levels."""
+    folder.mkdir(exist_ok=True)
+    params = folder / "params.yaml"
+    if not params.exists():
+        params.write_text(yaml.safe_dump(_params(final_sparsity=0.8).model_dump(mode="json")))
+    sets = [arg for text in overrides for arg in ("--set", text)]
+    result = run_cli(
+        "run", "sdd", "--params", str(params), *sets,
+        cwd=folder, env={"PRUNEFLOW_STATE_DIR": str(folder / ".pruneflow")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    return result
+
+
+def _stamps(root: Path) -> dict[str, tuple[int, int]]:
+    # a step that runs again replaces its outputs (temp file + rename): a new inode
+    return {
+        str(p): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in (root / "artifacts").rglob("*")
+        if p.is_file()
+    }
+
+
+def test_local_cluster_of_two_processes_writes_what_the_thread_runner_writes(prefect_api, tmp_path):
+    _sdd(tmp_path / "thread", "orchestration.runner=thread")
+    dask = ("orchestration.runner=dask", "orchestration.dask.workers=2")
+    _sdd(tmp_path / "dask", *dask)
+
+    files = _hashes(tmp_path / "dask")
+    assert files == _hashes(tmp_path / "thread")
+    assert any(name.endswith("sweep.parquet") for name in files)
+    assert sum(name.endswith(".safetensors") for name in files) >= 7  # dense + 6 levels
+    # the workers wrote into this run's folder and its step cache, nowhere else
+    stepcache = tmp_path / "dask" / ".pruneflow" / "stepcache"
+    assert len([d for d in stepcache.iterdir() if d.name.startswith("sdd_level")]) == 6
+
+    before = _stamps(tmp_path / "dask")
+    _sdd(tmp_path / "dask", *dask)  # all cache hits: nothing rewritten
+    assert _stamps(tmp_path / "dask") == before
+
+
+def test_an_existing_schedulers_workers_must_run_in_the_flows_folder(tmp_path, monkeypatch):
+    from distributed import LocalCluster
+
+    from tasks.runner import check_scheduler
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PRUNEFLOW_STATE_DIR", str(tmp_path / ".pruneflow"))
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:  # fmt: skip
+        dask = DaskParams(address=cluster.scheduler_address, connect_timeout=10)
+        check_scheduler(dask)  # same folder, same state dir: fine
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        monkeypatch.chdir(elsewhere)
+        with pytest.raises(PruneflowError, match=r"runs in folder .* this flow in .*elsewhere"):
+            check_scheduler(dask)
+
+
+def test_a_scheduler_address_that_does_not_answer_is_one_line_in_bounded_time(
+    prefect_api, tmp_path
+):
+    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    started = time.monotonic()
+    result = run_cli(
+        "run", "sdd", "--set", "orchestration.runner=dask",
+        "--set", f"orchestration.dask.address={address}",
+        "--set", "orchestration.dask.connect_timeout=2",
+        cwd=tmp_path, env={"PRUNEFLOW_STATE_DIR": str(tmp_path / ".pruneflow")}, timeout=120,
+    )  # fmt: skip
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    expected = f"orchestration.dask.address {address}: no Dask scheduler answered within 2 s"
+    assert expected in lines[0]
+    assert elapsed < 60  # process start-up (imports) plus the 2 s, never a hang
+    assert not (tmp_path / "artifacts").exists()  # refused before any step ran
+    assert os.environ.get("PREFECT_API_URL") == prefect_api

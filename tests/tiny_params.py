@@ -1,0 +1,30 @@
+"""Tiny settings of each method (8x8 digits, an epoch or two): the tests that run whole
+methods or the whole pipeline build their params from these."""
+
+SPDY = {
+    "dataset": "digits",
+    "models": ["lenet300100"],
+    "train": {"epochs": 3, "batch_size": 128},
+    "grid": {"min_sparsity": 0.5, "max_sparsity": 0.95, "steps": 12, "skip_first_last": False},
+    "timing": {"batch_size": 256, "min_repeats": 3, "max_repeats": 5, "max_seconds": 0.05},
+    "recon": {"calib_samples": 256, "batch_size": 128},
+    "targets": [1.5, 2.0],
+    "search": {"candidates": 20, "max_no_improvement": 10},
+    "gmp": {"every_steps": 3, "measure_repeats": 5},
+}
+SDD = {
+    "dataset": "digits",
+    "train": {"epochs": 2, "batch_size": 128},
+    "retrain": {"epochs": 1, "batch_size": 128},
+    "modes": ["rewind"],
+    "prune_fraction": 0.5,
+    "final_sparsity": 0.7,
+}
+CHEX = {
+    "dataset": "digits",
+    "train": {"epochs": 2, "batch_size": 256, "lr": 0.1},
+    "delta_t": 0.5,
+    "t_max": 1.0,
+    "latency": {"repeats": 3},
+    "compare": {"targets": [0.7], "seeds": [0], "methods": ["chex", "static"]},
+}
