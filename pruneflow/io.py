@@ -253,7 +253,31 @@ def save_tensors(
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=dict(metadata) if metadata else None)
+        _sort_metadata(tmp)
     return Path(path)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its metadata keys in sorted order, in place.
+
+    safetensors keeps the metadata in a hash map whose order changes from process to process,
+    so the same tensors and metadata gave different bytes on every run (and DVC saw a new file
+    each time). The same entries in sorted order take exactly as many bytes, so the header's
+    length and every tensor offset stay as they are.
+    """
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        raw = f.read(size)
+        header = json.loads(raw)
+        meta = header.get("__metadata__")
+        if not meta or len(meta) < 2:
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) != len(raw.rstrip(b" ")):
+            raise PruneflowError(f"{path}: unexpected safetensors header layout")
+        f.seek(8)
+        f.write(text.ljust(size, b" "))
 
 
 def load_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ loops and every fan-out update progress artifacts (``tasks/artifacts.py``).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,11 @@ def _transient(task: Task, task_run: Any, state: State) -> bool:
     return False
 
 
+def _folder_tag() -> str:
+    where = str(state_dir().resolve())
+    return hashlib.blake2b(where.encode(), digest_size=6).hexdigest()
+
+
 def _params(arguments: dict[str, Any]) -> config.Params:
     return config.scoped(config.from_dict(arguments["params"]), arguments.get("scope"))
 
@@ -70,7 +76,12 @@ def as_task(step: Step, retries: int = 0) -> Task:
     """
 
     def cache_key(context: TaskRunContext, arguments: dict[str, Any]) -> str | None:
-        return step.cache_key(_params(arguments), _item(arguments))
+        key = step.cache_key(_params(arguments), _item(arguments))
+        # the fingerprint names outputs by relative path: the same step in another project
+        # folder (another state dir) has the same fingerprint, and Prefect's result storage,
+        # fixed when this module is imported, may be shared with it. The folder is part of
+        # the key, so a result computed there is never a cache hit here.
+        return None if key is None else f"{key}-{_folder_tag()}"
 
     def run(
         params: dict[str, Any],

@@ -26,6 +26,10 @@ from pruneflow.errors import PruneflowError
 from pruneflow.steps.base import state_dir
 
 REPO = Path(__file__).resolve().parent.parent
+# torch's OpenMP threads spin while they wait for work; two worker processes spinning on the
+# same cores starve each other (an sdd level took 10-20x longer here than in one process).
+# Passive waiting gives the cores back. A user's own setting wins.
+WORKER_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
 def where() -> dict[str, str]:
@@ -109,8 +113,10 @@ def task_runner(params: Params) -> TaskRunner:
             "threads_per_worker": 1,
             "processes": True,
             "host": "127.0.0.1",
-            # the dashboard needs bokeh, which pruneflow does not install
-            "dashboard_address": None,
+            # the scheduler's HTTP endpoints on a free port: the fixed default (8787) clashes
+            # with a second cluster on the host (the dashboard itself needs bokeh: not here)
+            "dashboard_address": "127.0.0.1:0",
+            "env": WORKER_ENV,
         },
         client_kwargs={"timeout": dask.connect_timeout},
     )

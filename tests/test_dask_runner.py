@@ -126,7 +126,7 @@ def test_an_existing_schedulers_workers_must_run_in_the_flows_folder(tmp_path, m
     monkeypatch.setenv("PRUNEFLOW_STATE_DIR", str(tmp_path / ".pruneflow"))
     with LocalCluster(
         n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",
     ) as cluster:  # fmt: skip
         dask = DaskParams(address=cluster.scheduler_address, connect_timeout=10)
         check_scheduler(dask)  # same folder, same state dir: fine

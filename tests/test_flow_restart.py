@@ -60,3 +60,24 @@ def test_crash_inside_a_fan_out_reruns_only_the_unfinished_items(prefect_api, wo
     records = fan_out(params)
     assert [count(f"sweep-{i}") for i in range(5)] == [1, 1, 1, 2, 1]
     assert [r["status"] for r in records] == ["cached"] * 3 + ["computed", "cached"]
+
+
+def test_the_same_flow_in_another_project_folder_is_not_a_cache_hit(
+    prefect_api, workdir, monkeypatch
+):
+    step, out = make_step("lonely", ("noise.rate",), None)
+    lonely = as_task(step)
+
+    @flow(name="one-step")
+    def one(params: dict) -> list[dict]:
+        return [run_task(lonely, params)]
+
+    params = Params().model_dump(mode="json")
+    assert [r["status"] for r in one(params)] == ["computed"]
+    # a second project: same step, same params, its own folder and state dir
+    other = workdir / "other"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    monkeypatch.setenv("PRUNEFLOW_STATE_DIR", str(other / ".pruneflow"))
+    assert [r["status"] for r in one(params)] == ["computed"]
+    assert (other / out).exists() and count("lonely") == 1  # counters are per folder

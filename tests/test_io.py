@@ -148,3 +148,21 @@ def test_a_folder_output_survives_a_failed_swap(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", real)
     assert (folder / "fc1.safetensors").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layers"]
+
+
+def test_safetensors_files_are_byte_identical_across_processes(tmp_path):
+    """safetensors orders metadata by a per-process hash; save_tensors sorts it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from pruneflow.io import save_tensors; "
+        "save_tensors(sys.argv[1], {'w': torch.arange(6.0), 'b': torch.ones(2)}, "
+        "{f'level{i}': str(i) * i for i in range(12)})"
+    )
+    files = [tmp_path / f"{i}.safetensors" for i in range(2)]
+    for f in files:
+        subprocess.run([sys.executable, "-c", code, str(f)], check=True)
+    assert files[0].read_bytes() == files[1].read_bytes()
+    tensors = load_tensors(files[0])
+    assert tensors["w"].tolist() == [0, 1, 2, 3, 4, 5]

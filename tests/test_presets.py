@@ -9,6 +9,7 @@ REPO = Path(__file__).resolve().parent.parent
 FULL_ONLY = {
     "preset",
     "spdy.models",
+    "spdy.train.epochs",
     "spdy.search.candidates",
     "spdy.search.max_no_improvement",
     "spdy.gmp.seeds",

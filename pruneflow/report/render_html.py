@@ -27,7 +27,8 @@ p { margin: 8px 0; }
 code { font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; background: #eef1f5;
   padding: 1px 4px; border-radius: 3px; }
 pre { font: 13px/1.45 ui-monospace, "DejaVu Sans Mono", monospace; background: #f1f3f6;
-  border: 1px solid #dde1e7; border-radius: 4px; padding: 10px 12px; overflow-x: auto; }
+  border: 1px solid #dde1e7; border-radius: 4px; padding: 10px 12px; white-space: pre-wrap;
+  overflow-wrap: anywhere; }
 nav { margin: 8px 0 16px; }
 nav a { margin-right: 16px; color: #1f5fbf; text-decoration: none; }
 .note { background: #fff7e0; border-left: 4px solid #e0a800; padding: 8px 12px; margin: 10px 0; }
