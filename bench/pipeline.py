@@ -85,6 +85,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pf-pipeline-"))
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env.update(PRUNEFLOW_STATE_DIR=str(work / ".pruneflow"), PREFECT_HOME=str(work / ".prefect"))
+    # DVC stages call `pruneflow`: this environment's, also when run without `uv run`
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     try:
         copy_repository(work)
         # overrides go into the copy's params.yaml, so DVC reads the same values as the flow
