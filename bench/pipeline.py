@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from pruneflow import config
@@ -107,6 +108,20 @@ def main() -> None:
                 runs=row["runs"],
                 seconds=round(row["seconds"], 1),
             )
+
+        # what the default produced: SPDY's gradual-pruning table (is the guarantee met?)
+        for table in sorted(work.glob("artifacts/spdy/*/results.parquet")):
+            for row in pd.read_parquet(table).itertuples():
+                emit(
+                    "spdy_result",
+                    model=row.model,
+                    target=row.target,
+                    profile=row.profile,
+                    acc=round(row.acc, 4),
+                    dense_acc=round(row.dense_acc, 4),
+                    measured_speedup=round(row.measured_speedup, 3),
+                    measured_over_target=round(row.measured_speedup / row.target, 3),
+                )
 
         warm = timed([EXE, "run"], work, env)
         statuses = {r["status"] for r in last_run(work)["records"]}

@@ -28,7 +28,7 @@ TINY = {
     "spdy": {
         **SPDY,
         "grid": {**SPDY["grid"], "steps": 8},
-        "targets": [2.0],
+        "targets": [1.25],  # the fastest profile of this tiny net measured 1.6-2.2x
         "search": {"candidates": 8, "max_no_improvement": 4},
         # the long step the test kills: three runs of 4 epochs each
         "gmp": {**SPDY["gmp"], "end_epoch": 2, "finetune_epochs": 2},
