@@ -113,10 +113,15 @@ class TimingParams(_Section):
         None, ge=1, description="None: the per-model default (every layer >= ~0.5 ms dense)"
     )
     warmup: int = Field(2, ge=0)
-    min_repeats: int = Field(5, ge=1)
-    max_repeats: int = Field(30, ge=1)
+    min_repeats: int = Field(3, ge=1)
+    max_repeats: int = Field(15, ge=1)
     rel_tol: float = Field(0.03, gt=0.0, lt=1.0, description="stop once the median is this stable")
-    max_seconds: float = Field(0.5, gt=0.0, description="time cap per (layer, level, backend)")
+    max_seconds: float = Field(
+        0.25, gt=0.0, description="time cap per sweep (round, level, backend)"
+    )
+    rounds: int = Field(
+        3, ge=1, description="sweeps per (layer, level), at different times; the table's median"
+    )
     seed: int = Field(0, ge=0)
 
 
@@ -171,6 +176,9 @@ class GmpParams(_Section):
         False, description="start from the database's stitched weights for the profile"
     )
     measure_repeats: int = Field(100, ge=3, description="timed runs per model (speedup check)")
+    measure_passes: int = Field(
+        5, ge=1, description="passes over all models, so each is timed across the whole check"
+    )
 
     @model_validator(mode="after")
     def _schedule(self) -> GmpParams:
@@ -178,10 +186,13 @@ class GmpParams(_Section):
             raise ValueError(
                 f"start_epoch ({self.start_epoch}) must be below end_epoch ({self.end_epoch})"
             )
-        if len(set(self.seeds)) != len(self.seeds) or len(set(self.profiles)) != len(
-            self.profiles
-        ):
+        if len(set(self.seeds)) != len(self.seeds) or len(set(self.profiles)) != len(self.profiles):
             raise ValueError("seeds and profiles must not repeat")
+        if self.measure_passes > self.measure_repeats:
+            raise ValueError(
+                f"measure_passes ({self.measure_passes}) must not exceed measure_repeats "
+                f"({self.measure_repeats}): every pass times each model at least once"
+            )
         return self
 
 

@@ -48,6 +48,8 @@ def test_overrides_are_typed_and_dotted():
         ("model.name=vgg99", "'lenet300100'"),
         ("noise.kind=sideways", "'symmetric' or 'asymmetric'"),
         ("orchestration.server=ftp://x", "orchestration.server"),
+        ("spdy.gmp.measure_passes=200", "measure_passes (200) must not exceed measure_repeats"),
+        ("spdy.timing.rounds=0", "spdy.timing.rounds = 0"),
     ],
 )
 def test_bad_values_name_the_key_in_one_line(override, needle):

@@ -24,11 +24,14 @@ from pruneflow.timing import (
     measure,
     predict_ms,
     profile_model,
+    progress_calls,
     read_timing_table,
     thread_scope,
     time_matrix,
     write_timing_table,
 )
+from pruneflow.timing.measure import Timing
+from pruneflow.timing.profiler import _at_reference, _dense_reference, _fastest, _sweep_plan
 
 LEVELS = (0.0, 0.5, 0.9)
 QUICK = dict(levels=LEVELS, batch_size=8, warmup=0, min_repeats=2, max_repeats=3, max_seconds=0.05)
@@ -56,7 +59,10 @@ def test_table_schema_and_rows() -> None:
     assert list(table.columns) == list(COLUMNS)
     assert meta["layers"] == ["fc2"] and meta["skipped_layers"] == ["fc1", "fc3"]
     assert meta["all_layers"] == ["fc1", "fc2", "fc3"]
-    assert len(table) == 1 * len(LEVELS) and meta["_progress_calls"] == len(table)
+    assert len(table) == 1 * len(LEVELS)
+    # once per layer and sweep: the dense sweep, then every sparse level in each round
+    assert meta["_progress_calls"] == progress_calls(1, len(LEVELS), 3) == 1 + 3 * 2
+    assert meta["rounds"] == 3
     assert list(table["level"]) == [0, 1, 2]
     assert list(table["sparsity"]) == list(LEVELS)
     assert set(table["layer_index"]) == {1} and set(table["op"]) == {"linear"}
@@ -67,9 +73,15 @@ def test_table_schema_and_rows() -> None:
     assert (table["time_ms"] > 0).all() and (table["repeats"] >= 1).all()
     assert (table["time_ms_p10"] <= table["time_ms"]).all()
     assert (table["time_ms"] <= table["time_ms_p90"]).all()
-    outside = meta["outside_by_level_ms"]
+    outside = meta["outside_by_level_ms"]  # per level: the median over the rounds
     assert len(outside) == len(LEVELS) and all(o is not None for o in outside)
     assert 0.0 <= meta["remainder_ms"] <= max(outside) + 1e-9
+    # one dense reference sweep per round and one at the end
+    assert len(meta["dense_sweep_totals_ms"]) == 3 + 1
+    # the probe ran in every sparse sweep; its median over them is the reference speed
+    probes = meta["probe_by_sweep_ms"]
+    assert len(probes) == 3 * (len(LEVELS) - 1) and all(p > 0 for p in probes)
+    assert meta["probe_ms"] == pytest.approx(float(np.median(probes)))
 
 
 def test_remainder_accounting_and_host() -> None:
@@ -238,3 +250,64 @@ def test_profile_of_a_layer_called_twice() -> None:
     x = torch.randn(4, 2, 2, 2)
     with torch.no_grad():
         torch.testing.assert_close(SparseRuntime(model, "csr_numba")(x), model(x))
+
+
+def test_sweep_plan_visits_every_level_once_per_round_in_new_orders() -> None:
+    layers = ["a", "b", "c"]
+    plan = _sweep_plan(layers, 42, rounds=3, seed=0)
+    assert len(plan) == 3 * 41 and plan == _sweep_plan(layers, 42, rounds=3, seed=0)
+    orders = []
+    for r in range(3):
+        sweeps = [assign for rnd, assign in plan if rnd == r]
+        assert all(len(set(a.values())) == 1 for a in sweeps)  # all layers at one level
+        orders.append([a["a"] for a in sweeps])
+        assert sorted(orders[-1]) == list(range(1, 42))  # every sparse level once, never 0
+    # the point of rounds: a level is timed at other moments, its neighbours at others again
+    assert orders[0] != orders[1] != orders[2] and orders[0] != sorted(orders[0])
+    assert _sweep_plan(layers, 42, rounds=3, seed=1) != plan
+
+
+def _t(ms: float) -> Timing:
+    return Timing(ms, 0.9 * ms, 1.1 * ms, 5)
+
+
+def test_fastest_backend_is_the_median_over_rounds() -> None:
+    dense = _t(10.0)
+    # csr_numba wins two of three rounds; one lucky csr round does not make csr the choice
+    rounds = [
+        {"csr_numba": _t(4.0), "csr": _t(3.0)},
+        {"csr_numba": _t(5.0)},  # csr given up on: infinitely slow in this round
+        {"csr_numba": _t(6.0)},
+    ]
+    backend, t = _fastest(rounds, dense)
+    assert backend == "csr_numba" and t.median_ms == 5.0 and t.repeats == 15
+    # nothing beats dense: dense, with the dense timing
+    assert _fastest([{"csr": _t(12.0)}, {"csr": _t(11.0)}], dense) == ("dense", dense)
+    assert _fastest([{}, {}], dense) == ("dense", dense)
+
+
+def test_dense_reference_is_the_lower_median_sweep() -> None:
+    class _S:
+        def __init__(self, ms: float) -> None:
+            self.total = _t(ms)
+
+    sweeps = [_S(v) for v in (30.0, 20.0, 25.0, 21.0)]
+    assert _dense_reference(sweeps).total.median_ms == 21.0  # type: ignore[arg-type]
+    assert _dense_reference(sweeps[:2]).total.median_ms == 20.0  # type: ignore[arg-type]
+
+
+def test_profile_rounds_must_be_positive() -> None:
+    model = build("lenet300100", 10, (1, 8, 8))
+    with pytest.raises(PruneflowError, match="rounds must be an integer >= 1"):
+        profile_model(
+            model, "lenet300100", in_shape=(1, 8, 8), settings=ProfileSettings(**QUICK, rounds=0)
+        )
+
+
+def test_a_sweep_is_scaled_by_its_probe_to_the_usual_host_speed() -> None:
+    t = Timing(2.0, 1.0, 3.0, 5)
+    # the probe ran twice as slow as usual in this sweep: its figures are halved
+    assert _at_reference((t, 4.0), 2.0) == Timing(1.0, 0.5, 1.5, 5)
+    assert _at_reference((t, 1.0), 2.0) == Timing(4.0, 2.0, 6.0, 5)
+    # no probe (no sparse backend for it): unscaled
+    assert _at_reference((t, None), 2.0) == t and _at_reference((t, 4.0), None) == t

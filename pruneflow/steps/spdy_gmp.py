@@ -10,8 +10,10 @@ profile), gradual magnitude pruning towards the profile's per-layer sparsities (
 ``spdy_results`` gathers them and measures every pruned model's speedup end to end: the dense
 model and the pruned one, both as :class:`~pruneflow.timing.SparseRuntime` (the pruned one on
 the backends the timing table chose per layer), timed alternately in one process at the timing
-table's batch size and thread count. Measurement happens here, one model after another, not in
-the fan-out tasks, which may run concurrently and would disturb each other's clocks. Writes
+table's batch size and thread count, all models in several passes so that each one's figure
+spans the whole measurement, not one moment of the host's drifting load. Measurement happens
+here, not in the fan-out tasks, which may run concurrently and would disturb each other's
+clocks. Writes
 ``results.parquet`` (:data:`RESULTS_COLUMNS`) and ``results.md`` (the paper's Table 4 layout).
 """
 
@@ -43,7 +45,7 @@ from pruneflow.steps.timing import grid_levels
 from pruneflow.timing import (
     SparseRuntime,
     host_description,
-    measure_interleaved,
+    measure_speedups,
     read_timing_table,
     thread_scope,
     time_matrix,
@@ -217,16 +219,19 @@ SPDY_GMP = Step(
 )
 
 
-def _measure(
-    p: Params, table: pd.DataFrame, meta: dict[str, Any], dense: Any, path: Path, x: torch.Tensor
-) -> float:
-    model, _ = load_checkpoint(path)
-    pruned = SparseRuntime.from_table(model.eval(), table)
+def _measured_speedups(
+    p: Params, table: pd.DataFrame, meta: dict[str, Any], dense: Any, paths: list[Path], x: Any
+) -> list[float]:
+    """End-to-end speedup of every checkpoint over the dense runtime, all of them timed in
+    ``spdy.gmp.measure_passes`` passes (:func:`~pruneflow.timing.measure_speedups`)."""
+    pruned = [SparseRuntime.from_table(load_checkpoint(path)[0].eval(), table) for path in paths]
     with thread_scope(int(meta["threads"])), torch.inference_mode():
-        timings = measure_interleaved(
-            [lambda: dense(x), lambda: pruned(x)], repeats=p.spdy.gmp.measure_repeats
+        return measure_speedups(
+            lambda: dense(x),
+            [lambda rt=rt: rt(x) for rt in pruned],
+            repeats=p.spdy.gmp.measure_repeats,
+            passes=p.spdy.gmp.measure_passes,
         )
-    return timings[0].median_ms / timings[1].median_ms
 
 
 def _results_compute(p: Params) -> dict[str, Any]:
@@ -244,9 +249,11 @@ def _results_compute(p: Params) -> dict[str, Any]:
     train_idx = np.flatnonzero(frame["split"].to_numpy() == "train")
     x = load_data(p).images(train_idx[: int(meta["batch_size"])])
     dense = SparseRuntime(model, "dense")
+    items = run_items(p)
+    paths = [run_checkpoint(p, item) for item in items]
+    measured = _measured_speedups(p, table, meta, dense, paths, x)
     rows = []
-    for item in run_items(p):
-        path = run_checkpoint(p, item)
+    for item, path, speedup in zip(items, paths, measured, strict=True):
         info = read_json(sidecar(path))
         levels = [grid.index(info["profile_sparsity"][n]) for n in layers]
         rows.append(
@@ -259,7 +266,7 @@ def _results_compute(p: Params) -> dict[str, Any]:
                 "predicted_speedup": predicted_speedup(
                     times, levels, float(meta["dense_total_ms"]), float(times[:, 0].sum())
                 ),
-                "measured_speedup": _measure(p, table, meta, dense, path, x),
+                "measured_speedup": speedup,
                 "seed": item["seed"],
             }
         )

@@ -22,7 +22,12 @@ from pruneflow.runtime import progress_enabled, report_progress
 from pruneflow.sparsity.grid import skipped_layers, sparsity_grid
 from pruneflow.steps.base import Step
 from pruneflow.steps.data import load_data, read_labels
-from pruneflow.timing.profiler import ProfileSettings, default_batch_size, profile_model
+from pruneflow.timing.profiler import (
+    ProfileSettings,
+    default_batch_size,
+    profile_model,
+    progress_calls,
+)
 from pruneflow.timing.table import host_description, write_timing_table
 
 
@@ -43,6 +48,7 @@ def settings(p: Params) -> ProfileSettings:
         max_repeats=t.max_repeats,
         rel_tol=t.rel_tol,
         max_seconds=t.max_seconds,
+        rounds=t.rounds,
         seed=t.seed,
     )
 
@@ -55,9 +61,8 @@ def _compute(p: Params) -> dict[str, Any]:
     train = np.flatnonzero(frame["split"].to_numpy() == "train")[:batch]
     model = build(p.model.name, data.num_classes, data.in_shape).eval()
     names = prunable_layers(model)
-    n_rows = (len(names) - len(skipped_layers(p.model.name, names, st.skip_first_last))) * len(
-        st.levels
-    )
+    n_profiled = len(names) - len(skipped_layers(p.model.name, names, st.skip_first_last))
+    n_rows = progress_calls(n_profiled, len(st.levels), st.rounds)
     with Progress(
         TextColumn(f"[bold]profile {p.model.name}"),
         BarColumn(),

@@ -18,6 +18,7 @@ from pruneflow.timing.measure import (
     clock_ns,
     measure,
     measure_interleaved,
+    measure_speedups,
     thread_scope,
     timed_call,
 )
@@ -27,6 +28,7 @@ from pruneflow.timing.profiler import (
     default_batch_size,
     exact_mask,
     profile_model,
+    progress_calls,
 )
 from pruneflow.timing.runtime import SparseRuntime, prepare_inference_model
 from pruneflow.timing.table import (
@@ -54,9 +56,11 @@ __all__ = [
     "host_description",
     "measure",
     "measure_interleaved",
+    "measure_speedups",
     "predict_ms",
     "prepare_inference_model",
     "profile_model",
+    "progress_calls",
     "read_timing_table",
     "register_backend",
     "registered_backends",

@@ -4,31 +4,51 @@ Timings are taken in situ (:mod:`pruneflow.timing.insitu`): each profiled (not s
 runs inside whole-model forward passes of one calibration batch at the configured batch size,
 so it sees its real input (shape and memory layout) and its real cache state.
 
-1. Dense sweep: the BN-folded dense model; per-layer dense times, and the end-to-end time from
-   runs without the timing slots, interleaved with the timed ones.
-2. Every sparser level: every profiled layer gets a random mask of exactly that sparsity
-   (seeded per layer and level) on its BN-folded weight; each available sparse backend runs
-   the whole model at that level (a layer it cannot run, or that is hopeless after one run,
-   keeps its best backend so far); per layer the fastest backend is kept, or dense when no
-   sparse backend beats it.
-3. A second dense sweep at the end: of the two, the quieter one (lower end-to-end median) is
-   the dense reference, so a load spike on the host during one of them does not make every
-   sparse level look better than dense.
+1. A dense sweep: the BN-folded dense model; per-layer dense times and the end-to-end time
+   from runs without the timing slots, interleaved with the timed ones.
+2. ``rounds`` rounds of sparse sweeps. Each round visits every sparser level once, in a new
+   random order (seeded): every profiled layer gets a random mask of exactly that sparsity
+   (seeded per layer, level and round) on its BN-folded weight, and each available sparse
+   backend runs the whole model at that level (a layer it cannot run, or that is hopeless
+   after one run, keeps its best backend so far). Every round starts with a dense sweep
+   again, and one more ends the run.
+3. Per (layer, level, backend): the median over the rounds. Per (layer, level) the fastest
+   backend is kept, or dense when no sparse backend beats it. The dense reference is the dense
+   sweep with the (lower) median end-to-end time.
+
+Why rounds. This host's speed drifts by 10-20% within seconds to minutes (the other tenants of
+a shared machine; memory-bound sparse kernels drift more than dense GEMM), and every layer
+timed in one sweep shares that moment. With one sweep per level, in level order, a level
+swept in a quiet moment came out faster for every layer at once (smallcnn: levels 33, 35, 36
+and 38 at 1.0 ms against 1.4-1.5 ms at 34 and 37 for conv2). The DP then picks exactly those
+lucky levels, and the search, preferring the least loss at a given predicted time, the profile
+whose time is most underestimated: SPDY's 2x plan on smallcnn measured 1.87x. In rounds, each
+entry is the median of sweeps at different moments, in orders where its neighbours were timed
+at other moments again. (Sweeps that mix levels across layers were tried too: a layer's time
+then depends on its neighbours' backends, and the table got noisier, not smoother.)
 
 Remainder. Everything outside the profiled layers (skipped first/last layers, pooling,
 residual adds, flatten, dispatch) is timed in every sweep too. It is not a constant: it runs
-slower after layers that pollute the caches (see :func:`_outside_shares`). The recorded
-``remainder_ms`` is its value at the sparsest levels, and each level's excess is charged to
-that level's layers, so that ``remainder_ms = dense_total_ms - sum of the profiled layers'
-dense (level 0) times`` holds exactly and sparse profiles are predicted without the dense
-model's cache pollution. Threads are fixed for the whole run (torch and numba alike).
+slower after dense layers that stream their weights through the caches (in mlp1024 the skipped
+1024 -> 10 output layer takes 0.15 ms after dense layers, 0.05 ms after 90%-sparse ones). So the
+recorded ``remainder_ms`` is its value at the sparsest levels (each level's outside time is
+the median over the rounds), and each level's excess is charged to that level's layers, so
+that ``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) times``
+holds exactly and sparse profiles are predicted without the dense model's cache pollution.
+
+Probe. Rounds shrink the drift but do not remove it. So every sparse sweep also times, after
+each of its runs, one call of a fixed sparse workload (the slowest layer at the level nearest
+90%, on its in-situ input), and scales its figures by the probe's median over all sparse sweeps
+divided by its median in that sweep: each entry as at the host's usual speed. Dense sweeps are
+not scaled (dense GEMM drifts less than sparse kernels; its reference is the median sweep).
+Threads are fixed for the whole run (torch and numba alike).
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +72,7 @@ __all__ = [
     "default_batch_size",
     "exact_mask",
     "profile_model",
+    "progress_calls",
 ]
 
 # Batches at which every profiled layer takes well over 0.5 ms dense on one Zen 4 thread with
@@ -66,8 +87,6 @@ FALLBACK_BATCH_SIZE = 32
 # A candidate backend slower than this multiple of the layer's best time after one run is
 # dropped for that layer and level (its median would not win).
 _GIVE_UP = 1.5
-# A level whose time exceeds this multiple of the next denser level's is swept again.
-_RETRY = 1.1
 
 ProgressFn = Callable[[str, int, str, float], None]
 
@@ -82,8 +101,9 @@ class ProfileSettings:
     """How to profile. ``None`` batch size / levels / backends mean the defaults.
 
     ``warmup``, ``min_repeats``, ``max_repeats``, ``rel_tol`` and ``max_seconds`` apply to
-    each whole-model sweep (one per level and backend); the two dense reference sweeps get
-    twice the repeats and time and half the tolerance.
+    each whole-model sweep (one per round, level and backend); the dense reference sweeps get
+    twice the repeats and time and half the tolerance. ``rounds``: how many times every
+    (layer, level) is timed, each time in another sweep (the table takes the median).
     """
 
     batch_size: int | None = None
@@ -92,11 +112,17 @@ class ProfileSettings:
     backends: Sequence[str] | None = None
     skip_first_last: bool = True
     warmup: int = 1
-    min_repeats: int = 5
-    max_repeats: int = 30
+    min_repeats: int = 3
+    max_repeats: int = 15
     rel_tol: float = 0.03
-    max_seconds: float = 0.5
+    max_seconds: float = 0.25
+    rounds: int = 3
     seed: int = 0
+
+
+def progress_calls(n_layers: int, n_levels: int, rounds: int) -> int:
+    """How often :func:`profile_model` calls ``progress``: once per layer and sweep."""
+    return n_layers * (1 + rounds * (n_levels - 1))
 
 
 def _check_levels(levels: Sequence[float]) -> list[float]:
@@ -142,57 +168,163 @@ def _calibration_batch(
     return torch.randn(batch, *[int(v) for v in in_shape], generator=gen)
 
 
-def _sweep_level(
-    session: InSitu,
-    folded: nn.Module,
-    relu: dict[str, bool],
-    dense_exec: dict[str, nn.Module],
-    dense: SweepResult,
-    profiled: Sequence[str],
-    names: Sequence[str],
-    levels: Sequence[float],
-    li: int,
-    sparse_backends: Sequence[str],
-    seed: int,
-    st: SweepSettings,
-) -> tuple[dict[str, tuple[str, Timing]], float | None]:
-    """Best sparse (backend, timing) per layer at level ``li`` (layers no backend runs: absent)
-    and the least time spent outside the profiled layers in this level's sweeps."""
+def _sweep_plan(
+    profiled: Sequence[str], n_levels: int, rounds: int, seed: int
+) -> list[tuple[int, dict[str, int]]]:
+    """``(round, layer -> level)`` of every sparse sweep: per round, every level
+    ``1 .. n_levels - 1`` once, all layers at that level, levels in a new random order."""
+    rng = np.random.default_rng([seed, 0x5EED])
+    plan = []
+    for r in range(rounds):
+        plan += [
+            (r, dict.fromkeys(profiled, int(li))) for li in rng.permutation(np.arange(1, n_levels))
+        ]
+    return plan
+
+
+@dataclass
+class _Context:
+    """What every sparse sweep of one profile shares."""
+
+    session: InSitu
+    folded: nn.Module
+    relu: dict[str, bool]
+    dense_exec: dict[str, nn.Module]
+    dense: SweepResult  # the give-up reference
+    names: Sequence[str]
+    levels: Sequence[float]
+    sparse_backends: Sequence[str]
+    seed: int
+    settings: SweepSettings
+    probe: Callable[[], object] | None = None
+
+
+# A sweep's timings, with the probe's median in the same runs (None: no probe).
+_Probed = tuple[Timing, float | None]
+
+
+def _sparse_sweep(
+    ctx: _Context, rnd: int, assign: Mapping[str, int]
+) -> tuple[dict[str, dict[str, _Probed]], _Probed | None]:
+    """Every sparse backend's timing per layer at its assigned level (backends a layer gave
+    up on, or cannot run: absent) and the least time spent outside the profiled layers, each
+    with the probe's time in the same sweep."""
     masked = {
         n: _masked(
-            folded.get_submodule(n), levels[li], np.random.default_rng([seed, names.index(n), li])
+            ctx.folded.get_submodule(n),
+            ctx.levels[li],
+            np.random.default_rng([ctx.seed, ctx.names.index(n), li, rnd]),
         )
-        for n in profiled
+        for n, li in assign.items()
     }
-    best: dict[str, tuple[str, Timing]] = {}
-    current: dict[str, nn.Module] = dict(dense_exec)
-    outside: float | None = None
-    for bname in sparse_backends:
+    found: dict[str, dict[str, _Probed]] = {n: {} for n in assign}
+    best: dict[str, Timing] = {}
+    current: dict[str, nn.Module] = dict(ctx.dense_exec)
+    outside: _Probed | None = None
+    for bname in ctx.sparse_backends:
         backend = B.get_backend(bname)
         exes = {}
-        for n in profiled:
+        for n in assign:
             if backend.supports(masked[n]):
-                exe = backend.build(masked[n], relu=relu.get(n, False))
-                exe.feature_major = getattr(dense_exec[n], "feature_major", False)
+                exe = backend.build(masked[n], relu=ctx.relu.get(n, False))
+                exe.feature_major = getattr(ctx.dense_exec[n], "feature_major", False)
                 exes[n] = exe
         if not exes:
             continue
         give_up = {}
         for n, exe in exes.items():
-            ref = best[n][1] if n in best else dense.layers[n]
+            ref = best[n] if n in best else ctx.dense.layers[n]
             assert ref is not None
             give_up[n] = (_GIVE_UP * ref.median_ms, current[n])
-            session.install(n, exe)
-        result = session.sweep(st, give_up)
-        if outside is None or result.remainder.median_ms < outside:
-            outside = result.remainder.median_ms
+            ctx.session.install(n, exe)
+        result = ctx.session.sweep(ctx.settings, give_up, probe=ctx.probe)
+        probe = result.probe.median_ms if result.probe is not None else None
+        if outside is None or result.remainder.median_ms < outside[0].median_ms:
+            outside = (result.remainder, probe)
         for n, exe in exes.items():
             t = result.layers[n]
-            if t is not None and (n not in best or t.median_ms < best[n][1].median_ms):
-                best[n] = (bname, t)
-                current[n] = exe
-            session.install(n, current[n])
-    return best, outside
+            if t is not None:
+                found[n][bname] = (t, probe)
+                if n not in best or t.median_ms < best[n].median_ms:
+                    best[n], current[n] = t, exe
+            ctx.session.install(n, current[n])
+    for n in assign:
+        ctx.session.install(n, ctx.dense_exec[n])
+    return found, outside
+
+
+def _over_rounds(timings: Sequence[Timing]) -> Timing:
+    """One timing from a (layer, level, backend)'s rounds: the medians of their figures."""
+    return Timing(
+        float(np.median([t.median_ms for t in timings])),
+        float(np.median([t.p10_ms for t in timings])),
+        float(np.median([t.p90_ms for t in timings])),
+        int(sum(t.repeats for t in timings)),
+    )
+
+
+def _at_reference(probed: _Probed, reference: float | None) -> Timing:
+    """A sweep's timing as at the reference host speed: scaled by how much slower or faster
+    than usual the probe ran in that sweep."""
+    t, probe = probed
+    if probe is None or reference is None or probe <= 0:
+        return t
+    f = reference / probe
+    return Timing(t.median_ms * f, t.p10_ms * f, t.p90_ms * f, t.repeats)
+
+
+def _make_probe(
+    session: InSitu,
+    folded: nn.Module,
+    relu: Mapping[str, bool],
+    dense: SweepResult,
+    levels: Sequence[float],
+    sparse_backends: Sequence[str],
+    seed: int,
+) -> Callable[[], object] | None:
+    """A fixed sparse workload that tells how fast the host runs sparse kernels right now:
+    the slowest dense layer, pruned to the grid level nearest 90% on the first sparse backend
+    that runs it, on its in-situ input. None without a sparse backend for it."""
+    name = max(dense.layers, key=lambda n: dense.layers[n].median_ms)  # type: ignore[union-attr]
+    level = min(levels[1:], key=lambda v: abs(v - 0.9), default=None)
+    if level is None:
+        return None
+    layer = _masked(folded.get_submodule(name), level, np.random.default_rng([seed, 0x9B0]))
+    for bname in sparse_backends:
+        backend = B.get_backend(bname)
+        if backend.supports(layer):
+            exe = backend.build(layer, relu=relu.get(name, False))
+            exe.feature_major = getattr(session.installed(name), "feature_major", False)
+            break
+    else:
+        return None
+    seen: list[torch.Tensor] = []
+    hook = session.slots[name].register_forward_pre_hook(lambda _m, a: seen.append(a[0]))
+    try:
+        session.rt(session.x)
+    finally:
+        hook.remove()
+    x_in = seen[0].clone()
+    return lambda: exe(x_in)
+
+
+def _fastest(rounds: Sequence[Mapping[str, Timing]], dense_t: Timing) -> tuple[str, Timing]:
+    """The backend with the lowest median over the rounds (a round that gave up on it counts
+    as infinitely slow), or dense when none beats ``dense_t``."""
+    choice, best = "dense", dense_t
+    for bname in dict.fromkeys(b for found in rounds for b in found):
+        medians = [found[bname].median_ms if bname in found else np.inf for found in rounds]
+        if float(np.median(medians)) < best.median_ms:
+            choice = bname
+            best = _over_rounds([found[bname] for found in rounds if bname in found])
+    return choice, best
+
+
+def _dense_reference(sweeps: Sequence[SweepResult]) -> SweepResult:
+    """The dense sweep with the (lower) median end-to-end time: a load spike during one dense
+    sweep must not make every sparse level look better than dense, nor a lucky one worse."""
+    ranked = sorted(sweeps, key=lambda r: r.total.median_ms)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 def _least_outside(outside: Sequence[float | None]) -> float:
@@ -245,14 +377,16 @@ def profile_model(
 
     Input: ``calib`` (its first ``batch_size`` samples) or random normal data of
     ``in_shape``. Returns ``(table, metadata)`` for :func:`write_timing_table`.
-    ``progress(layer, level, backend, time_ms)`` is called once per table row, level by level
-    as the sweeps complete (with the raw in-situ time, before the outside shares).
+    ``progress(layer, level, backend, time_ms)`` is called once per layer and sweep
+    (:func:`progress_calls` times), with that sweep's raw in-situ time of its best backend.
     """
     st = settings or ProfileSettings()
     levels = _check_levels(st.levels if st.levels is not None else sparsity_grid())
     batch = st.batch_size if st.batch_size is not None else default_batch_size(model_name)
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise PruneflowError(f"batch_size must be an integer >= 1, got {batch!r}")
+    if isinstance(st.rounds, bool) or not isinstance(st.rounds, int) or st.rounds < 1:
+        raise PruneflowError(f"rounds must be an integer >= 1, got {st.rounds!r}")
     candidates = list(st.backends) if st.backends is not None else B.available_backends("cpu")
     for name in candidates:
         B.get_backend(name)  # unknown or unavailable: a clear error now, not mid-run
@@ -281,6 +415,8 @@ def profile_model(
         rel_tol=st.rel_tol / 2,
         max_seconds=2 * st.max_seconds,
     )
+    found_raw: dict[str, dict[int, list[dict[str, _Probed]]]] = {n: {} for n in profiled}
+    outside_rounds: dict[int, list[_Probed]] = {}
     with thread_scope(st.threads), torch.no_grad():
         original = copy.deepcopy(model).eval()
         rt = SparseRuntime(model, "dense")
@@ -290,62 +426,47 @@ def profile_model(
         folded, relu, _ = prepare_inference_model(model)
         session = InSitu(rt, profiled, x)
         dense_exec = {n: session.installed(n) for n in profiled}
-        first = session.sweep(dense_sweep, plain=True)
+        dense_sweeps = [session.sweep(dense_sweep, plain=True)]
+        first = dense_sweeps[0]
+        probe = _make_probe(session, folded, relu, first, levels, sparse_backends, st.seed)
+        ctx = _Context(
+            session,
+            folded,
+            relu,
+            dense_exec,
+            first,
+            names,
+            levels,
+            sparse_backends,
+            st.seed,
+            sweep,
+            probe,
+        )
 
-        def report(li: int, best: dict[str, tuple[str, Timing]]) -> None:
-            # as levels complete, with raw in-situ times (the table's get the outside shares)
-            for n in profiled:
+        def report(level_of: Mapping[str, int], best: Mapping[str, Mapping[str, _Probed]]) -> None:
+            for n, li in level_of.items():
                 dense_t = first.layers[n]
                 assert dense_t is not None
-                backend, t = best.get(n, ("dense", dense_t))
+                backend, (t, _) = min(
+                    best.get(n, {}).items(),
+                    key=lambda kv: kv[1][0].median_ms,
+                    default=("dense", (dense_t, None)),
+                )
                 if progress is not None:
                     progress(n, li, backend, min(t.median_ms, dense_t.median_ms))
 
-        def sweep_level(li: int) -> tuple[dict[str, tuple[str, Timing]], float | None]:
-            return _sweep_level(
-                session,
-                folded,
-                relu,
-                dense_exec,
-                first,
-                profiled,
-                names,
-                levels,
-                li,
-                sparse_backends,
-                st.seed,
-                sweep,
-            )
-
-        report(0, {})
-        best_sparse: list[dict[str, tuple[str, Timing]]] = [{}]
-        outside: list[float | None] = [None]
-        for li in range(1, len(levels)):
-            best, out = sweep_level(li)
-            best_sparse.append(best)
-            outside.append(out)
-            report(li, best)
-        # A sparser level slower than the denser one before it was most likely hit by load
-        # on the host (cache and memory traffic of other processes): sweep it once more and
-        # keep each layer's faster median.
-        for li in range(2, len(levels)):
-            if any(
-                n in best_sparse[li]
-                and n in best_sparse[li - 1]
-                and best_sparse[li][n][1].median_ms > _RETRY * best_sparse[li - 1][n][1].median_ms
-                for n in profiled
-            ):
-                again, out = sweep_level(li)
-                for n, cand in again.items():
-                    old = best_sparse[li].get(n)
-                    if old is None or cand[1].median_ms < old[1].median_ms:
-                        best_sparse[li][n] = cand
-                if out is not None and (outside[li] is None or out < outside[li]):
-                    outside[li] = out
-        for n in profiled:
-            session.install(n, dense_exec[n])
-        last = session.sweep(dense_sweep, plain=True)
-        dense = first if first.total.median_ms <= last.total.median_ms else last
+        report({n: 0 for n in profiled}, {})
+        for j, (rnd, assign) in enumerate(_sweep_plan(profiled, len(levels), st.rounds, st.seed)):
+            if rnd > 0 and j % (len(levels) - 1) == 0:  # every round starts with a dense sweep
+                dense_sweeps.append(session.sweep(dense_sweep, plain=True))
+            best, out = _sparse_sweep(ctx, rnd, assign)
+            for n, li in assign.items():
+                found_raw[n].setdefault(li, []).append(best[n])
+            if out is not None:
+                outside_rounds.setdefault(next(iter(assign.values())), []).append(out)
+            report(assign, best)
+        dense_sweeps.append(session.sweep(dense_sweep, plain=True))
+        dense = _dense_reference(dense_sweeps)
         session.remove()
         torch_total = measure(
             lambda: original(x),
@@ -354,6 +475,16 @@ def profile_model(
             max_repeats=2 * st.max_repeats,
             max_seconds=2 * st.max_seconds,
         )
+    # every sparse sweep's figures as at the host's usual speed: the probe's median over them
+    probes = [p for out in outside_rounds.values() for _, p in out if p is not None]
+    reference = float(np.median(probes)) if probes else None
+    found = {
+        n: {
+            li: [{b: _at_reference(v, reference) for b, v in d.items()} for d in rounds]
+            for li, rounds in by_level.items()
+        }
+        for n, by_level in found_raw.items()
+    }
     total = dense.plain_total
     assert total is not None  # dense sweeps time plain runs too
     dense_times: dict[str, Timing] = {}
@@ -367,9 +498,7 @@ def profile_model(
         op = "conv2d" if isinstance(layer, nn.Conv2d) else "linear"
         dense_t = dense_times[name]
         for li, s in enumerate(levels):
-            backend, t = best_sparse[li].get(name, ("dense", dense_t))
-            if t.median_ms >= dense_t.median_ms:
-                backend, t = "dense", dense_t
+            backend, t = ("dense", dense_t) if li == 0 else _fastest(found[name][li], dense_t)
             rows.append(
                 {
                     "layer": name,
@@ -387,7 +516,13 @@ def profile_model(
                     "repeats": t.repeats,
                 }
             )
-    # level 0: the plain (slot-free) dense model itself
+    # per level: the median over rounds; level 0: the plain (slot-free) dense model itself
+    outside: list[float | None] = [
+        float(np.median([_at_reference(o, reference).median_ms for o in outside_rounds[li]]))
+        if li in outside_rounds
+        else None
+        for li in range(len(levels))
+    ]
     outside[0] = total.median_ms - sum(t.median_ms for t in dense_times.values())
     # the dense level never gets a negative share: remainder = dense total - dense layers
     _outside_shares(rows, outside, min(_least_outside(outside), max(outside[0], 0.0)))
@@ -408,13 +543,17 @@ def profile_model(
         "device": "cpu",
         "host": host_description(st.threads),
         "backends": candidates,
+        "rounds": st.rounds,
         "dense_total_ms": total.median_ms,
         "dense_total_p10_ms": total.p10_ms,
         "dense_total_p90_ms": total.p90_ms,
+        "dense_sweep_totals_ms": [r.total.median_ms for r in dense_sweeps],
         "torch_dense_total_ms": torch_total.median_ms,
         "prunable_dense_ms": prunable_dense,
         "remainder_ms": total.median_ms - prunable_dense,
         "outside_by_level_ms": outside,
+        "probe_ms": reference,
+        "probe_by_sweep_ms": probes,
         "bn_folded": rt.traced,
         "fused_relu": rt.fused_relu,
         "seed": st.seed,

@@ -1,0 +1,47 @@
+"""Interleaved timing and speedups spread over passes: who runs when, and bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from pruneflow.errors import PruneflowError
+from pruneflow.timing import measure_interleaved, measure_speedups
+
+
+def test_measure_interleaved_alternates_in_blocks() -> None:
+    calls: list[str] = []
+    timings = measure_interleaved(
+        [lambda: calls.append("a"), lambda: calls.append("b")], warmup=1, repeats=8, block=4
+    )
+    assert [t.repeats for t in timings] == [9, 9]  # 3 timed per block of 4, until >= 8
+    # warm-up once each, then blocks of four runs: the first of each block is untimed
+    assert calls[:2] == ["a", "b"]
+    assert calls[2:10] == ["a"] * 4 + ["b"] * 4
+
+
+def test_measure_speedups_spreads_every_candidate_over_all_passes() -> None:
+    log: list[str] = []
+
+    def run(name: str, work: int):  # noqa: ANN202
+        def fn() -> None:
+            log.append(name)
+            sum(range(work))
+
+        return fn
+
+    speedups = measure_speedups(
+        run("ref", 20_000), [run("x", 2_000), run("y", 20_000)], repeats=20, passes=4
+    )
+    # each pass times the reference against every candidate in turn: x and y alternate
+    # through the whole measurement instead of one finishing before the other starts
+    order = [n for n in log if n != "ref"]
+    switches = sum(a != b for a, b in zip(order, order[1:], strict=False))
+    assert switches >= 2 * 4 - 1
+    assert log.count("x") >= 20 and log.count("y") >= 20
+    # ten times less work is faster; the same work is about as fast
+    assert speedups[0] > 2.0 and 0.5 < speedups[1] < 2.0
+
+
+def test_measure_speedups_rejects_more_passes_than_repeats() -> None:
+    with pytest.raises(PruneflowError, match="passes <= repeats"):
+        measure_speedups(lambda: None, [lambda: None], repeats=3, passes=4)
