@@ -84,6 +84,8 @@ __all__ = [
 DEFAULT_BATCH_SIZES: dict[str, int] = {"mlp1024": 64, "smallcnn": 16}
 FALLBACK_BATCH_SIZE = 32
 
+# Milliseconds one probe sample should take at least (see _make_probe).
+_PROBE_MS = 0.5
 # A candidate backend slower than this multiple of the layer's best time after one run is
 # dropped for that layer and level (its median would not win).
 _GIVE_UP = 1.5
@@ -284,7 +286,8 @@ def _make_probe(
 ) -> Callable[[], object] | None:
     """A fixed sparse workload that tells how fast the host runs sparse kernels right now:
     the slowest dense layer, pruned to the grid level nearest 90% on the first sparse backend
-    that runs it, on its in-situ input. None without a sparse backend for it."""
+    that runs it, on its in-situ input (called repeatedly where one call is too short to
+    time). None without a sparse backend for it."""
     name = max(dense.layers, key=lambda n: dense.layers[n].median_ms)  # type: ignore[union-attr]
     level = min(levels[1:], key=lambda v: abs(v - 0.9), default=None)
     if level is None:
@@ -305,7 +308,18 @@ def _make_probe(
     finally:
         hook.remove()
     x_in = seen[0].clone()
-    return lambda: exe(x_in)
+    # a probe call of a tiny layer lasts microseconds, where the clock's own noise would
+    # decide its median: call it often enough per sample to last about _PROBE_MS
+    t0 = time.perf_counter()
+    exe(x_in)
+    once_ms = (time.perf_counter() - t0) * 1e3
+    calls = max(1, min(1000, int(_PROBE_MS / max(once_ms, 1e-6))))
+
+    def probe() -> None:
+        for _ in range(calls):
+            exe(x_in)
+
+    return probe
 
 
 def _fastest(rounds: Sequence[Mapping[str, Timing]], dense_t: Timing) -> tuple[str, Timing]:
