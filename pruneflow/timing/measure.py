@@ -152,9 +152,15 @@ def measure(
     return Timing.of(samples)
 
 
-def _interleaved_samples(
-    fns: Sequence[Callable[[], object]], *, warmup: int, repeats: int, block: int = 5
-) -> list[list[float]]:
+def measure_interleaved(
+    fns: Sequence[Callable[[], object]], *, warmup: int = 2, repeats: int = 20, block: int = 5
+) -> list[Timing]:
+    """Time several functions round-robin, so that load changes on the host hit all alike.
+
+    Each round runs every function ``block`` times in a row and times all but the first: a
+    single run right after another model's would start with that model's data in cache,
+    which is neither how a model is served nor how the profiler times it.
+    """
     clock = clock_ns()
     samples: list[list[float]] = [[] for _ in fns]
     with _gc_paused():
@@ -168,19 +174,6 @@ def _interleaved_samples(
                     t0 = clock()
                     fn()
                     samples[i].append((clock() - t0) / 1e6)
-    return samples
-
-
-def measure_interleaved(
-    fns: Sequence[Callable[[], object]], *, warmup: int = 2, repeats: int = 20, block: int = 5
-) -> list[Timing]:
-    """Time several functions round-robin, so that load changes on the host hit all alike.
-
-    Each round runs every function ``block`` times in a row and times all but the first: a
-    single run right after another model's would start with that model's data in cache,
-    which is neither how a model is served nor how the profiler times it.
-    """
-    samples = _interleaved_samples(fns, warmup=warmup, repeats=repeats, block=block)
     return [Timing.of(s) for s in samples]
 
 
