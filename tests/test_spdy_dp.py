@@ -374,3 +374,13 @@ def test_predicted_speedup_checks_levels() -> None:
     with pytest.raises(PruneflowError, match=r"levels must be an integer array of shape \(2,\)"):
         predicted_speedup([[1.0, 0.5], [1.0, 0.5]], [0.0, 1.0], 3.0, 2.0)
     assert predicted_speedup([[1.0, 0.5], [1.0, 0.5]], [1, 1], 3.0, 2.0) == pytest.approx(1.5)
+
+
+def test_prunable_time_a_rounding_above_the_total_is_the_total() -> None:
+    # every layer profiled: the layers' dense times sum to the total up to float rounding
+    times = np.array([[0.6, 0.3], [0.6147680000000003, 0.2]])
+    assert max_reachable_speedup(times, 1.214768, 1.2147680000000003) == pytest.approx(
+        1.214768 / 0.5
+    )
+    with pytest.raises(PruneflowError, match="prunable_dense_ms must lie in"):
+        max_reachable_speedup(times, 1.214768, 1.3)

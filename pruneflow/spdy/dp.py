@@ -445,6 +445,10 @@ def _totals(dense_total_ms: float, prunable_dense_ms: float) -> tuple[float, flo
         raise PruneflowError(
             f"prunable_dense_ms must be a number, got {prunable_dense_ms!r}"
         ) from None
+    if math.isfinite(prunable) and total < prunable <= total * (1 + 1e-9):
+        # float rounding of a table whose layers account for all of the dense time (every
+        # layer profiled, no remainder): the same time summed in another order
+        prunable = total
     if not (math.isfinite(prunable) and 0 <= prunable <= total):
         raise PruneflowError(
             f"prunable_dense_ms must lie in [0, dense_total_ms = {total}], got "
