@@ -10,7 +10,7 @@ from typing import Any
 from prefect import flow
 
 from pruneflow import config
-from pruneflow.steps.recondb import layer_items
+from pruneflow.steps.recondb import layer_items_longest_first
 from pruneflow.steps.spdy import target_items
 from pruneflow.steps.spdy_gmp import run_items
 from tasks.common import map_items, run_task
@@ -35,7 +35,9 @@ def spdy(params: dict[str, Any]) -> list[dict[str, Any]]:
         dense = run_task(train_dense, params, [labels], scope=scope)
         timing = run_task(profile, params, [labels], scope=scope)
         scoped = config.scoped(config.from_dict(params), scope)
-        layers = map_items(recondb_layer, params, layer_items(scoped), [labels, dense], scope)
+        layers = map_items(
+            recondb_layer, params, layer_items_longest_first(scoped), [labels, dense], scope
+        )
         database = run_task(recondb, params, layers, scope=scope)
         searches = map_items(
             spdy_search, params, target_items(scoped), [dense, timing, database], scope

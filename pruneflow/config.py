@@ -120,7 +120,13 @@ class TimingParams(_Section):
         0.25, gt=0.0, description="time cap per sweep (round, level, backend)"
     )
     rounds: int = Field(
-        3, ge=1, description="sweeps per (layer, level), at different times; the table's median"
+        2, ge=1, description="sweeps per (layer, level), at different times; the table's median"
+    )
+    smooth_window: int = Field(
+        5,
+        ge=1,
+        description="levels per local linear fit of a layer's times over density, then made "
+        "non-increasing in sparsity (1: the medians as measured)",
     )
     seed: int = Field(0, ge=0)
 

@@ -50,6 +50,7 @@ def test_overrides_are_typed_and_dotted():
         ("orchestration.server=ftp://x", "orchestration.server"),
         ("spdy.gmp.measure_passes=200", "measure_passes (200) must not exceed measure_repeats"),
         ("spdy.timing.rounds=0", "spdy.timing.rounds = 0"),
+        ("spdy.timing.smooth_window=0", "spdy.timing.smooth_window = 0"),
     ],
 )
 def test_bad_values_name_the_key_in_one_line(override, needle):

@@ -10,7 +10,13 @@ from pruneflow.errors import PruneflowError
 from pruneflow.recon import ReconstructionDB, build_database
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.dense import TRAIN_DENSE
-from pruneflow.steps.recondb import RECONDB, RECONDB_LAYER, layer_items, layer_path
+from pruneflow.steps.recondb import (
+    RECONDB,
+    RECONDB_LAYER,
+    layer_items,
+    layer_items_longest_first,
+    layer_path,
+)
 from pruneflow.steps.spdy_inputs import calibration_batches, dense_model, spdy_layers
 from pruneflow.steps.timing import grid_levels
 
@@ -32,6 +38,15 @@ def _params(**recon) -> Params:
 def _dense(p: Params) -> None:
     PREPARE.run(p)
     TRAIN_DENSE.run(p)
+
+
+def test_the_flow_submits_the_longest_solves_first():
+    grid = {**SPDY["grid"], "skip_first_last": True}
+    base = Params.model_validate({"spdy": {**SPDY, "models": ["smallcnn"], "grid": grid}})
+    p = scoped(base, "spdy:smallcnn")
+    first = [i["layer"] for i in layer_items_longest_first(p)]
+    assert first == ["fc1", "conv5.0", "conv4.0", "conv3.0", "conv2.0"]
+    assert sorted(first) == sorted(i["layer"] for i in layer_items(p))
 
 
 def test_layers_fan_out_then_index_opens_and_equals_a_sequential_build(workdir):

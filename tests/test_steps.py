@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -5,6 +6,7 @@ from toy_steps import count, make_step
 
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
+from pruneflow.steps.base import state_dir
 
 
 def _chain():
@@ -54,6 +56,20 @@ def test_cache_key_refuses_stale_outputs(workdir):
     assert first.cache_key(p) == key
     a.write_text("edited")
     assert first.cache_key(p) is None
+
+
+def test_clearing_the_step_cache_changes_every_key(workdir):
+    # an orchestrator's stored results are keyed by cache_key: once the step cache (and with
+    # it the only record of what the outputs were) is gone, none of them may be a hit
+    first, _, a, _ = _chain()
+    p = Params()
+    first.run(p)
+    key = first.cache_key(p)
+    assert first.cache_key(p) == key  # stable while the cache lives
+    shutil.rmtree(state_dir() / "stepcache")
+    a.unlink()
+    assert first.cache_key(p) not in (None, key)
+    assert first.run(p)["status"] == "computed"
 
 
 def test_missing_input_and_missing_output_are_clear_errors(workdir):

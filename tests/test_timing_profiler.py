@@ -31,7 +31,14 @@ from pruneflow.timing import (
     write_timing_table,
 )
 from pruneflow.timing.measure import Timing
-from pruneflow.timing.profiler import _at_reference, _dense_reference, _fastest, _sweep_plan
+from pruneflow.timing.profiler import (
+    _at_reference,
+    _dense_reference,
+    _dense_sweep_before,
+    _fastest,
+    _smooth,
+    _sweep_plan,
+)
 
 LEVELS = (0.0, 0.5, 0.9)
 QUICK = dict(levels=LEVELS, batch_size=8, warmup=0, min_repeats=2, max_repeats=3, max_seconds=0.05)
@@ -61,8 +68,8 @@ def test_table_schema_and_rows() -> None:
     assert meta["all_layers"] == ["fc1", "fc2", "fc3"]
     assert len(table) == 1 * len(LEVELS)
     # once per layer and sweep: the dense sweep, then every sparse level in each round
-    assert meta["_progress_calls"] == progress_calls(1, len(LEVELS), 3) == 1 + 3 * 2
-    assert meta["rounds"] == 3
+    assert meta["_progress_calls"] == progress_calls(1, len(LEVELS), 2) == 1 + 2 * 2
+    assert meta["rounds"] == 2
     assert list(table["level"]) == [0, 1, 2]
     assert list(table["sparsity"]) == list(LEVELS)
     assert set(table["layer_index"]) == {1} and set(table["op"]) == {"linear"}
@@ -76,12 +83,39 @@ def test_table_schema_and_rows() -> None:
     outside = meta["outside_by_level_ms"]  # per level: the median over the rounds
     assert len(outside) == len(LEVELS) and all(o is not None for o in outside)
     assert 0.0 <= meta["remainder_ms"] <= max(outside) + 1e-9
-    # one dense reference sweep per round and one at the end
-    assert len(meta["dense_sweep_totals_ms"]) == 3 + 1
+    # a round of two levels is shorter than _DENSE_EVERY: a dense sweep starts every round,
+    # and one ends the run
+    assert len(meta["dense_sweep_totals_ms"]) == 2 + 1
     # the probe ran in every sparse sweep; its median over them is the reference speed
     probes = meta["probe_by_sweep_ms"]
-    assert len(probes) == 3 * (len(LEVELS) - 1) and all(p > 0 for p in probes)
+    assert len(probes) == 2 * (len(LEVELS) - 1) and all(p > 0 for p in probes)
     assert meta["probe_ms"] == pytest.approx(float(np.median(probes)))
+
+
+def test_sparse_times_are_smoothed_and_the_measurements_kept() -> None:
+    table, meta = _profiled()
+    assert meta["smooth_window"] == 5
+    measured = meta["measured_time_ms"]["fc2"]
+    assert len(measured) == len(LEVELS)
+    assert table.loc[0, "time_ms"] == pytest.approx(measured[0])  # dense: as measured
+    sparse = table.loc[table["level"] > 0, "time_ms"].to_numpy()
+    assert np.all(np.diff(sparse) <= 1e-12)
+    assert sum(sparse) == pytest.approx(sum(measured[1:]))  # pooled, not shifted
+
+
+def test_smoothing_moves_p10_p90_with_the_median() -> None:
+    rows = [
+        {"layer": "a", "level": li, "time_ms": t, "time_ms_p10": 0.9 * t, "time_ms_p90": 1.2 * t}
+        for li, t in enumerate([5.0, 2.0, 3.0, 1.0])
+    ]
+    _smooth(rows, [0.0, 0.5, 0.7, 0.9], 1)
+    assert [r["time_ms"] for r in rows] == [5.0, 2.0, 3.0, 1.0]  # window 1 keeps the medians
+    _smooth(rows, [0.0, 0.5, 0.7, 0.9], 2)
+    t = [r["time_ms"] for r in rows]
+    assert t[0] == 5.0 and t[1] >= t[2] >= t[3]
+    for r in rows:
+        assert r["time_ms_p10"] == pytest.approx(0.9 * r["time_ms"])
+        assert r["time_ms_p90"] == pytest.approx(1.2 * r["time_ms"])
 
 
 def test_remainder_accounting_and_host() -> None:
@@ -296,11 +330,30 @@ def test_dense_reference_is_the_lower_median_sweep() -> None:
     assert _dense_reference(sweeps[:2]).total.median_ms == 20.0  # type: ignore[arg-type]
 
 
+def test_dense_sweeps_are_spread_over_the_whole_run() -> None:
+    # 40 sparse levels x 2 rounds: after every 8th sparse sweep, plus the first and the last
+    before = [j for j in range(80) if _dense_sweep_before(j, 40)]
+    assert before == list(range(8, 80, 8)) and len(before) + 2 == 11
+    # short rounds: every round's start
+    assert [j for j in range(6) if _dense_sweep_before(j, 3)] == [3]
+
+
 def test_profile_rounds_must_be_positive() -> None:
     model = build("lenet300100", 10, (1, 8, 8))
     with pytest.raises(PruneflowError, match="rounds must be an integer >= 1"):
         profile_model(
             model, "lenet300100", in_shape=(1, 8, 8), settings=ProfileSettings(**QUICK, rounds=0)
+        )
+
+
+def test_profile_smooth_window_must_be_positive() -> None:
+    model = build("lenet300100", 10, (1, 8, 8))
+    with pytest.raises(PruneflowError, match="smooth_window must be an integer >= 1"):
+        profile_model(
+            model,
+            "lenet300100",
+            in_shape=(1, 8, 8),
+            settings=ProfileSettings(**QUICK, smooth_window=0),
         )
 
 

@@ -64,6 +64,30 @@ def state_dir() -> Path:
     return Path(os.environ.get("PRUNEFLOW_STATE_DIR", STATE_DIR_NAME))
 
 
+def cache_generation() -> str:
+    """A random token made once per step cache (``.pruneflow/stepcache/GENERATION``).
+
+    Without it, clearing the step cache (``rm -rf .pruneflow/stepcache``, say, with the
+    artifacts) left Prefect's persisted results in place under the same keys: the next run
+    returned them as cache hits, and the first step that read a deleted artifact failed.
+    """
+    path = state_dir() / "stepcache" / "GENERATION"
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"GENERATION.{os.getpid()}.{time.monotonic_ns()}.tmp")
+    tmp.write_text(os.urandom(6).hex(), encoding="utf-8")
+    try:
+        os.link(tmp, path)  # atomic and exclusive: of two first callers, one token wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text(encoding="utf-8").strip()
+
+
 def hash_cache() -> HashCache:
     """Where large files' content hashes are remembered between runs (see HashCache)."""
     return HashCache(state_dir() / "hashes")
@@ -201,6 +225,8 @@ class Step:
         None when the inputs are missing, or when this fingerprint was computed before but the
         outputs on disk no longer match it (deleted or edited by hand): then the step must run.
         A fingerprint never computed gets its key, so the result of this run is stored under it.
+        The key names the step cache's generation (:func:`cache_generation`): with the step
+        cache cleared, the orchestrator's stored results no longer vouch for any output.
         """
         try:
             fingerprint = self.fingerprint(params, item)
@@ -209,7 +235,7 @@ class Step:
         record = self._cached_record(fingerprint)
         if record is not None and not self._outputs_match(record):
             return None
-        return f"{self.name}-{fingerprint}"
+        return f"{self.name}-{fingerprint}-{cache_generation()}"
 
     def _restore(self, fingerprint: str, record: Record) -> bool:
         entry = self._entry(fingerprint)

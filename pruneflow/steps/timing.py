@@ -49,6 +49,7 @@ def settings(p: Params) -> ProfileSettings:
         rel_tol=t.rel_tol,
         max_seconds=t.max_seconds,
         rounds=t.rounds,
+        smooth_window=t.smooth_window,
         seed=t.seed,
     )
 
