@@ -92,6 +92,7 @@ def _speedups(dense, runtimes, x, threads: int, args) -> list[float]:  # noqa: A
             [lambda rt=rt: rt(x) for rt in runtimes],
             repeats=args.repeats,
             passes=args.passes,
+            min_block_seconds=args.block_seconds,
         )
 
 
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=60, help="timed runs per profile")
     parser.add_argument("--passes", type=int, default=5, help="passes over the profiles")
+    parser.add_argument("--block-seconds", type=float, default=0.25, help="least time per block")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     configure(args.threads, True)

@@ -185,6 +185,12 @@ class GmpParams(_Section):
     measure_passes: int = Field(
         5, ge=1, description="passes over all models, so each is timed across the whole check"
     )
+    measure_block_seconds: float = Field(
+        0.25,
+        ge=0.0,
+        description="each model's block in a pass runs at least this long (fast models get "
+        "more runs than their share of measure_repeats)",
+    )
 
     @model_validator(mode="after")
     def _schedule(self) -> GmpParams:

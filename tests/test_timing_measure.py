@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from pruneflow.errors import PruneflowError
@@ -40,6 +42,26 @@ def test_measure_speedups_spreads_every_candidate_over_all_passes() -> None:
     assert log.count("x") >= 20 and log.count("y") >= 20
     # ten times less work is faster; the same work is about as fast
     assert speedups[0] > 2.0 and 0.5 < speedups[1] < 2.0
+
+
+def test_a_fast_model_gets_blocks_of_at_least_min_block_seconds() -> None:
+    calls = {"ref": 0, "fast": 0}
+
+    def ref() -> None:
+        calls["ref"] += 1
+        time.sleep(0.004)
+
+    def fast() -> None:
+        calls["fast"] += 1
+
+    measure_speedups(ref, [fast], repeats=4, passes=2, warmup=1, min_block_seconds=0.02)
+    # ref: 2 passes x (1 warm-up + max(2, 0.02 / ~0.004 s) timed); a no-op is far faster than
+    # 0.02 s per run, so its blocks grow far beyond its share of 2
+    assert 2 * (1 + 2) <= calls["ref"] <= 2 * (1 + 6)
+    assert calls["fast"] > 100
+    calls.update(ref=0, fast=0)
+    measure_speedups(ref, [fast], repeats=4, passes=2, warmup=1)  # default: the share alone
+    assert calls == {"ref": 2 * 3, "fast": 2 * 3}
 
 
 def test_measure_speedups_rejects_more_passes_than_repeats() -> None:

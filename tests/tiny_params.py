@@ -12,7 +12,12 @@ SPDY = {
     "recon": {"calib_samples": 256, "batch_size": 128},
     "targets": [1.5, 2.0],
     "search": {"candidates": 20, "max_no_improvement": 10},
-    "gmp": {"every_steps": 3, "measure_repeats": 5, "measure_passes": 1},
+    "gmp": {
+        "every_steps": 3,
+        "measure_repeats": 5,
+        "measure_passes": 1,
+        "measure_block_seconds": 0.0,
+    },
 }
 SDD = {
     "dataset": "digits",

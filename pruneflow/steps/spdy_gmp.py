@@ -231,6 +231,7 @@ def _measured_speedups(
             [lambda rt=rt: rt(x) for rt in pruned],
             repeats=p.spdy.gmp.measure_repeats,
             passes=p.spdy.gmp.measure_passes,
+            min_block_seconds=p.spdy.gmp.measure_block_seconds,
         )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -184,6 +185,7 @@ def measure_speedups(
     repeats: int = 100,
     passes: int = 5,
     warmup: int = 3,
+    min_block_seconds: float = 0.0,
 ) -> list[float]:
     """Speedup of every candidate over ``reference``, each measured across the whole call.
 
@@ -199,17 +201,29 @@ def measure_speedups(
     smallcnn profile read 1.29x to 1.47x in 3-second windows a few seconds apart), so a
     candidate timed in one window gets that window's ratio. Spread over passes, each
     candidate's speedup is the ratio of the medians of all its samples and its reference's.
+
+    ``min_block_seconds``: a block runs at least this long (more runs than its share of
+    ``repeats`` for a fast model, sized from the first pass's warm-up runs). mlp1024 runs in
+    1-3 ms, so 20 runs were a 20-60 ms snapshot of a host whose speed swings by 7% between
+    half-second windows: one profile's three seeds measured 0.86x to 0.98x of its target.
     """
     if passes < 1 or repeats < passes:
         raise PruneflowError(f"need 1 <= passes <= repeats, got passes={passes}, {repeats=}")
     per_pass = -(-repeats // passes)
     clock = clock_ns()
+    block: dict[int, int] = {}  # id(fn) -> timed runs per block
 
     def run(fn: Callable[[], object]) -> list[float]:
+        warm = []
         for _ in range(warmup):
+            t0 = clock()
             fn()
+            warm.append((clock() - t0) / 1e9)
+        if id(fn) not in block:
+            once = float(np.median(warm)) if warm else 0.0
+            block[id(fn)] = max(per_pass, math.ceil(min_block_seconds / once) if once > 0 else 0)
         out = []
-        for _ in range(per_pass):
+        for _ in range(block[id(fn)]):
             t0 = clock()
             fn()
             out.append((clock() - t0) / 1e6)
