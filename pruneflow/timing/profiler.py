@@ -44,9 +44,9 @@ not scaled (dense GEMM drifts less than sparse kernels; its reference is the med
 Threads are fixed for the whole run (torch and numba alike).
 
 Smoothing. Each layer's sparse-level times are finally replaced by a local linear fit over
-``smooth_window`` neighbouring levels, made non-increasing in sparsity
-(:mod:`pruneflow.timing.smooth`); the medians as measured stay in the metadata
-(``measured_time_ms``). On smallcnn (three independent profiles, 160 DP profiles for random
+``smooth_window`` neighbouring levels (within a factor 1.3 in density), made non-increasing
+in sparsity (:mod:`pruneflow.timing.smooth`); the medians as measured stay in the metadata
+(``measured_time_ms``). On smallcnn (five independent profiles, 240 DP profiles for random
 sensitivities selected on one table and priced on another), the DP's profiles were 2.0-2.6%
 faster on the table they were selected on than on an independent one with the medians of 3
 rounds (3.6-4.0% with one round): the winner's curse that is left. With a 5-level fit it was
