@@ -23,6 +23,7 @@ from pruneflow import memory_format
 from pruneflow.config import TrainParams
 from pruneflow.data import ImageData
 from pruneflow.models import build
+from pruneflow.models.zoo import BUILD_LOCK
 from pruneflow.runtime import current_device, report_progress
 
 # the seed offset of the shift generator: its own stream, so shifting leaves the batch order
@@ -42,8 +43,9 @@ class History:
 def seeded_build(
     name: str, num_classes: int, in_shape: tuple[int, int, int], seed: int
 ) -> nn.Module:
-    torch.manual_seed(seed)
-    return build(name, num_classes, in_shape)
+    with BUILD_LOCK:  # no other thread's build may draw between the seed and this one
+        torch.manual_seed(seed)
+        return build(name, num_classes, in_shape)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainParams) -> torch.optim.Optimizer:

@@ -7,6 +7,7 @@ from torch import nn
 
 from pruneflow.models import MODEL_NAMES
 from pruneflow.models.resnet_mini import resnet_mini
+from pruneflow.models.zoo import BUILD_LOCK
 from pruneflow.train import seeded_build
 
 
@@ -15,6 +16,7 @@ def build_model(
 ) -> nn.Module:
     """A freshly initialised model ``name`` with weights drawn after ``torch.manual_seed(seed)``."""
     if name == "resnet_mini" and name not in MODEL_NAMES:
-        torch.manual_seed(seed)
-        return resnet_mini(tuple(int(v) for v in in_shape), int(num_classes))
+        with BUILD_LOCK:  # see pruneflow.models.zoo.BUILD_LOCK
+            torch.manual_seed(seed)
+            return resnet_mini(tuple(int(v) for v in in_shape), int(num_classes))
     return seeded_build(name, num_classes, in_shape, seed)

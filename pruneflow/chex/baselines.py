@@ -18,6 +18,7 @@ from pruneflow.chex.flops import FlopsModel
 from pruneflow.chex.groups import ChannelGroup, find_groups
 from pruneflow.chex.masks import MaskState
 from pruneflow.chex.realloc import uniform_allocation
+from pruneflow.models.zoo import BUILD_LOCK
 
 
 def uniform_counts(
@@ -43,19 +44,20 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     This is the ResNets' rule (torchvision's and resnet_mini's), so a thinned ResNet starts
     exactly as a narrower ResNet built from scratch would.
     """
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
+    with BUILD_LOCK:  # the global generator: see pruneflow.models.zoo.BUILD_LOCK
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
+                nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            m.reset_parameters()
-    return model
+            elif isinstance(m, nn.Linear):
+                m.reset_parameters()
+        return model
 
 
 def static_model(

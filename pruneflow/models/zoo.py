@@ -9,6 +9,7 @@ All models take image batches ``[N, C, H, W]``; the MLPs flatten them.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import torch
@@ -133,8 +134,20 @@ _BUILDERS: dict[str, Callable[[InShape, int], nn.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
+# Module constructors draw their initial weights from torch's one global generator, which the
+# thread task runner's concurrent steps share: a build in one thread took draws from between
+# another's `manual_seed` and its build (sparse double descent's re-initialised chain came out
+# different beside the rewinding one). Every build, and every seed-then-build, holds this lock.
+BUILD_LOCK = threading.RLock()
+
+
 def build(name: str, num_classes: int, in_shape: InShape) -> nn.Module:
     """A freshly initialised model ``name`` for ``in_shape = (C, H, W)`` and ``num_classes``."""
+    with BUILD_LOCK:
+        return _build(name, num_classes, in_shape)
+
+
+def _build(name: str, num_classes: int, in_shape: InShape) -> nn.Module:
     if name not in _BUILDERS:
         raise PruneflowError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
     if num_classes < 2:
