@@ -409,7 +409,8 @@ def _smooth(rows: list[dict[str, Any]], levels: Sequence[float], window: int) ->
     """Every layer's sparse-level times smoothed over the levels (in place, ``rows``); the
     p10/p90 figures move with their median."""
     for name in dict.fromkeys(r["layer"] for r in rows):
-        sparse = sorted((r for r in rows if r["layer"] == name and r["level"] > 0), key=_level)
+        mine = (r for r in rows if r["layer"] == name and r["level"] > 0)
+        sparse = sorted(mine, key=lambda r: int(r["level"]))
         if not sparse:
             continue
         fit = smooth_level_times(
@@ -422,10 +423,6 @@ def _smooth(rows: list[dict[str, Any]], levels: Sequence[float], window: int) ->
                 r["time_ms_p10"] * f,
                 r["time_ms_p90"] * f,
             )
-
-
-def _level(row: Mapping[str, Any]) -> int:
-    return int(row["level"])
 
 
 def profile_model(
