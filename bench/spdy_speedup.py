@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pruneflow.config import TimingParams
 from pruneflow.data import load_dataset
 from pruneflow.models.zoo import build, prunable_layers
 from pruneflow.runtime import configure
@@ -62,7 +63,9 @@ def _table(name, model, x, args):  # noqa: ANN001, ANN202
             path, name, prunable_layers(model), host=host_description(args.threads)
         )
     rounds = {"rounds": args.rounds} if args.rounds is not None else {}
-    settings = ProfileSettings(threads=args.threads, seed=args.seed, **rounds)
+    settings = ProfileSettings(
+        threads=args.threads, seed=args.seed, min_seconds=args.min_seconds, **rounds
+    )
     table, meta = profile_model(model, name, calib=x, settings=settings)
     if path is not None:
         write_timing_table(path, table, meta)
@@ -103,6 +106,12 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--tables", default=None, help="folder to read/write timing tables")
     parser.add_argument("--rounds", type=int, default=None, help="profiler rounds (default)")
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=TimingParams().min_seconds,
+        help="profile at least this long, adding rounds (params.yaml's default)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=60, help="timed runs per profile")
     parser.add_argument("--passes", type=int, default=5, help="passes over the profiles")

@@ -122,6 +122,20 @@ class TimingParams(_Section):
     rounds: int = Field(
         2, ge=1, description="sweeps per (layer, level), at different times; the table's median"
     )
+    quantile: float = Field(
+        0.1,
+        gt=0.0,
+        lt=1.0,
+        description="each entry: this quantile of its runs pooled over the rounds; the measured "
+        "speedups use the table's (0.5: medians; the host's medians drift with its load)",
+    )
+    min_seconds: float = Field(
+        60.0,
+        ge=0.0,
+        description="rounds are added (up to max_rounds) until the sweeps took this long: a fast "
+        "model's entries then span minutes of the host's drift, not seconds",
+    )
+    max_rounds: int = Field(10, ge=1, description="the cap on rounds added for min_seconds")
     smooth_window: int = Field(
         5,
         ge=1,
@@ -129,6 +143,12 @@ class TimingParams(_Section):
         "non-increasing in sparsity (1: the medians as measured)",
     )
     seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _round_cap(self) -> TimingParams:
+        if self.max_rounds < self.rounds:
+            raise ValueError(f"max_rounds ({self.max_rounds}) must be >= rounds ({self.rounds})")
+        return self
 
 
 class ReconParams(_Section):

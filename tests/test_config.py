@@ -51,6 +51,8 @@ def test_overrides_are_typed_and_dotted():
         ("spdy.gmp.measure_passes=200", "measure_passes (200) must not exceed measure_repeats"),
         ("spdy.timing.rounds=0", "spdy.timing.rounds = 0"),
         ("spdy.timing.smooth_window=0", "spdy.timing.smooth_window = 0"),
+        ("spdy.timing.max_rounds=1", "max_rounds (1) must be >= rounds (2)"),
+        ("spdy.timing.min_seconds=-5", "spdy.timing.min_seconds = -5"),
     ],
 )
 def test_bad_values_name_the_key_in_one_line(override, needle):

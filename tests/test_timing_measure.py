@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -67,3 +68,20 @@ def test_a_fast_model_gets_blocks_of_at_least_min_block_seconds() -> None:
 def test_measure_speedups_rejects_more_passes_than_repeats() -> None:
     with pytest.raises(PruneflowError, match="passes <= repeats"):
         measure_speedups(lambda: None, [lambda: None], repeats=3, passes=4)
+
+
+def test_measure_speedups_at_a_low_quantile_see_the_undisturbed_runs() -> None:
+    runs = itertools.count()
+
+    def ref() -> None:
+        sum(range(20_000))
+
+    def sometimes_slowed() -> None:
+        # one run in three undisturbed (2k), the others slowed to twice the reference's work
+        sum(range(2_000 if next(runs) % 3 == 0 else 40_000))
+
+    median = measure_speedups(ref, [sometimes_slowed], repeats=30, passes=3)[0]
+    low = measure_speedups(ref, [sometimes_slowed], repeats=30, passes=3, quantile=0.1)[0]
+    assert median < 1.0 < 2.0 < low
+    with pytest.raises(PruneflowError, match=r"quantile must be in \(0, 1\)"):
+        measure_speedups(ref, [ref], repeats=2, passes=1, quantile=1.0)

@@ -302,32 +302,47 @@ def test_sweep_plan_visits_every_level_once_per_round_in_new_orders() -> None:
 
 
 def _t(ms: float) -> Timing:
-    return Timing(ms, 0.9 * ms, 1.1 * ms, 5)
+    return Timing.of([0.9 * ms, ms, ms, ms, 1.1 * ms])
 
 
-def test_fastest_backend_is_the_median_over_rounds() -> None:
+def test_fastest_backend_pools_the_rounds_runs() -> None:
     dense = _t(10.0)
-    # csr_numba wins two of three rounds; one lucky csr round does not make csr the choice
+    # csr given up on in two of three rounds: one lucky round does not make it the choice
     rounds = [
         {"csr_numba": _t(4.0), "csr": _t(3.0)},
-        {"csr_numba": _t(5.0)},  # csr given up on: infinitely slow in this round
+        {"csr_numba": _t(5.0)},
         {"csr_numba": _t(6.0)},
     ]
     backend, t = _fastest(rounds, dense)
     assert backend == "csr_numba" and t.median_ms == 5.0 and t.repeats == 15
+    assert sorted(t.samples_ms) == sorted(v for r in rounds for v in r["csr_numba"].samples_ms)
     # nothing beats dense: dense, with the dense timing
     assert _fastest([{"csr": _t(12.0)}, {"csr": _t(11.0)}], dense) == ("dense", dense)
     assert _fastest([{}, {}], dense) == ("dense", dense)
 
 
-def test_dense_reference_is_the_lower_median_sweep() -> None:
+def test_fastest_backend_by_the_quantile_asked_for() -> None:
+    dense = _t(10.0)
+    # csr: fast when undisturbed (a fifth of its runs), slow in its median; csr_numba: steady
+    bimodal = Timing.of([2.0, 2.0] + [8.0] * 8)
+    steady = Timing.of([5.0] * 10)
+    rounds = [{"csr": bimodal, "csr_numba": steady}] * 2
+    assert _fastest(rounds, dense)[0] == "csr_numba"
+    backend, t = _fastest(rounds, dense, quantile=0.1)
+    assert backend == "csr" and t.quantile(0.1) == pytest.approx(2.0)
+
+
+def test_dense_reference_pools_every_dense_sweep() -> None:
     class _S:
         def __init__(self, ms: float) -> None:
-            self.total = _t(ms)
+            self.plain_total = _t(ms)
+            self.layers = {"fc1": _t(ms / 2)}
 
     sweeps = [_S(v) for v in (30.0, 20.0, 25.0, 21.0)]
-    assert _dense_reference(sweeps).total.median_ms == 21.0  # type: ignore[arg-type]
-    assert _dense_reference(sweeps[:2]).total.median_ms == 20.0  # type: ignore[arg-type]
+    total, layers = _dense_reference(sweeps)  # type: ignore[arg-type]
+    assert total.repeats == 20 and total.median_ms == pytest.approx(22.8)  # all 20 runs
+    assert total.quantile(0.1) < 20.0
+    assert list(layers) == ["fc1"] and layers["fc1"].repeats == 20
 
 
 def test_dense_sweeps_are_spread_over_the_whole_run() -> None:
@@ -343,6 +358,45 @@ def test_profile_rounds_must_be_positive() -> None:
     with pytest.raises(PruneflowError, match="rounds must be an integer >= 1"):
         profile_model(
             model, "lenet300100", in_shape=(1, 8, 8), settings=ProfileSettings(**QUICK, rounds=0)
+        )
+
+
+def test_min_seconds_adds_whole_rounds_up_to_the_cap() -> None:
+    model = build("lenet300100", 10, (1, 8, 8))
+    seen: list[tuple] = []
+    # a few ms per round: a 0.3 s minimum asks for more rounds than the cap allows
+    _, meta = profile_model(
+        model,
+        "lenet300100",
+        in_shape=(1, 8, 8),
+        settings=ProfileSettings(**QUICK, min_seconds=0.3, max_rounds=4),
+        progress=lambda *a: seen.append(a),
+    )
+    assert meta["rounds"] == 4
+    assert len(seen) == progress_calls(1, len(LEVELS), 4)  # every level in every round
+    assert len(meta["probe_by_sweep_ms"]) == 4 * (len(LEVELS) - 1)
+    # no minimum: the rounds asked for, however fast
+    _, meta = profile_model(
+        model,
+        "lenet300100",
+        in_shape=(1, 8, 8),
+        settings=ProfileSettings(**QUICK, rounds=3, min_seconds=0.0, max_rounds=4),
+    )
+    assert meta["rounds"] == 3
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"rounds": 3, "max_rounds": 2}, r"max_rounds \(2\) must be >= rounds \(3\)"),
+        ({"min_seconds": -1.0}, "min_seconds must be >= 0"),
+    ],
+)
+def test_round_settings_are_checked(change: dict, message: str) -> None:
+    model = build("lenet300100", 10, (1, 8, 8))
+    with pytest.raises(PruneflowError, match=message):
+        profile_model(
+            model, "lenet300100", in_shape=(1, 8, 8), settings=ProfileSettings(**QUICK, **change)
         )
 
 
@@ -362,5 +416,7 @@ def test_a_sweep_is_scaled_by_its_probe_to_the_usual_host_speed() -> None:
     # the probe ran twice as slow as usual in this sweep: its figures are halved
     assert _at_reference((t, 4.0), 2.0) == Timing(1.0, 0.5, 1.5, 5)
     assert _at_reference((t, 1.0), 2.0) == Timing(4.0, 2.0, 6.0, 5)
+    runs = Timing.of([1.0, 2.0, 4.0])
+    assert _at_reference((runs, 4.0), 2.0).samples_ms == (0.5, 1.0, 2.0)  # the runs too
     # no probe (no sparse backend for it): unscaled
     assert _at_reference((t, None), 2.0) == t and _at_reference((t, 4.0), None) == t

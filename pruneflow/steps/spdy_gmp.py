@@ -232,6 +232,8 @@ def _measured_speedups(
             repeats=p.spdy.gmp.measure_repeats,
             passes=p.spdy.gmp.measure_passes,
             min_block_seconds=p.spdy.gmp.measure_block_seconds,
+            # the table's statistic: the speedup it predicted, measured the same way
+            quantile=float(meta.get("quantile", 0.5)),
         )
 
 

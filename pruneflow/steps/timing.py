@@ -49,6 +49,9 @@ def settings(p: Params) -> ProfileSettings:
         rel_tol=t.rel_tol,
         max_seconds=t.max_seconds,
         rounds=t.rounds,
+        quantile=t.quantile,
+        min_seconds=t.min_seconds,
+        max_rounds=t.max_rounds,
         smooth_window=t.smooth_window,
         seed=t.seed,
     )
@@ -77,8 +80,11 @@ def _compute(p: Params) -> dict[str, Any]:
         rows = itertools.count(1)
 
         def tick(layer: str, level: int, backend: str, time_ms: float) -> None:
-            bar.update(task, advance=1, where=f"{layer} level {level}: {time_ms:.3f} ms {backend}")
-            report_progress(f"profile {p.model.name}", next(rows), n_rows)
+            done = next(rows)
+            total = max(n_rows, done)  # rounds added for min_seconds extend the bar
+            where = f"{layer} level {level}: {time_ms:.3f} ms {backend}"
+            bar.update(task, advance=1, total=total, where=where)
+            report_progress(f"profile {p.model.name}", done, total)
 
         table, meta = profile_model(
             model, p.model.name, calib=data.images(train), settings=st, progress=tick

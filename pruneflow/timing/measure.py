@@ -22,7 +22,7 @@ import gc
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numba
@@ -46,12 +46,14 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Timing:
-    """Summary of repeated runs, in milliseconds."""
+    """Summary of repeated runs, in milliseconds; ``samples_ms``: the runs themselves (empty
+    for a summary made from figures alone)."""
 
     median_ms: float
     p10_ms: float
     p90_ms: float
     repeats: int
+    samples_ms: tuple[float, ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
     def of(cls, samples_ms: Sequence[float]) -> Timing:
@@ -59,7 +61,28 @@ class Timing:
             raise PruneflowError("no timing samples to summarize")
         a = np.asarray(samples_ms, dtype=np.float64)
         p10, med, p90 = np.percentile(a, [10, 50, 90])
-        return cls(float(med), float(p10), float(p90), int(a.size))
+        return cls(float(med), float(p10), float(p90), int(a.size), tuple(a.tolist()))
+
+    @classmethod
+    def pooled(cls, timings: Sequence[Timing]) -> Timing:
+        """All runs of several timings as one (each without samples counts by its median)."""
+        runs = [v for t in timings for v in (t.samples_ms or (t.median_ms,))]
+        return cls.of(runs)
+
+    def scaled(self, factor: float) -> Timing:
+        return Timing(
+            self.median_ms * factor,
+            self.p10_ms * factor,
+            self.p90_ms * factor,
+            self.repeats,
+            tuple(v * factor for v in self.samples_ms),
+        )
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of the runs (the median where only the summary is known)."""
+        if not self.samples_ms:
+            return self.median_ms
+        return float(np.quantile(np.asarray(self.samples_ms), q))
 
 
 @contextlib.contextmanager
@@ -186,6 +209,7 @@ def measure_speedups(
     passes: int = 5,
     warmup: int = 3,
     min_block_seconds: float = 0.0,
+    quantile: float = 0.5,
 ) -> list[float]:
     """Speedup of every candidate over ``reference``, each measured across the whole call.
 
@@ -200,7 +224,9 @@ def measure_speedups(
     kernels suffer more from other tenants' cache and memory traffic than dense GEMM: one fixed
     smallcnn profile read 1.29x to 1.47x in 3-second windows a few seconds apart), so a
     candidate timed in one window gets that window's ratio. Spread over passes, each
-    candidate's speedup is the ratio of the medians of all its samples and its reference's.
+    candidate's speedup is the ratio of the ``quantile`` of all its reference's samples to
+    that of its own (the median by default; the timing table's statistic for a comparison with
+    the table's prediction, :mod:`pruneflow.timing.profiler`).
 
     ``min_block_seconds``: a block runs at least this long (more runs than its share of
     ``repeats`` for a fast model, sized from the first pass's warm-up runs). mlp1024 runs in
@@ -209,6 +235,8 @@ def measure_speedups(
     """
     if passes < 1 or repeats < passes:
         raise PruneflowError(f"need 1 <= passes <= repeats, got passes={passes}, {repeats=}")
+    if not 0.0 < quantile < 1.0:
+        raise PruneflowError(f"quantile must be in (0, 1), got {quantile}")
     per_pass = -(-repeats // passes)
     clock = clock_ns()
     block: dict[int, int] = {}  # id(fn) -> timed runs per block
@@ -236,4 +264,7 @@ def measure_speedups(
             for i, fn in enumerate(candidates):
                 ref[i] += run(reference)
                 cand[i] += run(fn)
-    return [float(np.median(r) / np.median(c)) for r, c in zip(ref, cand, strict=True)]
+    return [
+        float(np.quantile(r, quantile) / np.quantile(c, quantile))
+        for r, c in zip(ref, cand, strict=True)
+    ]

@@ -1,6 +1,7 @@
 """The timing table: its schema, host description, Parquet I/O and the sums SPDY needs.
 
-One row per (profiled layer, grid level): the median time of the fastest backend there.
+One row per (profiled layer, grid level): the time of the fastest backend there (``time_ms``:
+the metadata's ``quantile`` of its runs pooled over the rounds; ``time_ms_p10``/``_p90``: spread).
 The file's metadata says where and how it was measured, and what the end-to-end dense time
 and the fixed remainder are; :func:`read_timing_table` refuses a table measured for another
 model, another layer list or another host than the caller asks for.
