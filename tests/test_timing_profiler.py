@@ -44,19 +44,21 @@ LEVELS = (0.0, 0.5, 0.9)
 QUICK = dict(levels=LEVELS, batch_size=8, warmup=0, min_repeats=2, max_repeats=3, max_seconds=0.05)
 
 
+def _profile_lenet(progress=None, **change) -> tuple[pd.DataFrame, dict]:  # noqa: ANN001
+    """lenet300100 on 1x8x8 (64-300-100-10) with QUICK settings and ``change``."""
+    model = build("lenet300100", 10, (1, 8, 8))
+    settings = ProfileSettings(**{**QUICK, **change})
+    return profile_model(
+        model, "lenet300100", in_shape=(1, 8, 8), settings=settings, progress=progress
+    )
+
+
 @functools.cache
 def _profiled() -> tuple[pd.DataFrame, dict]:
-    """lenet300100 on 1x8x8 (64-300-100-10): fc1 and fc3 skipped, fc2 profiled."""
+    """fc1 and fc3 skipped, fc2 profiled."""
     torch.manual_seed(0)
-    model = build("lenet300100", 10, (1, 8, 8))
     seen: list[tuple] = []
-    table, meta = profile_model(
-        model,
-        "lenet300100",
-        in_shape=(1, 8, 8),
-        settings=ProfileSettings(**QUICK),
-        progress=lambda *a: seen.append(a),
-    )
+    table, meta = _profile_lenet(progress=lambda *a: seen.append(a))
     meta["_progress_calls"] = len(seen)
     return table, meta
 
@@ -354,34 +356,19 @@ def test_dense_sweeps_are_spread_over_the_whole_run() -> None:
 
 
 def test_profile_rounds_must_be_positive() -> None:
-    model = build("lenet300100", 10, (1, 8, 8))
     with pytest.raises(PruneflowError, match="rounds must be an integer >= 1"):
-        profile_model(
-            model, "lenet300100", in_shape=(1, 8, 8), settings=ProfileSettings(**QUICK, rounds=0)
-        )
+        _profile_lenet(rounds=0)
 
 
 def test_min_seconds_adds_whole_rounds_up_to_the_cap() -> None:
-    model = build("lenet300100", 10, (1, 8, 8))
     seen: list[tuple] = []
     # a few ms per round: a 0.3 s minimum asks for more rounds than the cap allows
-    _, meta = profile_model(
-        model,
-        "lenet300100",
-        in_shape=(1, 8, 8),
-        settings=ProfileSettings(**QUICK, min_seconds=0.3, max_rounds=4),
-        progress=lambda *a: seen.append(a),
-    )
+    _, meta = _profile_lenet(progress=lambda *a: seen.append(a), min_seconds=0.3, max_rounds=4)
     assert meta["rounds"] == 4
     assert len(seen) == progress_calls(1, len(LEVELS), 4)  # every level in every round
     assert len(meta["probe_by_sweep_ms"]) == 4 * (len(LEVELS) - 1)
     # no minimum: the rounds asked for, however fast
-    _, meta = profile_model(
-        model,
-        "lenet300100",
-        in_shape=(1, 8, 8),
-        settings=ProfileSettings(**QUICK, rounds=3, min_seconds=0.0, max_rounds=4),
-    )
+    _, meta = _profile_lenet(rounds=3, min_seconds=0.0, max_rounds=4)
     assert meta["rounds"] == 3
 
 
@@ -393,22 +380,13 @@ def test_min_seconds_adds_whole_rounds_up_to_the_cap() -> None:
     ],
 )
 def test_round_settings_are_checked(change: dict, message: str) -> None:
-    model = build("lenet300100", 10, (1, 8, 8))
     with pytest.raises(PruneflowError, match=message):
-        profile_model(
-            model, "lenet300100", in_shape=(1, 8, 8), settings=ProfileSettings(**QUICK, **change)
-        )
+        _profile_lenet(**change)
 
 
 def test_profile_smooth_window_must_be_positive() -> None:
-    model = build("lenet300100", 10, (1, 8, 8))
     with pytest.raises(PruneflowError, match="smooth_window must be an integer >= 1"):
-        profile_model(
-            model,
-            "lenet300100",
-            in_shape=(1, 8, 8),
-            settings=ProfileSettings(**QUICK, smooth_window=0),
-        )
+        _profile_lenet(smooth_window=0)
 
 
 def test_a_sweep_is_scaled_by_its_probe_to_the_usual_host_speed() -> None:
