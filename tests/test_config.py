@@ -53,6 +53,8 @@ def test_overrides_are_typed_and_dotted():
         ("spdy.timing.smooth_window=0", "spdy.timing.smooth_window = 0"),
         ("spdy.timing.max_rounds=1", "max_rounds (1) must be >= rounds (2)"),
         ("spdy.timing.min_seconds=-5", "spdy.timing.min_seconds = -5"),
+        ("spdy.grid.model_min_sparsity={mlp1024: 0.995}", "model_min_sparsity of mlp1024"),
+        ("spdy.grid.model_min_sparsity={vgg99: 0.1}", "spdy.grid.model_min_sparsity.vgg99"),
     ],
 )
 def test_bad_values_name_the_key_in_one_line(override, needle):
@@ -81,3 +83,19 @@ def test_yaml_on_off_spellings_of_progress_are_accepted(tmp_path):
     # YAML reads an unquoted `off` as False: `--set runtime.progress=off` must still work
     assert config.load(tmp_path / "none.yaml", ["runtime.progress=off"]).runtime.progress == "off"
     assert config.load(tmp_path / "none.yaml", ["runtime.progress=on"]).runtime.progress == "on"
+
+
+def test_a_model_can_have_its_own_grid_floor():
+    from pruneflow.steps.timing import grid_levels
+
+    params = config.load(REPO / "params.yaml", ["spdy.models=[smallcnn,mlp1024]"])
+    grid = params.spdy.grid
+    assert grid.min_sparsity_for("smallcnn") == grid.min_sparsity == 0.4
+    assert grid.min_sparsity_for("mlp1024") == 0.1
+    mlp = grid_levels(config.scoped(params, "spdy:mlp1024"))
+    cnn = grid_levels(config.scoped(params, "spdy:smallcnn"))
+    assert mlp[:2] == [0.0, 0.1] and cnn[:2] == [0.0, 0.4]
+    assert len(mlp) == len(cnn) and mlp[-1] == cnn[-1] == grid.max_sparsity
+    # an empty mapping: every model on the common grid
+    none = config.load(REPO / "params.yaml", ["spdy.grid.model_min_sparsity={}"]).spdy.grid
+    assert none.min_sparsity_for("mlp1024") == 0.4

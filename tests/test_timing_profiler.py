@@ -24,6 +24,7 @@ from pruneflow.timing import (
     measure,
     predict_ms,
     profile_model,
+    profiler,
     progress_calls,
     read_timing_table,
     thread_scope,
@@ -32,7 +33,6 @@ from pruneflow.timing import (
 )
 from pruneflow.timing.measure import Timing
 from pruneflow.timing.profiler import (
-    _at_reference,
     _dense_reference,
     _dense_sweep_before,
     _fastest,
@@ -88,10 +88,6 @@ def test_table_schema_and_rows() -> None:
     # a round of two levels is shorter than _DENSE_EVERY: a dense sweep starts every round,
     # and one ends the run
     assert len(meta["dense_sweep_totals_ms"]) == 2 + 1
-    # the probe ran in every sparse sweep; its median over them is the reference speed
-    probes = meta["probe_by_sweep_ms"]
-    assert len(probes) == 2 * (len(LEVELS) - 1) and all(p > 0 for p in probes)
-    assert meta["probe_ms"] == pytest.approx(float(np.median(probes)))
 
 
 def test_sparse_times_are_smoothed_and_the_measurements_kept() -> None:
@@ -366,7 +362,6 @@ def test_min_seconds_adds_whole_rounds_up_to_the_cap() -> None:
     _, meta = _profile_lenet(progress=lambda *a: seen.append(a), min_seconds=0.3, max_rounds=4)
     assert meta["rounds"] == 4
     assert len(seen) == progress_calls(1, len(LEVELS), 4)  # every level in every round
-    assert len(meta["probe_by_sweep_ms"]) == 4 * (len(LEVELS) - 1)
     # no minimum: the rounds asked for, however fast
     _, meta = _profile_lenet(rounds=3, min_seconds=0.0, max_rounds=4)
     assert meta["rounds"] == 3
@@ -389,12 +384,31 @@ def test_profile_smooth_window_must_be_positive() -> None:
         _profile_lenet(smooth_window=0)
 
 
-def test_a_sweep_is_scaled_by_its_probe_to_the_usual_host_speed() -> None:
-    t = Timing(2.0, 1.0, 3.0, 5)
-    # the probe ran twice as slow as usual in this sweep: its figures are halved
-    assert _at_reference((t, 4.0), 2.0) == Timing(1.0, 0.5, 1.5, 5)
-    assert _at_reference((t, 1.0), 2.0) == Timing(4.0, 2.0, 6.0, 5)
-    runs = Timing.of([1.0, 2.0, 4.0])
-    assert _at_reference((runs, 4.0), 2.0).samples_ms == (0.5, 1.0, 2.0)  # the runs too
-    # no probe (no sparse backend for it): unscaled
-    assert _at_reference((t, None), 2.0) == t and _at_reference((t, 4.0), None) == t
+def test_sparse_entries_are_their_sweeps_runs_pooled_unscaled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # each (level, backend) entry is the quantile of the runs of its sweeps in every round,
+    # as timed (plus the level's outside-time share): no per-sweep correction
+    swept: dict[int, list[dict[str, Timing]]] = {}
+    real = profiler._sparse_sweep
+
+    def spy(ctx, rnd, assign):  # noqa: ANN001, ANN202
+        found, outside = real(ctx, rnd, assign)
+        swept.setdefault(assign["fc2"], []).append(found["fc2"])
+        return found, outside
+
+    monkeypatch.setattr(profiler, "_sparse_sweep", spy)
+    table, meta = _profile_lenet(rounds=3, quantile=0.25, smooth_window=1)
+    assert {li: len(v) for li, v in swept.items()} == {1: 3, 2: 3}
+    measured = meta["measured_time_ms"]["fc2"]
+    outside, base = meta["outside_by_level_ms"], meta["remainder_ms"]
+    for li in (1, 2):
+        backend = table.loc[li, "backend"]
+        if backend == "dense":  # the level's dense time: level 0's, at this level's outside
+            raw = measured[0] - (outside[0] - base)
+        else:
+            # the rounds that kept this backend (one may give up on it in a slow round)
+            kept = [f[backend] for f in swept[li] if backend in f]
+            assert 2 * len(kept) > len(swept[li])
+            raw = Timing.pooled(kept).quantile(0.25)
+        assert measured[li] == pytest.approx(max(raw + outside[li] - base, 0.1 * raw))

@@ -35,12 +35,17 @@ def _source(params_file: Path | None, overrides: Sequence[str]) -> list[str]:
     return lines
 
 
+def _floors(per_model: dict[str, float]) -> str:
+    return "".join(f" ({m} from {v:g})" for m, v in sorted(per_model.items()))
+
+
 def _knobs(params: Params) -> list[str]:
     s, d, c = params.spdy, params.sdd, params.chex
     return [
         f"SPDY         models {fmt.joined(s.models)} on {s.dataset}; targets "
         f"{fmt.joined(fmt.target(t) for t in s.targets)}; grid {s.grid.steps} levels "
-        f"{s.grid.min_sparsity:g}..{s.grid.max_sparsity:g}; seeds: dense training "
+        f"{s.grid.min_sparsity:g}..{s.grid.max_sparsity:g}{_floors(s.grid.model_min_sparsity)}; "
+        f"seeds: dense training "
         f"{s.train.seed}, search {s.search.seed}, gradual pruning {fmt.joined(s.gmp.seeds)} "
         f"({fmt.joined(s.gmp.profiles)})",
         f"SDD          models {fmt.joined(d.models)} on {d.dataset}, {d.noise_rate:.0%} label "

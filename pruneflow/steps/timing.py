@@ -33,7 +33,7 @@ from pruneflow.timing.table import host_description, write_timing_table
 
 def grid_levels(p: Params) -> list[float]:
     g = p.spdy.grid
-    return sparsity_grid(g.min_sparsity, g.max_sparsity, g.steps)
+    return sparsity_grid(g.min_sparsity_for(p.model.name), g.max_sparsity, g.steps)
 
 
 def settings(p: Params) -> ProfileSettings:

@@ -73,7 +73,6 @@ class SweepResult:
     total: Timing
     remainder: Timing
     plain_total: Timing | None = None
-    probe: Timing | None = None
 
 
 def _per_run(samples: Sequence[float], runs: int) -> np.ndarray:
@@ -130,15 +129,13 @@ class InSitu:
         st: SweepSettings,
         give_up: Mapping[str, tuple[float, nn.Module]] | None = None,
         plain: bool = False,
-        probe: Callable[[], object] | None = None,
     ) -> SweepResult:
         """Run the model until the timings settle.
 
         ``give_up``: layer -> (cap_ms, fallback). After the first timed run, a layer slower
         than ``cap_ms`` gets ``fallback`` installed (so that a hopeless candidate does not slow
         the remaining runs down) and its timing is reported as None. ``plain``: also time
-        runs without the slots, alternating with the timed ones. ``probe``: also time one call
-        of it after every timed run (a fixed workload: how fast the host is right now).
+        runs without the slots, alternating with the timed ones.
         """
         clock = clock_ns()
         for slot in self.slots.values():
@@ -150,7 +147,6 @@ class InSitu:
         dropped: set[str] = set()
         totals: list[float] = []
         plains: list[float] = []
-        probes: list[float] = []
         deadline = time.perf_counter_ns() + int(st.max_seconds * 1e9)
         while len(totals) < st.max_repeats:
             t0 = clock()
@@ -158,10 +154,6 @@ class InSitu:
             totals.append((clock() - t0) / 1e6)
             if plain:
                 plains.append(self._plain_run(clock))
-            if probe is not None:
-                t1 = clock()
-                probe()
-                probes.append((clock() - t1) / 1e6)
             if len(totals) == 1 and give_up:
                 for name, (cap, fallback) in give_up.items():
                     if sum(self.slots[name].samples) > cap:
@@ -188,5 +180,4 @@ class InSitu:
             Timing.of(totals),
             Timing.of(outside.tolist()),
             Timing.of(plains) if plain else None,
-            Timing.of(probes) if probe is not None else None,
         )

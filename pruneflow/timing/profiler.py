@@ -56,12 +56,15 @@ the median over the rounds), and each level's excess is charged to that level's 
 that ``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) times``
 holds exactly and sparse profiles are predicted without the dense model's cache pollution.
 
-Probe. Rounds shrink the drift but do not remove it. So every sparse sweep also times, after
-each of its runs, one call of a fixed sparse workload (the slowest layer at the level nearest
-90%, on its in-situ input), and scales its figures by the probe's median over all sparse sweeps
-divided by its median in that sweep: each entry as at the host's usual speed. Dense sweeps are
-not scaled (dense GEMM drifts less than sparse kernels; its reference is the median sweep).
-Threads are fixed for the whole run (torch and numba alike).
+No probe. Sessions 4-6 also timed a fixed sparse workload (one layer at 90%) after every
+run of a sparse sweep and scaled the sweep's figures by its usual time over its time there,
+to correct for the host's speed. Its time depended on the level just swept, not on the host:
+after a run at 40% sparsity, whose 5 MB of CSR arrays per mlp1024 layer evict the probe's
+data, it ran 0.19-0.24 ms against its 0.18 ms median over all levels, so the 40% entries came
+out 10-15% fast (the sweeps' own runs, pooled: 1.94 ms end to end; the scaled table: 1.68;
+the same model measured alone: 1.91) and SPDY's 2.5x and 3x plans measured 2.29x and 2.62x.
+The runs pooled over the rounds at a low quantile need no correction, and the sweeps now run
+the model back to back, as it is served.
 
 Smoothing. Each layer's sparse-level times are finally replaced by a local linear fit over
 ``smooth_window`` neighbouring levels (within a factor 1.3 in density), made non-increasing
@@ -115,8 +118,6 @@ __all__ = [
 DEFAULT_BATCH_SIZES: dict[str, int] = {"mlp1024": 64, "smallcnn": 16}
 FALLBACK_BATCH_SIZE = 32
 
-# Milliseconds one probe sample should take at least (see _make_probe).
-_PROBE_MS = 0.5
 # A dense sweep after every this many sparse sweeps (and at the start and the end): every
 # predicted speedup is the dense total over a sum of table entries, so the dense reference
 # must not rest on the few moments at round starts (with two rounds, two of the three dense
@@ -247,19 +248,14 @@ class _Context:
     sparse_backends: Sequence[str]
     seed: int
     settings: SweepSettings
-    probe: Callable[[], object] | None = None
-
-
-# A sweep's timings, with the probe's median in the same runs (None: no probe).
-_Probed = tuple[Timing, float | None]
 
 
 def _sparse_sweep(
     ctx: _Context, rnd: int, assign: Mapping[str, int]
-) -> tuple[dict[str, dict[str, _Probed]], _Probed | None]:
+) -> tuple[dict[str, dict[str, Timing]], Timing | None]:
     """Every sparse backend's timing per layer at its assigned level (backends a layer gave
     up on, or cannot run: absent) and the least time spent outside the profiled layers, each
-    with the probe's time in the same sweep."""
+    (from the backend's sweep that spent least there)."""
     masked = {
         n: _masked(
             ctx.folded.get_submodule(n),
@@ -268,10 +264,10 @@ def _sparse_sweep(
         )
         for n, li in assign.items()
     }
-    found: dict[str, dict[str, _Probed]] = {n: {} for n in assign}
+    found: dict[str, dict[str, Timing]] = {n: {} for n in assign}
     best: dict[str, Timing] = {}
     current: dict[str, nn.Module] = dict(ctx.dense_exec)
-    outside: _Probed | None = None
+    outside: Timing | None = None
     for bname in ctx.sparse_backends:
         backend = B.get_backend(bname)
         exes = {}
@@ -288,14 +284,13 @@ def _sparse_sweep(
             assert ref is not None
             give_up[n] = (_GIVE_UP * ref.median_ms, current[n])
             ctx.session.install(n, exe)
-        result = ctx.session.sweep(ctx.settings, give_up, probe=ctx.probe)
-        probe = result.probe.median_ms if result.probe is not None else None
-        if outside is None or result.remainder.median_ms < outside[0].median_ms:
-            outside = (result.remainder, probe)
+        result = ctx.session.sweep(ctx.settings, give_up)
+        if outside is None or result.remainder.median_ms < outside.median_ms:
+            outside = result.remainder
         for n, exe in exes.items():
             t = result.layers[n]
             if t is not None:
-                found[n][bname] = (t, probe)
+                found[n][bname] = t
                 if n not in best or t.median_ms < best[n].median_ms:
                     best[n], current[n] = t, exe
             ctx.session.install(n, current[n])
@@ -307,62 +302,6 @@ def _sparse_sweep(
 def _over_rounds(timings: Sequence[Timing]) -> Timing:
     """One timing from a (layer, level, backend)'s rounds: all their runs pooled."""
     return Timing.pooled(timings)
-
-
-def _at_reference(probed: _Probed, reference: float | None) -> Timing:
-    """A sweep's timing as at the reference host speed: scaled by how much slower or faster
-    than usual the probe ran in that sweep."""
-    t, probe = probed
-    if probe is None or reference is None or probe <= 0:
-        return t
-    return t.scaled(reference / probe)
-
-
-def _make_probe(
-    session: InSitu,
-    folded: nn.Module,
-    relu: Mapping[str, bool],
-    dense: SweepResult,
-    levels: Sequence[float],
-    sparse_backends: Sequence[str],
-    seed: int,
-) -> Callable[[], object] | None:
-    """A fixed sparse workload that tells how fast the host runs sparse kernels right now:
-    the slowest dense layer, pruned to the grid level nearest 90% on the first sparse backend
-    that runs it, on its in-situ input (called repeatedly where one call is too short to
-    time). None without a sparse backend for it."""
-    name = max(dense.layers, key=lambda n: dense.layers[n].median_ms)  # type: ignore[union-attr]
-    level = min(levels[1:], key=lambda v: abs(v - 0.9), default=None)
-    if level is None:
-        return None
-    layer = _masked(folded.get_submodule(name), level, np.random.default_rng([seed, 0x9B0]))
-    for bname in sparse_backends:
-        backend = B.get_backend(bname)
-        if backend.supports(layer):
-            exe = backend.build(layer, relu=relu.get(name, False))
-            exe.feature_major = getattr(session.installed(name), "feature_major", False)
-            break
-    else:
-        return None
-    seen: list[torch.Tensor] = []
-    hook = session.slots[name].register_forward_pre_hook(lambda _m, a: seen.append(a[0]))
-    try:
-        session.rt(session.x)
-    finally:
-        hook.remove()
-    x_in = seen[0].clone()
-    # a probe call of a tiny layer lasts microseconds, where the clock's own noise would
-    # decide its median: call it often enough per sample to last about _PROBE_MS
-    t0 = time.perf_counter()
-    exe(x_in)
-    once_ms = (time.perf_counter() - t0) * 1e3
-    calls = max(1, min(1000, int(_PROBE_MS / max(once_ms, 1e-6))))
-
-    def probe() -> None:
-        for _ in range(calls):
-            exe(x_in)
-
-    return probe
 
 
 def _fastest(
@@ -524,8 +463,8 @@ def profile_model(
         rel_tol=st.rel_tol / 2,
         max_seconds=2 * st.max_seconds,
     )
-    found_raw: dict[str, dict[int, list[dict[str, _Probed]]]] = {n: {} for n in profiled}
-    outside_rounds: dict[int, list[_Probed]] = {}
+    found: dict[str, dict[int, list[dict[str, Timing]]]] = {n: {} for n in profiled}
+    outside_rounds: dict[int, list[Timing]] = {}
     with thread_scope(st.threads), torch.no_grad():
         original = copy.deepcopy(model).eval()
         rt = SparseRuntime(model, "dense")
@@ -537,7 +476,6 @@ def profile_model(
         dense_exec = {n: session.installed(n) for n in profiled}
         dense_sweeps = [session.sweep(dense_sweep, plain=True)]
         first = dense_sweeps[0]
-        probe = _make_probe(session, folded, relu, first, levels, sparse_backends, st.seed)
         ctx = _Context(
             session,
             folded,
@@ -549,17 +487,16 @@ def profile_model(
             sparse_backends,
             st.seed,
             sweep,
-            probe,
         )
 
-        def report(level_of: Mapping[str, int], best: Mapping[str, Mapping[str, _Probed]]) -> None:
+        def report(level_of: Mapping[str, int], best: Mapping[str, Mapping[str, Timing]]) -> None:
             for n, li in level_of.items():
                 dense_t = first.layers[n]
                 assert dense_t is not None
-                backend, (t, _) = min(
+                backend, t = min(
                     best.get(n, {}).items(),
-                    key=lambda kv: kv[1][0].median_ms,
-                    default=("dense", (dense_t, None)),
+                    key=lambda kv: kv[1].median_ms,
+                    default=("dense", dense_t),
                 )
                 if progress is not None:
                     progress(n, li, backend, min(t.median_ms, dense_t.median_ms))
@@ -576,7 +513,7 @@ def profile_model(
                 dense_sweeps.append(session.sweep(dense_sweep, plain=True))
             best, out = _sparse_sweep(ctx, rnd, assign)
             for n, li in assign.items():
-                found_raw[n].setdefault(li, []).append(best[n])
+                found[n].setdefault(li, []).append(best[n])
             if out is not None:
                 outside_rounds.setdefault(next(iter(assign.values())), []).append(out)
             report(assign, best)
@@ -590,16 +527,6 @@ def profile_model(
             max_repeats=2 * st.max_repeats,
             max_seconds=2 * st.max_seconds,
         )
-    # every sparse sweep's figures as at the host's usual speed: the probe's median over them
-    probes = [p for out in outside_rounds.values() for _, p in out if p is not None]
-    reference = float(np.median(probes)) if probes else None
-    found = {
-        n: {
-            li: [{b: _at_reference(v, reference) for b, v in d.items()} for d in rounds]
-            for li, rounds in by_level.items()
-        }
-        for n, by_level in found_raw.items()
-    }
     q = st.quantile
     rows: list[dict[str, Any]] = []
     for name in profiled:
@@ -627,7 +554,7 @@ def profile_model(
             )
     # per level: the rounds' runs pooled; level 0: the plain (slot-free) dense model itself
     outside: list[float | None] = [
-        _over_rounds([_at_reference(o, reference) for o in outside_rounds[li]]).quantile(q)
+        _over_rounds(outside_rounds[li]).quantile(q)
         if li in outside_rounds
         else None
         for li in range(len(levels))
@@ -666,8 +593,6 @@ def profile_model(
         "prunable_dense_ms": prunable_dense,
         "remainder_ms": total.quantile(q) - prunable_dense,
         "outside_by_level_ms": outside,
-        "probe_ms": reference,
-        "probe_by_sweep_ms": probes,
         "bn_folded": rt.traced,
         "fused_relu": rt.fused_relu,
         "seed": st.seed,
