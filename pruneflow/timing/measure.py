@@ -69,15 +69,6 @@ class Timing:
         runs = [v for t in timings for v in (t.samples_ms or (t.median_ms,))]
         return cls.of(runs)
 
-    def scaled(self, factor: float) -> Timing:
-        return Timing(
-            self.median_ms * factor,
-            self.p10_ms * factor,
-            self.p90_ms * factor,
-            self.repeats,
-            tuple(v * factor for v in self.samples_ms),
-        )
-
     def quantile(self, q: float) -> float:
         """The ``q`` quantile of the runs (the median where only the summary is known)."""
         if not self.samples_ms:

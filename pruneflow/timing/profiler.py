@@ -65,6 +65,7 @@ out 10-15% fast (the sweeps' own runs, pooled: 1.94 ms end to end; the scaled ta
 the same model measured alone: 1.91) and SPDY's 2.5x and 3x plans measured 2.29x and 2.62x.
 The runs pooled over the rounds at a low quantile need no correction, and the sweeps now run
 the model back to back, as it is served.
+Threads are fixed for the whole run (torch and numba alike).
 
 Smoothing. Each layer's sparse-level times are finally replaced by a local linear fit over
 ``smooth_window`` neighbouring levels (within a factor 1.3 in density), made non-increasing
