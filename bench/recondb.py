@@ -116,7 +116,11 @@ def minibatch_stats(model: nn.Module, layer: str, calib: Tensor, batch: int = 32
 
 
 def adaprune(
-    weight: Tensor, parts: list[Tensor], conv: bool, levels: list[float], seed: int,
+    weight: Tensor,
+    parts: list[Tensor],
+    conv: bool,
+    levels: list[float],
+    seed: int,
     passes: int = 10,
 ) -> list[Tensor]:
     """SPDY's layer-wise AdaPrune database for one layer (see module doc)."""
@@ -172,21 +176,30 @@ def run_model(name: str, x: Tensor, y: Tensor, args: argparse.Namespace) -> None
             torch.save(model.state_dict(), cached)
     train_seconds = time.perf_counter() - start
     note(f"{name}: dense test accuracy {accuracy(model, test_x, test_y):.4f}; building database")
-    calib = train_x[torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[
-        : args.samples
-    ]]
+    calib = train_x[
+        torch.randperm(len(train_x), generator=torch.Generator().manual_seed(0))[: args.samples]
+    ]
     batches = list(calib.split(128))
     layers = prunable_layers(model)
     with tempfile.TemporaryDirectory() as tmp:
-        result = build_database(model, batches, Path(tmp) / "db", levels, model_name=name,
-                                progress=args.progress)
+        result = build_database(
+            model, batches, Path(tmp) / "db", levels, model_name=name, progress=args.progress
+        )
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        emit({"model": name, "what": "database", "seconds": round(result.seconds, 2),
-              "hessian_seconds": round(result.hessian_seconds, 2), "peak_rss_mb": round(peak_mb),
-              "levels": len(levels) - 1, "calibration_samples": len(calib),
-              "train_seconds": round(train_seconds, 1),
-              "dense_test_acc": round(accuracy(model, test_x, test_y), 4),
-              "torch_threads": torch.get_num_threads()})
+        emit(
+            {
+                "model": name,
+                "what": "database",
+                "seconds": round(result.seconds, 2),
+                "hessian_seconds": round(result.hessian_seconds, 2),
+                "peak_rss_mb": round(peak_mb),
+                "levels": len(levels) - 1,
+                "calibration_samples": len(calib),
+                "train_seconds": round(train_seconds, 1),
+                "dense_test_acc": round(accuracy(model, test_x, test_y), 4),
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
         db = ReconstructionDB.open(result.path, model=model, grid=levels)
         table: dict[str, dict[str, list[float]]] = {}  # method -> layer -> rel_error per level
         heldout: dict[str, dict[str, list[float]]] = {}
@@ -213,8 +226,9 @@ def run_model(name: str, x: Tensor, y: Tensor, args: argparse.Namespace) -> None
             if shape[1] <= LS_MAX_COLS:
                 t0 = time.perf_counter()
                 hd = dampen(h, 0.01, device=torch.device("cpu"), dense=True).matrix
-                pruned = [masked_least_squares(weight, magnitude_mask(weight, s), hd)
-                          for s in levels[1:]]
+                pruned = [
+                    masked_least_squares(weight, magnitude_mask(weight, s), hd) for s in levels[1:]
+                ]
                 seconds["magnitude+ls"] = time.perf_counter() - t0
                 errs["magnitude+ls"] = [rel_error(weight, p, h) for p in pruned]
                 held["magnitude+ls"] = [meter(p) for p in pruned]
@@ -237,20 +251,33 @@ def run_model(name: str, x: Tensor, y: Tensor, args: argparse.Namespace) -> None
             for method, values in errs.items():
                 table.setdefault(method, {})[layer] = values
                 heldout.setdefault(method, {})[layer] = held[method]
-                record = {"model": name, "layer": layer, "method": method, "shape": shape,
-                          "mean_rel_error": round(sum(values) / len(values), 6),
-                          "mean_rel_error_heldout": round(sum(held[method]) / len(values), 6),
-                          "seconds": round(seconds[method], 2)}
+                record = {
+                    "model": name,
+                    "layer": layer,
+                    "method": method,
+                    "shape": shape,
+                    "mean_rel_error": round(sum(values) / len(values), 6),
+                    "mean_rel_error_heldout": round(sum(held[method]) / len(values), 6),
+                    "seconds": round(seconds[method], 2),
+                }
                 if method == "obs-db":
                     record["solver"] = info["solver"]
                     record["levels_better_than"] = {
                         m: sum(a < b for a, b in zip(values, v, strict=True))
-                        for m, v in errs.items() if m != "obs-db"
+                        for m, v in errs.items()
+                        if m != "obs-db"
                     }
                 emit(record)
             for method, why in skipped.items():
-                emit({"model": name, "layer": layer, "method": method, "shape": shape,
-                      "skipped": why})
+                emit(
+                    {
+                        "model": name,
+                        "layer": layer,
+                        "method": method,
+                        "shape": shape,
+                        "skipped": why,
+                    }
+                )
         emit(_summary(name, table, len(levels) - 1))
         emit({**_summary(name, heldout, len(levels) - 1), "what": "summary-heldout"})
 
@@ -298,16 +325,18 @@ def _level_means(table: list[list[float]]) -> list[float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["smallcnn", "mlp1024"],
-                        choices=sorted(EPOCHS))
+    parser.add_argument(
+        "--models", nargs="+", default=["smallcnn", "mlp1024"], choices=sorted(EPOCHS)
+    )
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--passes", type=int, default=10, help="AdaPrune passes per level")
     parser.add_argument("--no-adaprune", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--progress", default="auto", choices=["auto", "on", "off"])
-    parser.add_argument("--cache", default=None,
-                        help="folder to keep trained dense weights in between runs")
+    parser.add_argument(
+        "--cache", default=None, help="folder to keep trained dense weights in between runs"
+    )
     args = parser.parse_args()
     configure(min(2, args.threads))
     x, y = load_mnist()

@@ -1,7 +1,8 @@
 """Does the DP's choice keep its promise? Measured speedup of DP-chosen profiles vs target.
 
-    uv run python bench/spdy_speedup.py [--models smallcnn] [--targets 1.5 2 2.5 3]
-        [--candidates 8] [--tables DIR] [--rounds R] [--repeats 60] [--seed 0]
+    uv run python bench/spdy_speedup.py [--params params.yaml] [--set key=value ...]
+        [--models smallcnn] [--targets 1.5 2 2.5 3] [--candidates 8] [--tables DIR]
+        [--repeats N] [--passes N] [--seed 0]
 
 Random profiles (``bench/timing_additivity.py``) check that the timing table adds up on
 average. SPDY's guarantee is about something harder: the profiles the DP *chooses*. The DP
@@ -10,13 +11,20 @@ timed in a quiet moment (a dip in the table) is picked more often than its neigh
 chosen profiles run slower than predicted (a winner's curse). This bench measures exactly that,
 without the training around it:
 
-For each model: profile it on a batch of mnist5k images (or read ``DIR/<model>.parquet`` when
-it holds one for this host; a fresh profile is written there). For each target: the DP over the
+For each model: profile it as the pipeline's ``profile`` step would (``spdy.grid`` and
+``spdy.timing`` of ``--params`` with the ``--set`` overrides, the first training images of
+``spdy.dataset``), or read ``DIR/<model>.parquet`` when it holds one for this host and these
+layers (a fresh profile is written there). For each target: the DP over the
 table with ``--candidates`` random sensitivity vectors ``c ~ U[0, 1]^L`` (the search's random
 phase, error prior ``c_l (i / (|S| - 1))^2``) plus the uniform profile; for each distinct
 profile, exact random masks on the model, ``SparseRuntime.from_table``, and the dense and the
 pruned runtime timed alternately, all profiles in several passes (``measure_speedups``), as
 ``spdy_results`` does.
+
+Models and targets default to ``spdy.models`` and ``spdy.targets``; the measurement's repeats,
+passes and block length to ``spdy.gmp``'s. E.g. resnet18_cifar on the folder that
+``bench/cifar_digits.py /tmp/cifar`` writes: ``--set spdy.dataset=cifar10 --set
+data.root=/tmp/cifar --models resnet18_cifar``.
 
 One JSON line per profile (``ratio`` = measured speedup / target; the guarantee is >= 0.95
 for the DP's profiles), then one summary line per model and target, and one per model
@@ -34,15 +42,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pruneflow.config import TimingParams
-from pruneflow.data import load_dataset
+from pruneflow import config
 from pruneflow.models.zoo import build, prunable_layers
 from pruneflow.runtime import configure
 from pruneflow.spdy.baselines import uniform_profile
 from pruneflow.spdy.dp import DPSolver, discretize
 from pruneflow.spdy.search import errors_from_c
+from pruneflow.steps import timing as timing_step
+from pruneflow.steps.data import build_labels, load_data
 from pruneflow.timing import (
-    ProfileSettings,
     SparseRuntime,
     default_batch_size,
     exact_mask,
@@ -56,18 +64,15 @@ from pruneflow.timing import (
 )
 
 
-def _table(name, model, x, args):  # noqa: ANN001, ANN202
+def _table(name, model, x, settings, args):  # noqa: ANN001, ANN202
     path = Path(args.tables) / f"{name}.parquet" if args.tables else None
     if path is not None and path.is_file():
         return read_timing_table(
-            path, name, prunable_layers(model), host=host_description(args.threads)
+            path, name, prunable_layers(model), host=host_description(settings.threads)
         )
-    rounds = {"rounds": args.rounds} if args.rounds is not None else {}
-    settings = ProfileSettings(
-        threads=args.threads, seed=args.seed, min_seconds=args.min_seconds, **rounds
-    )
     table, meta = profile_model(model, name, calib=x, settings=settings)
     if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write_timing_table(path, table, meta)
     return table, meta
 
@@ -88,52 +93,60 @@ def _profiles(times, meta, target, args, rng):  # noqa: ANN001, ANN202
     return disc, out
 
 
-def _speedups(dense, runtimes, x, threads: int, args) -> list[float]:  # noqa: ANN001
+def _speedups(dense, runtimes, x, threads: int, quantile: float, g) -> list[float]:  # noqa: ANN001
     with thread_scope(threads), torch.inference_mode():
         return measure_speedups(
             lambda: dense(x),
             [lambda rt=rt: rt(x) for rt in runtimes],
-            repeats=args.repeats,
-            passes=args.passes,
-            min_block_seconds=args.block_seconds,
+            repeats=g.measure_repeats,
+            passes=g.measure_passes,
+            min_block_seconds=g.measure_block_seconds,
+            quantile=quantile,
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["smallcnn"])
-    parser.add_argument("--targets", nargs="+", type=float, default=[1.5, 2.0, 2.5, 3.0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument("--models", nargs="+", default=None, help="default: spdy.models")
+    parser.add_argument("--targets", nargs="+", type=float, default=None)
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--tables", default=None, help="folder to read/write timing tables")
-    parser.add_argument("--rounds", type=int, default=None, help="profiler rounds (default)")
-    parser.add_argument(
-        "--min-seconds",
-        type=float,
-        default=TimingParams().min_seconds,
-        help="profile at least this long, adding rounds (params.yaml's default)",
-    )
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=60, help="timed runs per profile")
-    parser.add_argument("--passes", type=int, default=5, help="passes over the profiles")
-    parser.add_argument("--block-seconds", type=float, default=0.25, help="least time per block")
+    parser.add_argument("--repeats", type=int, default=None, help="spdy.gmp.measure_repeats")
+    parser.add_argument("--passes", type=int, default=None, help="spdy.gmp.measure_passes")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    configure(args.threads, True)
-    print(json.dumps({"host": host_description(args.threads), "loadavg": os.getloadavg()}))
-    data = load_dataset("mnist5k")
-    for name in args.models:
+    models = [f"spdy.models=[{','.join(args.models)}]"] if args.models else []
+    params = config.load(args.params, [*args.overrides, *models])
+    spdy = params.spdy
+    g = spdy.gmp.model_copy(
+        update={
+            k: v
+            for k, v in (("measure_repeats", args.repeats), ("measure_passes", args.passes))
+            if v is not None
+        }
+    )
+    configure(spdy.timing.threads, True)
+    print(json.dumps({"host": host_description(spdy.timing.threads), "loadavg": os.getloadavg()}))
+    for name in spdy.models:
+        p = config.scoped(params, f"spdy:{name}")
+        data = load_data(p)
+        settings = timing_step.settings(p)
         torch.manual_seed(args.seed)
         model = build(name, data.num_classes, data.in_shape).eval()
-        x = data.images(np.arange(default_batch_size(name)))
+        frame = build_labels(p, data)
+        train = np.flatnonzero(frame["split"].to_numpy() == "train")
+        x = data.images(train[: settings.batch_size or default_batch_size(name)])
         t0 = time.perf_counter()
-        table, meta = _table(name, model, x, args)
+        table, meta = _table(name, model, x, settings, args)
         profile_s = time.perf_counter() - t0
         layers, grid = list(meta["layers"]), list(meta["levels"])
         times = time_matrix(table, layers)
         dense = SparseRuntime(model, "dense")
         rng = np.random.default_rng([args.seed, 11])
         plans = []  # (target, kind, levels, predicted, runtime)
-        for target in args.targets:
+        for target in args.targets or spdy.targets:
             disc, profiles = _profiles(times, meta, target, args, rng)
             for kind, levels in profiles:
                 masks = {
@@ -142,7 +155,9 @@ def main() -> None:
                 }
                 pruned = SparseRuntime.from_table(model, table, masks=masks)
                 plans.append((target, kind, levels, disc.predicted_speedup(levels), pruned))
-        speedups = _speedups(dense, [plan[-1] for plan in plans], x, int(meta["threads"]), args)
+        runtimes = [plan[-1] for plan in plans]
+        quantile = float(meta.get("quantile", 0.5))
+        speedups = _speedups(dense, runtimes, x, int(meta["threads"]), quantile, g)
         dp_ratios, over_pred = [], []
         for (target, kind, levels, predicted, _), measured in zip(plans, speedups, strict=True):
             print(
@@ -162,7 +177,7 @@ def main() -> None:
             if kind == "dp":
                 dp_ratios.append(measured / target)
             over_pred.append(measured / predicted)
-        for target in args.targets:
+        for target in args.targets or spdy.targets:
             ratios = [
                 m / t
                 for (t, k, *_), m in zip(plans, speedups, strict=True)
