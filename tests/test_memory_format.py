@@ -55,3 +55,14 @@ def test_evaluate_matches_a_plain_forward_pass_and_leaves_the_model_contiguous()
     assert abs(loss - expected) < 1e-4
     assert acc == (out.argmax(1).numpy() == targets).mean()
     assert not memory_format.is_channels_last(model)
+
+
+def test_training_turns_onednn_off_for_good_on_a_host_without_avx512(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)  # restored after the test
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert memory_format.training_backend() and torch.backends.mkldnn.enabled
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+    assert not memory_format.onednn_trains_safely()
+    assert not memory_format.training_backend() and not torch.backends.mkldnn.enabled
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    assert not memory_format.training_backend()  # sticky: concurrent loops never see it flip
