@@ -20,6 +20,7 @@ under glibc's malloc checks. The native kernels are slower (20 steps at batch 12
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -47,15 +48,34 @@ def onednn_trains_safely() -> bool:
     return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-def training_backend() -> bool:
-    """Call before training: switches oneDNN off for the rest of the process where it does
-    not train safely (:func:`onednn_trains_safely`) and returns whether it is still on, so
-    callers use channels-last only then. Process-wide and sticky on purpose: a flag restored
-    when one training loop ends would re-enable oneDNN under a concurrent one (fan-out items
-    train on threads of one process)."""
-    if not onednn_trains_safely():
-        torch.backends.mkldnn.enabled = False
-    return bool(torch.backends.mkldnn.enabled)
+_training_lock = threading.Lock()
+_training_loops = 0  # loops inside training_backend(), over all threads
+_onednn_before: bool | None = None
+
+
+@contextlib.contextmanager
+def training_backend() -> Iterator[bool]:
+    """A training loop runs inside: where oneDNN does not train safely
+    (:func:`onednn_trains_safely`) it is off while any loop of the process is inside (fan-out
+    items train on threads of one process, and the flag is process-wide), and back on when the
+    last one leaves, for forward-only work. Yields whether oneDNN is on for this loop, so
+    callers use channels-last only then."""
+    global _training_loops, _onednn_before
+    if onednn_trains_safely():
+        yield bool(torch.backends.mkldnn.enabled)
+        return
+    with _training_lock:
+        if _training_loops == 0:
+            _onednn_before = bool(torch.backends.mkldnn.enabled)
+            torch.backends.mkldnn.enabled = False
+        _training_loops += 1
+    try:
+        yield False
+    finally:
+        with _training_lock:
+            _training_loops -= 1
+            if _training_loops == 0:
+                torch.backends.mkldnn.enabled = bool(_onednn_before)
 
 
 def convert(model: nn.Module) -> bool:

@@ -139,9 +139,9 @@ def train(
     history = History()
     # channels-last convolutions: ~10% less CPU per training step here; both they and oneDNN
     # only where oneDNN trains without corrupting memory (pruneflow.memory_format)
-    onednn = memory_format.training_backend()
     with (
         _progress(progress) as bar,
+        memory_format.training_backend() as onednn,
         memory_format.channels_last(model) if onednn else contextlib.nullcontext(False) as nhwc,
     ):
         task = bar.add_task(description, total=cfg.epochs, loss=float("nan"), acc=0.0)

@@ -57,12 +57,16 @@ def test_evaluate_matches_a_plain_forward_pass_and_leaves_the_model_contiguous()
     assert not memory_format.is_channels_last(model)
 
 
-def test_training_turns_onednn_off_for_good_on_a_host_without_avx512(monkeypatch):
+def test_training_turns_onednn_off_on_a_host_without_avx512_while_any_loop_trains(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)  # restored after the test
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert memory_format.training_backend() and torch.backends.mkldnn.enabled
+    with memory_format.training_backend() as onednn:
+        assert onednn and torch.backends.mkldnn.enabled
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
     assert not memory_format.onednn_trains_safely()
-    assert not memory_format.training_backend() and not torch.backends.mkldnn.enabled
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    assert not memory_format.training_backend()  # sticky: concurrent loops never see it flip
+    with memory_format.training_backend() as first:
+        assert not first and not torch.backends.mkldnn.enabled
+        with memory_format.training_backend() as second:  # a concurrent fan-out item
+            assert not second
+        assert not torch.backends.mkldnn.enabled  # the first loop still trains
+    assert torch.backends.mkldnn.enabled  # forward-only work gets it back
