@@ -22,6 +22,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pruneflow import memory_format
 from pruneflow.errors import PruneflowError
 
 Masks = dict[str, torch.Tensor]  # layer name -> bool tensor shaped like its weight, True = kept
@@ -58,12 +59,13 @@ def gradient_scores(
     was_training = model.training
     model.eval()
     seen = 0
-    for x, y in batches:
-        model.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        for n, w in params.items():
-            totals[n] += (w.detach() * w.grad).abs()
-        seen += 1
+    with memory_format.training_backend():  # gradients flow: oneDNN only where that is safe
+        for x, y in batches:
+            model.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            for n, w in params.items():
+                totals[n] += (w.detach() * w.grad).abs()
+            seen += 1
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     if seen == 0:
