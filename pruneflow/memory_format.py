@@ -9,12 +9,16 @@ inside a convolution may change, so results stay deterministic run to run.
 Checkpoints are always written from contiguous (NCHW) weights: :func:`channels_last` restores
 the model's layout when it exits.
 
-Training on a host without AVX-512 runs without oneDNN (:func:`training_backend`): there,
-torch 2.13's oneDNN convolutions corrupt the heap while training (glibc aborts with "corrupted
-double-linked list"), e.g. ``Conv2d(4, 9, 1, stride=2)`` on 8x8 NHWC inputs within 30 steps,
-and the CHEX tests' resnet_mini on 8x8 digits even in NCHW; with oneDNN off the same runs pass
-under glibc's malloc checks. The native kernels are slower (20 steps at batch 128: smallcnn
-1.35x, resnet_mini 3x), and forward-only loops keep oneDNN and channels-last.
+Training keeps oneDNN except for models that contain a convolution oneDNN gets wrong
+(:func:`training_backend`): its 1x1 weight-gradient kernels write past their workspace for a
+strided 1x1 convolution whose input is channels-last with fewer input channels per group than
+the kernel's channel block, 8 on AVX2 and 16 on AVX-512 (uxlfoundation/oneDNN#6035; torch
+2.13's oneDNN here). Which symptom shows depends on the host: wrong weight gradients with no
+error (``Conv2d(7, 16, 1, stride=2)`` on an AVX2 host: every step), glibc aborting on a
+corrupted heap (the CHEX tests' sub-models: ``jit_1x1:avx2`` on a 4-channel NHWC input at 8x8),
+a segfault or a hang. NCHW inputs take oneDNN's blocked path, which is not affected, but the
+rule looks at the layers only, whatever the layout, to stay on the safe side. Without oneDNN
+such a model trains on torch's slower native kernels (20 steps at batch 128: resnet_mini 3x).
 """
 
 from __future__ import annotations
@@ -43,38 +47,56 @@ def is_channels_last(model: nn.Module) -> bool:
     )
 
 
-def onednn_trains_safely() -> bool:
-    """Whether oneDNN may run training here: torch's CPU kernels use AVX-512."""
-    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+# the widest channel block of oneDNN's 1x1 weight-gradient kernels (AVX-512; AVX2's is 8)
+ONEDNN_CHANNEL_BLOCK = 16
+
+
+def onednn_unsafe_convs(model: nn.Module) -> list[str]:
+    """The layers of ``model`` whose weight gradients oneDNN may compute wrongly or corrupt
+    memory for: strided 1x1 convolutions with fewer than :data:`ONEDNN_CHANNEL_BLOCK` input
+    channels per group (see the module's docstring)."""
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, nn.modules.conv._ConvNd)
+        and all(k == 1 for k in m.kernel_size)
+        and any(s > 1 for s in m.stride)
+        and m.in_channels // m.groups < ONEDNN_CHANNEL_BLOCK
+    ]
+
+
+def onednn_trains_safely(model: nn.Module) -> bool:
+    return not onednn_unsafe_convs(model)
 
 
 _training_lock = threading.Lock()
-_training_loops = 0  # loops inside training_backend(), over all threads
+_unsafe_loops = 0  # loops inside training_backend() with an unsafe model, over all threads
 _onednn_before: bool | None = None
 
 
 @contextlib.contextmanager
-def training_backend() -> Iterator[bool]:
-    """A training loop runs inside: where oneDNN does not train safely
-    (:func:`onednn_trains_safely`) it is off while any loop of the process is inside (fan-out
-    items train on threads of one process, and the flag is process-wide), and back on when the
-    last one leaves, for forward-only work. Yields whether oneDNN is on for this loop, so
-    callers use channels-last only then."""
-    global _training_loops, _onednn_before
-    if onednn_trains_safely():
+def training_backend(model: nn.Module) -> Iterator[bool]:
+    """Gradients of ``model`` flow inside. Where oneDNN does not train ``model`` safely
+    (:func:`onednn_trains_safely`), oneDNN is off while any such loop of the process is
+    inside (fan-out items train on threads of one process, and the flag is process-wide), and
+    back on when the last one leaves. Yields whether oneDNN is on as the loop starts, so
+    callers use channels-last only then; a safe loop that overlaps an unsafe one runs the
+    overlap on native kernels, which is slower but correct."""
+    global _unsafe_loops, _onednn_before
+    if onednn_trains_safely(model):
         yield bool(torch.backends.mkldnn.enabled)
         return
     with _training_lock:
-        if _training_loops == 0:
+        if _unsafe_loops == 0:
             _onednn_before = bool(torch.backends.mkldnn.enabled)
             torch.backends.mkldnn.enabled = False
-        _training_loops += 1
+        _unsafe_loops += 1
     try:
         yield False
     finally:
         with _training_lock:
-            _training_loops -= 1
-            if _training_loops == 0:
+            _unsafe_loops -= 1
+            if _unsafe_loops == 0:
                 torch.backends.mkldnn.enabled = bool(_onednn_before)
 
 

@@ -141,7 +141,7 @@ def train(
     # only where oneDNN trains without corrupting memory (pruneflow.memory_format)
     with (
         _progress(progress) as bar,
-        memory_format.training_backend() as onednn,
+        memory_format.training_backend(model) as onednn,
         memory_format.channels_last(model) if onednn else contextlib.nullcontext(False) as nhwc,
     ):
         task = bar.add_task(description, total=cfg.epochs, loss=float("nan"), acc=0.0)

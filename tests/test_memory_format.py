@@ -4,9 +4,10 @@ import numpy as np
 import torch
 
 from pruneflow import memory_format
+from pruneflow.config import TrainParams
 from pruneflow.data.datasets import ImageData
 from pruneflow.models import build
-from pruneflow.train import evaluate
+from pruneflow.train import evaluate, train
 
 
 def _conv_model() -> torch.nn.Module:
@@ -57,16 +58,69 @@ def test_evaluate_matches_a_plain_forward_pass_and_leaves_the_model_contiguous()
     assert not memory_format.is_channels_last(model)
 
 
-def test_training_turns_onednn_off_on_a_host_without_avx512_while_any_loop_trains(monkeypatch):
+def test_the_unsafe_layers_are_the_strided_1x1_convolutions_with_few_input_channels():
+    assert memory_format.onednn_unsafe_convs(build("resnet_mini", 10, (1, 8, 8))) == [
+        "stage2.shortcut.0"  # 8 input channels; stage3's has 16, the widest block
+    ]
+    for safe in ("smallcnn", "resnet18_cifar", "mlp1024"):
+        assert memory_format.onednn_trains_safely(build(safe, 10, (3, 32, 32)))
+    layers = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 8, 1),  # stride 1: no reduce-to-unit-stride workspace
+        torch.nn.Conv2d(8, 8, 3, stride=2),  # not 1x1
+        torch.nn.Conv2d(32, 32, 1, stride=2, groups=4),  # 8 input channels per group
+        torch.nn.Conv1d(4, 8, 1, stride=2),
+    )
+    assert memory_format.onednn_unsafe_convs(layers) == ["2", "3"]
+
+
+def test_onednn_computes_the_weight_gradients_of_layers_the_rule_lets_it_train(monkeypatch):
+    """On this host, against torch's native kernels: a strided 1x1 convolution at the rule's
+    channel bound and a 3x3 one, on channels-last inputs (the layout that goes wrong)."""
+    torch.manual_seed(0)
+    for conv in (torch.nn.Conv2d(16, 8, 1, stride=2), torch.nn.Conv2d(3, 16, 3, padding=1)):
+        assert memory_format.onednn_trains_safely(conv)
+        x = torch.randn(32, conv.in_channels, 32, 32)
+        grads = {}
+        for onednn in (False, True):
+            monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
+            conv.zero_grad(set_to_none=True)
+            conv(memory_format.as_channels_last(x)).square().sum().backward()
+            grads[onednn] = conv.weight.grad.contiguous()
+        error = (grads[True] - grads[False]).norm() / grads[False].norm()
+        assert error < 1e-5, (conv, error)  # the bug's were off by 615x (oneDNN#6035)
+
+
+def test_onednn_is_off_while_any_loop_trains_an_unsafe_model(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)  # restored after the test
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
-    with memory_format.training_backend() as onednn:
+    safe, unsafe = build("smallcnn", 10, (1, 8, 8)), build("resnet_mini", 10, (1, 8, 8))
+    with memory_format.training_backend(safe) as onednn:
         assert onednn and torch.backends.mkldnn.enabled
-    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
-    assert not memory_format.onednn_trains_safely()
-    with memory_format.training_backend() as first:
+    with memory_format.training_backend(unsafe) as first:
         assert not first and not torch.backends.mkldnn.enabled
-        with memory_format.training_backend() as second:  # a concurrent fan-out item
+        with memory_format.training_backend(unsafe) as second:  # a concurrent fan-out item
             assert not second
         assert not torch.backends.mkldnn.enabled  # the first loop still trains
-    assert torch.backends.mkldnn.enabled  # forward-only work gets it back
+        with memory_format.training_backend(safe) as overlapping:
+            assert not overlapping  # so it trains NCHW, on native kernels
+    assert torch.backends.mkldnn.enabled  # forward-only work and safe models get it back
+
+
+def test_training_runs_an_unsafe_model_without_onednn_and_a_safe_one_with_it(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)
+    raw = torch.randint(0, 256, (32, 1, 8, 8), dtype=torch.uint8)
+    targets = np.arange(32) % 10
+    data = ImageData("toy", 10, (1, 8, 8), targets, None, raw=raw)
+    cfg = TrainParams(epochs=1, batch_size=16, lr=0.01)
+    for name, expected in (("resnet_mini", False), ("smallcnn", True)):
+        seen = []
+        model = build(name, 10, (1, 8, 8))
+        train(
+            model,
+            data,
+            np.arange(32),
+            targets,
+            cfg,
+            on_step=lambda _, __, seen=seen: seen.append(torch.backends.mkldnn.enabled),
+        )
+        assert seen == [expected, expected], name
+    assert torch.backends.mkldnn.enabled

@@ -59,7 +59,7 @@ def gradient_scores(
     was_training = model.training
     model.eval()
     seen = 0
-    with memory_format.training_backend():  # gradients flow: oneDNN only where that is safe
+    with memory_format.training_backend(model):  # gradients flow: oneDNN only where that is safe
         for x, y in batches:
             model.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(model(x), y).backward()
