@@ -202,6 +202,12 @@ class SearchParams(_Section):
     bn: Literal["eval", "train"] = Field(
         "eval", description="BatchNorm while scoring: running stats, or calibration-batch stats"
     )
+    calib_samples: int | None = Field(
+        None,
+        ge=1,
+        description="images each candidate is scored on: this many of spdy.recon's calibration "
+        "set, drawn in its seeded order (null: all of them)",
+    )
     seed: int = Field(0, ge=0)
 
 
@@ -213,10 +219,17 @@ class GmpParams(_Section):
         ["spdy", "uniform", "gmp"], min_length=1, description="which one-shot profiles to train"
     )
     seeds: list[int] = Field([0], min_length=1, description="one gradual-pruning run per seed")
-    start_epoch: int = Field(0, ge=0, description="pruning starts here (epochs of this run)")
-    end_epoch: int = Field(1, ge=1, description="every layer reaches its sparsity here")
-    finetune_epochs: int = Field(1, ge=0, description="epochs with fixed masks after end_epoch")
+    start_epoch: float = Field(
+        0.0, ge=0.0, description="pruning starts here (epochs of this run; fractions allowed)"
+    )
+    end_epoch: float = Field(
+        1.0, gt=0.0, le=10_000, description="every layer reaches its sparsity here"
+    )
+    finetune_epochs: float = Field(
+        1.0, ge=0.0, le=10_000, description="epochs with fixed masks after end_epoch"
+    )
     every_steps: int = Field(10, ge=1, description="dt: optimizer steps between mask updates")
+    batch_size: int | None = Field(None, ge=1, description="images per step (null: spdy.train's)")
     lr: float = Field(0.01, gt=0.0, le=10.0)
     init_from_db: bool = Field(
         False, description="start from the database's stitched weights for the profile"

@@ -23,6 +23,7 @@ from torch import nn
 from pruneflow import memory_format
 from pruneflow.config import TrainParams
 from pruneflow.data import ImageData
+from pruneflow.errors import PruneflowError
 from pruneflow.models import build
 from pruneflow.models.zoo import BUILD_LOCK
 from pruneflow.runtime import current_device, report_progress
@@ -116,6 +117,7 @@ def train(
     *,
     shift: int = 0,
     on_step: StepHook | None = None,
+    max_steps: int | None = None,
 ) -> History:
     """Train ``model`` in place on ``data[indices]`` with ``labels`` (indexed like ``data``).
 
@@ -126,8 +128,12 @@ def train(
     from a generator seeded ``cfg.seed + SHIFT_SEED_OFFSET``, so the batch order is the same
     with or without it). ``on_step(iteration, optimizer)`` runs after every optimizer step and
     after ``after_step``, ``iteration`` counting from 1 over the whole run (CHEX explores every
-    Delta_T iterations there and clears masked channels' momentum).
+    Delta_T iterations there and clears masked channels' momentum). ``max_steps`` ends the run
+    after that many optimizer steps, within its last epoch (a run of fractional epochs: the
+    history's last entry then covers the part of the epoch that ran).
     """
+    if max_steps is not None and max_steps < 1:
+        raise PruneflowError(f"a training run needs at least one step, got max_steps={max_steps}")
     device = current_device()
     home = _device_of(model)
     model.to(device)  # before the optimizer's state exists: it follows the parameters
@@ -152,6 +158,8 @@ def train(
             model.train()
             total_loss, correct, seen = 0.0, 0, 0
             for x, y in data.batches(indices, labels, cfg.batch_size, True, generator):
+                if iteration == max_steps:
+                    break
                 x = random_shift(x, shift, shifts)
                 x = memory_format.as_channels_last(x.to(device)) if nhwc else x.to(device)
                 y = y.to(device)
@@ -173,6 +181,8 @@ def train(
             history.lr.append(lr)
             bar.update(task, advance=1, loss=history.loss[-1], acc=history.acc[-1])
             report_progress(description, epoch + 1, cfg.epochs)
+            if iteration == max_steps:
+                break
     model.to(home)
     return history
 

@@ -73,6 +73,28 @@ def test_training_is_deterministic_and_learns():
     assert acc > 0.85
 
 
+def test_max_steps_ends_a_run_within_its_last_epoch():
+    data = load_dataset("digits")
+    cfg = TrainParams(epochs=3, batch_size=100, lr=0.05)  # 6 steps per epoch over 600 images
+    steps = []
+    model = seeded_build("lenet300100", 10, data.in_shape, 0)
+    history = train(
+        model,
+        data,
+        np.arange(600),
+        data.targets,
+        cfg,
+        on_step=lambda i, _: steps.append(i),
+        max_steps=8,
+    )
+    assert steps == list(range(1, 9)) and len(history.loss) == 2
+    # the cap only ends the run: its first epoch is the uncapped run's, step for step
+    uncapped = seeded_build("lenet300100", 10, data.in_shape, 0)
+    assert train(uncapped, data, np.arange(600), data.targets, cfg).loss[0] == history.loss[0]
+    with pytest.raises(PruneflowError, match="at least one step"):
+        train(model, data, np.arange(600), data.targets, cfg, max_steps=0)
+
+
 def test_checkpoint_round_trip_and_corruption(tmp_path):
     model, _, data = _train_digits(0)
     path = tmp_path / "m" / "dense.safetensors"

@@ -1,6 +1,7 @@
 """The reconstruction-database steps: one cached task per layer, then the index; the database
 they make opens, matches a sequential build, and a crash after some layers resumes there."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,7 +18,12 @@ from pruneflow.steps.recondb import (
     layer_items_longest_first,
     layer_path,
 )
-from pruneflow.steps.spdy_inputs import calibration_batches, dense_model, spdy_layers
+from pruneflow.steps.spdy_inputs import (
+    calibration_batches,
+    calibration_indices,
+    dense_model,
+    spdy_layers,
+)
 from pruneflow.steps.timing import grid_levels
 
 SPDY = {
@@ -61,6 +67,10 @@ def test_layers_fan_out_then_index_opens_and_equals_a_sequential_build(workdir):
     db = ReconstructionDB.open(layout.recondb_dir(p), model=dense_model(p), grid=grid_levels(p))
     assert db.index["file"].str.startswith("layers/").all()
     assert len(calibration_batches(p)) == 5  # 300 images in batches of 64
+    # a search scores on a subset of the database's images, the first of the same seeded order
+    scoring = calibration_indices(p, 100)
+    assert len(scoring) == 100 and set(scoring) <= set(calibration_indices(p))
+    assert np.array_equal(calibration_indices(p, 10_000), calibration_indices(p))
 
     model = dense_model(p)
     seq = build_database(

@@ -38,6 +38,23 @@ def test_gradual_prune_reaches_profile_and_keeps_zeros():
     assert acc > 0.8  # pruned to 90%/60% and fine-tuned, it still classifies digits
 
 
+def test_a_schedule_in_fractional_epochs_prunes_and_stops_on_its_steps():
+    data = load_dataset("digits")
+    idx = np.arange(1200)  # 19 steps per epoch at batch 64
+    model = seeded_build("lenet300100", 10, data.in_shape, 0)
+    cfg = TrainParams(epochs=9, batch_size=64, lr=0.05)  # the run's length is `epochs`
+    schedule = GmpSchedule(0.25, 0.75, every_steps=2)
+    assert schedule.steps(19) == (5, 14)
+    masks, history = gradual_prune(
+        model, data, idx, data.targets, {"fc1": 0.8}, cfg, schedule, epochs=1.5
+    )
+    assert len(history.loss) == 2  # one whole epoch, then the half that ran (29 steps in all)
+    assert int((~masks["fc1"]).sum()) == round(0.8 * model.fc1.weight.numel())
+    assert torch.all(model.fc1.weight[~masks["fc1"]] == 0)
+    with pytest.raises(PruneflowError, match=r"past the training length \(0.5 epochs\)"):
+        gradual_prune(model, data, idx, data.targets, {"fc1": 0.8}, cfg, schedule, epochs=0.5)
+
+
 @pytest.mark.parametrize(
     ("schedule", "targets", "match"),
     [

@@ -31,12 +31,25 @@ from pruneflow.train import History, make_optimizer, train
 
 @dataclass(frozen=True)
 class GmpSchedule:
-    """When to prune, in epochs of the training run (``end_epoch <= epochs``)."""
+    """When to prune, in epochs of the training run (``end_epoch <= epochs``). Epochs may be
+    fractional, as in SparseML's recipes: an epoch boundary is ``round(epoch * steps_per_epoch)``
+    optimizer steps into the run."""
 
-    start_epoch: int
-    end_epoch: int
+    start_epoch: float
+    end_epoch: float
     every_steps: int
     initial_sparsity: float = 0.0
+
+    def steps(self, steps_per_epoch: int) -> tuple[int, int]:
+        """The pruning window's first and last optimizer step."""
+        return epoch_step(self.start_epoch, steps_per_epoch), epoch_step(
+            self.end_epoch, steps_per_epoch
+        )
+
+
+def epoch_step(epoch: float, steps_per_epoch: int) -> int:
+    """Optimizer steps from the start of a run to ``epoch`` (fractional epochs round)."""
+    return int(math.floor(epoch * steps_per_epoch + 0.5))
 
 
 def cubic_sparsity(step: int, initial: float, final: float, start: int, end: int) -> float:
@@ -49,15 +62,15 @@ def cubic_sparsity(step: int, initial: float, final: float, start: int, end: int
     return final + (initial - final) * (1.0 - frac) ** 3
 
 
-def check_schedule(schedule: GmpSchedule, cfg: TrainParams, targets: Mapping[str, float]) -> None:
+def check_schedule(schedule: GmpSchedule, epochs: float, targets: Mapping[str, float]) -> None:
     if not 0 <= schedule.start_epoch < schedule.end_epoch:
         raise PruneflowError(
             f"gmp: start_epoch ({schedule.start_epoch}) must be >= 0 and below end_epoch "
             f"({schedule.end_epoch})"
         )
-    if schedule.end_epoch > cfg.epochs:
+    if schedule.end_epoch > epochs:
         raise PruneflowError(
-            f"gmp: end_epoch {schedule.end_epoch} is past the training length ({cfg.epochs} epochs)"
+            f"gmp: end_epoch {schedule.end_epoch} is past the training length ({epochs} epochs)"
         )
     if schedule.every_steps < 1:
         raise PruneflowError(f"gmp: every_steps must be >= 1, got {schedule.every_steps}")
@@ -75,8 +88,7 @@ class _Pruner:
 
     def __init__(self, model, targets, schedule, steps_per_epoch, optimizer):
         self.model, self.targets, self.schedule = model, dict(targets), schedule
-        self.start = schedule.start_epoch * steps_per_epoch
-        self.end = schedule.end_epoch * steps_per_epoch
+        self.start, self.end = schedule.steps(steps_per_epoch)
         self.step = 0
         initial = {n: min(schedule.initial_sparsity, s) for n, s in self.targets.items()}
         self.enforcer = M.MaskEnforcer(model, self._masks(initial), optimizer)
@@ -111,14 +123,19 @@ def gradual_prune(
     cfg: TrainParams,
     schedule: GmpSchedule,
     progress: bool = False,
+    epochs: float | None = None,
 ) -> tuple[M.Masks, History]:
-    """Train ``model`` for ``cfg.epochs`` while pruning each layer to ``targets[layer]``.
+    """Train ``model`` for ``epochs`` (default ``cfg.epochs``; fractional allowed) while pruning
+    each layer to ``targets[layer]``, with ``cfg``'s optimizer and learning-rate schedule (over
+    the run's whole epochs, started or not).
 
     Returns the final masks (exactly ``round(s * numel)`` pruned per layer) and the history.
     """
-    check_schedule(schedule, cfg, targets)
+    epochs = float(cfg.epochs if epochs is None else epochs)
+    check_schedule(schedule, epochs, targets)
     steps_per_epoch = math.ceil(len(indices) / cfg.batch_size)
-    window = (schedule.end_epoch - schedule.start_epoch) * steps_per_epoch
+    start, end = schedule.steps(steps_per_epoch)
+    window = end - start
     if schedule.every_steps >= window:
         # the masks would jump to their final sparsity at once: one-shot pruning, not gradual
         raise PruneflowError(
@@ -126,6 +143,7 @@ def gradual_prune(
             f"{window} optimizer steps (epochs {schedule.start_epoch}-{schedule.end_epoch} of "
             f"{steps_per_epoch} steps each), or the masks jump to their final sparsity at once"
         )
+    cfg = cfg.model_copy(update={"epochs": max(1, math.ceil(epochs))})
     optimizer = make_optimizer(model, cfg)
     pruner = _Pruner(model, targets, schedule, steps_per_epoch, optimizer)
     history = train(
@@ -138,6 +156,7 @@ def gradual_prune(
         after_step=pruner,
         description="gradual pruning",
         optimizer=optimizer,
+        max_steps=epoch_step(epochs, steps_per_epoch),
     )
     pruner.enforcer.remove()
     final = {n: m.clone() for n, m in pruner.enforcer.masks.items()}

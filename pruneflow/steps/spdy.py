@@ -94,7 +94,16 @@ PROFILES_COLUMNS = {
 }
 SEARCH_KEYS = tuple(
     f"spdy.search.{k}"
-    for k in ("candidates", "delta", "max_no_improvement", "local_rule", "buckets", "bn", "seed")
+    for k in (
+        "candidates",
+        "delta",
+        "max_no_improvement",
+        "local_rule",
+        "buckets",
+        "bn",
+        "calib_samples",
+        "seed",
+    )
 )
 READS = (
     "data.dataset",
@@ -228,7 +237,7 @@ def _search_compute(p: Params, item: Item) -> dict[str, Any]:
     disc = problem.discretize(p, target)
     s = p.spdy.search
     score = CalibrationLoss(
-        problem.model, problem.db, problem.layers, calibration_batches(p), bn=s.bn
+        problem.model, problem.db, problem.layers, calibration_batches(p, s.calib_samples), bn=s.bn
     )
     ckpt = _checkpoint_path(p, item)
     resume = None
@@ -301,7 +310,7 @@ def _oneshot_compute(p: Params) -> dict[str, Any]:
     problem = Problem(p)
     s = p.spdy.search
     score = CalibrationLoss(
-        problem.model, problem.db, problem.layers, calibration_batches(p), bn=s.bn
+        problem.model, problem.db, problem.layers, calibration_batches(p, s.calib_samples), bn=s.bn
     )
     dense_weights = [problem.db.weights(layer, 0).numpy() for layer in problem.layers]
     rows, chosen = [], []

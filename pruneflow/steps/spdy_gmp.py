@@ -20,6 +20,7 @@ clocks. Writes
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,15 @@ RESULTS_COLUMNS = {
 }
 GMP_KEYS = tuple(
     f"spdy.gmp.{k}"
-    for k in ("start_epoch", "end_epoch", "finetune_epochs", "every_steps", "lr", "init_from_db")
+    for k in (
+        "start_epoch",
+        "end_epoch",
+        "finetune_epochs",
+        "every_steps",
+        "batch_size",
+        "lr",
+        "init_from_db",
+    )
 )
 
 
@@ -99,11 +108,17 @@ def results_markdown(p: Params) -> Path:
     return layout.spdy_dir(p) / "results.md"
 
 
+def run_epochs(p: Params) -> float:
+    """A gradual-pruning run's length: pruning to end_epoch, then fine-tuning (fractional ok)."""
+    return p.spdy.gmp.end_epoch + p.spdy.gmp.finetune_epochs
+
+
 def train_config(p: Params, seed: int) -> Any:
     g = p.spdy.gmp
-    return p.train.model_copy(
-        update={"epochs": g.end_epoch + g.finetune_epochs, "lr": g.lr, "seed": seed}
-    )
+    update = {"epochs": max(1, math.ceil(run_epochs(p))), "lr": g.lr, "seed": seed}
+    if g.batch_size is not None:
+        update["batch_size"] = g.batch_size
+    return p.train.model_copy(update=update)
 
 
 def _schedule(p: Params) -> GmpSchedule:
@@ -126,7 +141,7 @@ def _run_compute(p: Params, item: Item) -> dict[str, Any]:
     it = _check_item(p, item)
     cfg = train_config(p, it["seed"])
     targets = profile_sparsities(p, it["target"], it["profile"])
-    check_schedule(_schedule(p), cfg, targets)  # before any training
+    check_schedule(_schedule(p), run_epochs(p), targets)  # before any training
     model = dense_model(p)
     layers = spdy_layers(p, model)
     if sorted(targets) != sorted(layers):
@@ -151,6 +166,7 @@ def _run_compute(p: Params, item: Item) -> dict[str, Any]:
         cfg,
         _schedule(p),
         progress=progress_enabled(p.runtime.progress),
+        epochs=run_epochs(p),
     )
     test_idx = np.flatnonzero(split == "test")
     acc = evaluate(model, data, test_idx, frame["true_label"].to_numpy())[1]

@@ -45,21 +45,29 @@ def dense_model(p: Params) -> nn.Module:
     return model.eval()
 
 
-def calibration_indices(p: Params) -> np.ndarray:
-    """Indices (into the data set) of the calibration images, in a fixed seeded order."""
+def calibration_indices(p: Params, samples: int | None = None) -> np.ndarray:
+    """Indices (into the data set) of the calibration images (sorted): the first
+    ``spdy.recon.calib_samples`` of the train split in a seeded order, or the first ``samples``
+    of them (a subset of the database's set, as SPDY's scoring uses)."""
     frame, _ = read_labels(p)
     train = np.flatnonzero(frame["split"].to_numpy() == "train")
     if train.size == 0:
         raise PruneflowError(f"{layout.labels_table(p)} has no training images to calibrate on")
     rng = np.random.default_rng(p.spdy.recon.calib_seed)
-    return np.sort(rng.permutation(train)[: p.spdy.recon.calib_samples])
+    count = (
+        p.spdy.recon.calib_samples if samples is None else min(samples, p.spdy.recon.calib_samples)
+    )
+    return np.sort(rng.permutation(train)[:count])
 
 
-def calibration_batches(p: Params) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The calibration images with their true labels, in batches of ``spdy.recon.batch_size``."""
+def calibration_batches(
+    p: Params, samples: int | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The calibration images (:func:`calibration_indices`) with their true labels, in batches
+    of ``spdy.recon.batch_size``."""
     frame, _ = read_labels(p)
     data = load_data(p)
-    idx = calibration_indices(p)
+    idx = calibration_indices(p, samples)
     labels = torch.as_tensor(frame["true_label"].to_numpy()[idx], dtype=torch.long)
     images = data.images(idx)
     size = p.spdy.recon.batch_size
