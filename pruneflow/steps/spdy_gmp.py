@@ -20,7 +20,6 @@ clocks. Writes
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +113,10 @@ def run_epochs(p: Params) -> float:
 
 
 def train_config(p: Params, seed: int) -> Any:
+    """spdy.train's recipe with gradual pruning's learning rate, batch and seed; the run's
+    length is :func:`run_epochs` (gradual_prune's ``epochs``)."""
     g = p.spdy.gmp
-    update = {"epochs": max(1, math.ceil(run_epochs(p))), "lr": g.lr, "seed": seed}
+    update: dict[str, Any] = {"lr": g.lr, "seed": seed}
     if g.batch_size is not None:
         update["batch_size"] = g.batch_size
     return p.train.model_copy(update=update)
