@@ -191,6 +191,13 @@ class Problem:
                 "rebuild the database for this model and grid"
             )
 
+    def calibration_loss(self, p: Params) -> CalibrationLoss:
+        """The scorer of candidate profiles: spdy.search's share of the calibration set."""
+        s = p.spdy.search
+        return CalibrationLoss(
+            self.model, self.db, self.layers, calibration_batches(p, s.calib_samples), bn=s.bn
+        )
+
     def discretize(self, p: Params, target: float) -> Discretized:
         return discretize(
             self.times_ms,
@@ -235,10 +242,7 @@ def _search_compute(p: Params, item: Item) -> dict[str, Any]:
     target = _target(p, item)
     problem = Problem(p)
     disc = problem.discretize(p, target)
-    s = p.spdy.search
-    score = CalibrationLoss(
-        problem.model, problem.db, problem.layers, calibration_batches(p, s.calib_samples), bn=s.bn
-    )
+    score = problem.calibration_loss(p)
     ckpt = _checkpoint_path(p, item)
     resume = None
     if ckpt.exists():
@@ -309,9 +313,7 @@ def _oneshot_compute(p: Params) -> dict[str, Any]:
     configure(p.runtime.threads, p.runtime.flush_denormal)
     problem = Problem(p)
     s = p.spdy.search
-    score = CalibrationLoss(
-        problem.model, problem.db, problem.layers, calibration_batches(p, s.calib_samples), bn=s.bn
-    )
+    score = problem.calibration_loss(p)
     dense_weights = [problem.db.weights(layer, 0).numpy() for layer in problem.layers]
     rows, chosen = [], []
     for target in p.spdy.targets:
