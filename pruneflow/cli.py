@@ -132,7 +132,22 @@ def _summary(flow: str, records: list[dict[str, Any]], wall: float) -> None:
             _results_table(console, r["params"]["model.name"], r["summary"]["table"])
     report = next((r for r in records if r["step"] == "report"), None)
     if report is not None:
+        _claims_table(console, report["summary"].get("claims", []))
         console.print(f"report: {report['summary']['html']} (and {report['summary']['markdown']})")
+
+
+def _claims_table(console: Console, claims: list[dict[str, str]]) -> None:
+    """The report's Claims section: each paper's claim, what this run measured, the verdict."""
+    table = Table(title="Claims: each paper's claim against this run (95% intervals)")
+    for col in ("paper", "claim", "this run measured", "verdict"):
+        table.add_column(col, overflow="fold")
+    style = {"reproduced": "green", "not reproduced": "red", "inconclusive": "yellow"}
+    for c in claims:
+        v = c["verdict"]
+        table.add_row(c["paper"], c["claim"], c["measured"], f"[{style.get(v, '')}]{v}")
+    if not claims:
+        table.add_row("", "no method has produced the results a claim is read from", "", "")
+    console.print(table)
 
 
 def _oneshot_table(console: Console, model: str, rows: list[dict[str, Any]]) -> None:

@@ -557,3 +557,60 @@ def test_cli_report_prints_paths_and_errors_in_one_line(tmp_path, monkeypatch):
     assert bad.exit_code == 2
     lines = [ln for ln in bad.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "exploration.parquet" in lines[0], bad.output
+
+
+def test_claims_open_the_report_with_a_verdict_per_claim(full_report):
+    params, paths = full_report
+    md = paths.markdown.read_text()
+    claims = md.split("## Claims")[1].split("\n## ")[0]
+    assert md.index("## Claims") < md.index("## SPDY")
+    for model in params.spdy.models:
+        assert f"{model}: at equal measured speedup, SPDY's profile beats uniform" in claims
+    assert re.search(r"n=2 seeds, SPDY minus uniform \(points\) 2x [+-]\d", claims)
+    assert all(
+        v in ("reproduced", "not reproduced", "inconclusive")
+        for v in re.findall(r"\| (reproduced|not reproduced|inconclusive) \|", claims)
+    )
+
+
+def _spdy_runs(spdy_gain: float, jitter: float) -> pd.DataFrame:
+    """Three seeds; SPDY's paired difference to uniform is ``spdy_gain * target`` plus
+    ``jitter`` times -1, 0, +1 over the seeds (so its mean is exactly the gain)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for target in (2.0, 3.0, 4.0):
+        for seed in range(3):
+            base = 0.97 - 0.01 * target + rng.normal(0, 0.01)  # shared by the seed's runs
+            offset = {
+                "spdy": spdy_gain * target + jitter * (seed - 1),
+                "uniform": 0.0,
+                "gmp": -0.01,
+            }
+            for profile, gain in offset.items():
+                rows.append(
+                    {
+                        "model": "smallcnn",
+                        "target": target,
+                        "profile": profile,
+                        "dense_acc": 0.98,
+                        "acc": base + gain,
+                        "predicted_speedup": target,
+                        "measured_speedup": target * 1.01,
+                        "seed": seed,
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(RESULTS_COLUMNS))
+
+
+def test_spdy_claims_read_the_verdict_off_the_paired_intervals():
+    from pruneflow.report.spdy import _model_claims
+
+    ahead = {c.key: c for c in _model_claims("smallcnn", _spdy_runs(0.003, 0.0005))}
+    assert ahead["spdy.smallcnn.above_uniform"].verdict == "reproduced"
+    assert ahead["spdy.smallcnn.above_gmp"].verdict == "reproduced"
+    assert ahead["spdy.smallcnn.meets_target"].verdict == "reproduced"
+    assert "n=3 seeds" in ahead["spdy.smallcnn.above_uniform"].measured
+    tied = {c.key: c for c in _model_claims("smallcnn", _spdy_runs(0.0, 0.003))}
+    assert tied["spdy.smallcnn.above_uniform"].verdict == "inconclusive"
+    behind = {c.key: c for c in _model_claims("smallcnn", _spdy_runs(-0.003, 0.0005))}
+    assert behind["spdy.smallcnn.above_uniform"].verdict == "not reproduced"

@@ -119,10 +119,19 @@ def _numel(in_shape: InShape) -> int:
     return c * h * w
 
 
+def _smallcnn(width: int) -> Callable[[InShape, int], nn.Module]:
+    return lambda s, k: SmallCNN(s, k, width=width)
+
+
+# smallcnn at narrower widths (channels of conv1; conv5 has 8x as many): less redundancy, so
+# pruning costs accuracy sooner and a comparison of sparsity profiles has room to show
+SMALLCNN_WIDTHS = (8, 12, 16, 24)
+
 _BUILDERS: dict[str, Callable[[InShape, int], nn.Module]] = {
     "lenet300100": lambda s, k: MLP(_numel(s), [300, 100], k),
     "mlp1024": lambda s, k: MLP(_numel(s), [1024, 1024, 1024], k),
-    "smallcnn": lambda s, k: SmallCNN(s, k),
+    "smallcnn": _smallcnn(32),
+    **{f"smallcnn_w{w}": _smallcnn(w) for w in SMALLCNN_WIDTHS},
     "resnet_mini": lambda s, k: resnet_mini(s, k, width=8),
     "resnet18_cifar": _torchvision("resnet18", cifar_stem=True),
     "resnet18": _torchvision("resnet18"),

@@ -14,6 +14,7 @@ from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.io import atomic_path
 from pruneflow.report.chex import chex_section
+from pruneflow.report.claims import all_claims, claims_blocks
 from pruneflow.report.header import TITLE, header
 from pruneflow.report.render_html import render_html
 from pruneflow.report.render_md import render_markdown
@@ -75,6 +76,7 @@ def build_report(
         ]
         source = Path(params_file) if params_file is not None else None
         blocks = header(params, sections, source, overrides)
+        blocks += claims_blocks(all_claims(params))
         blocks += [block for section in sections for block in section.blocks]
         markdown = render_markdown(blocks, FIGURES)
         page = render_html(blocks, figures, TITLE)

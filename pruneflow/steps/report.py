@@ -13,6 +13,7 @@ from typing import Any
 from pruneflow import config, layout
 from pruneflow.chex import paths as chex_paths
 from pruneflow.config import Params
+from pruneflow.io import write_json
 from pruneflow.steps.base import Step
 from pruneflow.steps.sdd import lottery_file, phases_file, sweep_file
 from pruneflow.steps.spdy import oneshot_file, profile_file, profiles_file, search_file
@@ -59,17 +60,27 @@ def report_tables(params: Params) -> list[Path]:
 
 def _outputs(p: Params) -> list[Path]:
     from pruneflow.report.build import FIGURES
+    from pruneflow.report.claims import claims_file
 
     out = layout.reports_dir(p)
-    return [out / "report.md", out / "report.html", out / FIGURES]
+    return [out / "report.md", out / "report.html", out / FIGURES, claims_file(p)]
 
 
 def _compute(p: Params) -> dict[str, Any]:
+    from pruneflow.claims import claims_metrics, claims_rows
     from pruneflow.report import build_report
+    from pruneflow.report.claims import all_claims, claims_file
 
     paths = build_report(p)
+    claims = all_claims(p)
+    write_json(claims_file(p), claims_metrics(claims))
     present = [t for t in report_tables(p) if t.exists()]
-    return {"markdown": str(paths.markdown), "html": str(paths.html), "tables": len(present)}
+    return {
+        "markdown": str(paths.markdown),
+        "html": str(paths.html),
+        "tables": len(present),
+        "claims": claims_rows(claims),
+    }
 
 
 REPORT = Step(
