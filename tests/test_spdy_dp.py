@@ -326,7 +326,7 @@ def test_max_reachable_and_unreachable_target() -> None:
 
 
 def test_skipped_layers_count_as_fixed_time() -> None:
-    # The reference notes' pitfall: prunable_dense must not include the skipped layers' time.
+    # The authors' timing files' pitfall: prunable_dense must not include the skipped layers' time.
     times_ms = np.array([[2.0, 1.0], [2.0, 1.0]])
     right = discretize(times_ms, 10.0, 4.0, 1.25)  # 10 / 1.25 - 6 = 2 ms
     assert right.budget_ms == pytest.approx(2.0)
