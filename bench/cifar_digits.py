@@ -2,7 +2,7 @@
 
     uv run python bench/cifar_digits.py DIR [--per-batch 100] [--test 100] [--seed 0]
 
-No CIFAR images can be downloaded on this machine, so the resnet18_cifar path runs on mnist5k
+pruneflow never downloads data, so without CIFAR files the resnet18_cifar path runs on mnist5k
 digits in CIFAR-10's python pickle layout: each 28x28 digit zero-padded to 32x32 and repeated
 over three channels, ``DIR/cifar-10-batches-py/data_batch_1..5`` of ``--per-batch`` images,
 ``test_batch`` of ``--test``, ``batches.meta`` with the ten class names. Images are drawn

@@ -15,7 +15,7 @@ Every implementation solves the same 16 error matrices (16 draws of c), interlea
 round. Timing uses 1 thread, and each line reports the median, p10 and p90 over the repeats.
 The machine is shared, so expect noise of a few percent.
 
-``numpy_plain`` is the seed's Algorithm 1 vectorized over t: a prefix table over exact time,
+``numpy_plain`` is the textbook DP vectorized over t: a prefix table over exact time,
 one shifted ``np.minimum`` per (layer, level), and the answer as the min of the last row, with
 no back-pointers. ``numpy_backptr`` adds an int8 back-pointer table and back-tracking.
 ``pruneflow_solver`` is ``DPSolver(times, budget).solve(errors)`` with the solver built once,

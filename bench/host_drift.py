@@ -9,9 +9,8 @@ profiles, each on ``csr_numba``) and its dense original run in alternating block
 speedup are only as good as the statistic they rest on: this shows which one is steady here.
 Per series one JSON line: the speedup as the ratio of medians and of 10th percentiles of all
 runs, the spread of the sparse model's 10-second windows (median and 10th percentile of
-their blocks). Then one summary line: each ratio's range over the series. On this project's
-shared VM, mlp1024 at 40%: ratio of medians 1.98-2.23 over five series, of 10th percentiles
-2.20-2.25, hence ``spdy.timing.quantile: 0.1``.
+their blocks). Then one summary line: each ratio's range over the series. The latest figures,
+and why they make ``spdy.timing.quantile`` 0.1, are in docs/benchmarks.md.
 """
 
 from __future__ import annotations

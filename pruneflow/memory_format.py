@@ -1,7 +1,7 @@
 """Channels-last execution for convolutional models on the CPU.
 
 oneDNN's convolutions run about 1.4x faster on NHWC tensors than on PyTorch's default NCHW on
-this project's CPUs (smallcnn, 1,024 calibration images: 1.79 s vs 2.45 s of CPU time), so the
+x86 CPUs (smallcnn, 1,024 calibration images: 1.79 s vs 2.45 s of CPU time), so the
 loops that only run a model forward (evaluation, SPDY's candidate scoring) switch conv models to
 channels-last. Outputs are the same function of the same weights; only the summation order
 inside a convolution may change, so results stay deterministic run to run.
@@ -12,9 +12,9 @@ the model's layout when it exits.
 Training keeps oneDNN except for models that contain a convolution oneDNN gets wrong
 (:func:`training_backend`): its 1x1 weight-gradient kernels write past their workspace for a
 strided 1x1 convolution whose input is channels-last with fewer input channels per group than
-the kernel's channel block, 8 on AVX2 and 16 on AVX-512 (uxlfoundation/oneDNN#6035; torch
-2.13's oneDNN here). Which symptom shows depends on the host: wrong weight gradients with no
-error (``Conv2d(7, 16, 1, stride=2)`` on an AVX2 host: every step), glibc aborting on a
+the kernel's channel block, 8 on AVX2 and 16 on AVX-512 (uxlfoundation/oneDNN#6035; the
+oneDNN of torch 2.13). Which symptom shows depends on the CPU: wrong weight gradients with no
+error (``Conv2d(7, 16, 1, stride=2)`` on AVX2: every step), glibc aborting on a
 corrupted heap (the CHEX tests' sub-models: ``jit_1x1:avx2`` on a 4-channel NHWC input at 8x8),
 a segfault or a hang. NCHW inputs take oneDNN's blocked path, which is not affected, but the
 rule looks at the layers only, whatever the layout, to stay on the safe side. Without oneDNN

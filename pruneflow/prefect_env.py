@@ -1,7 +1,7 @@
 """How pruneflow talks to Prefect: environment defaults and one reusable local server.
 
 A Prefect flow needs an API server. Without one, every process starts a temporary server
-(8-15 s on this 2-core machine, see shared/notes/orchestration.md), which a user would pay on
+(8-15 s on a 2-core CPU, see docs/benchmarks.md), which a user would pay on
 every ``pruneflow run``. With ``orchestration.server: local`` (the default) the CLI starts one
 ``prefect server start`` on a free loopback port the first time, records it in
 ``.pruneflow/server.json``, and every later run reuses it while it answers. Stop it with

@@ -27,7 +27,7 @@ from pruneflow.steps.base import state_dir
 
 REPO = Path(__file__).resolve().parent.parent
 # torch's OpenMP threads spin while they wait for work; two worker processes spinning on the
-# same cores starve each other (an sdd level took 10-20x longer here than in one process).
+# same cores starve each other (an sdd level took 10-20x longer than in one process).
 # Passive waiting gives the cores back. A user's own setting wins.
 WORKER_ENV = {"OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 

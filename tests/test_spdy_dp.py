@@ -198,7 +198,7 @@ def test_hand_examples() -> None:
     levels, total = solve([[0.0, 1.0], [0.0, 1.0]], [[2, 1], [2, 1]], 3)
     assert levels.tolist() == [0, 1] and total == 1.0
     # Budget met exactly through a zero-time prefix: layer 1's update at t = t_1^s reads the
-    # prefix's time 0, the entry the seed's loop (from t_l^s + 1) skips; it would return [0, 1].
+    # prefix's time 0, the entry a prefix loop from t_l^s + 1 skips; it would return [0, 1].
     levels, total = solve([[1.0, 0.0], [0.0, 1.0]], [[0, 5], [3, 0]], 3)
     assert levels.tolist() == [0, 0] and total == 1.0
     # Zero-time levels everywhere with budget 0.
@@ -326,7 +326,7 @@ def test_max_reachable_and_unreachable_target() -> None:
 
 
 def test_skipped_layers_count_as_fixed_time() -> None:
-    # The reference notes' pitfall: prunable_dense must not include the skipped layers' time.
+    # The authors' timing files' pitfall: prunable_dense must not include the skipped layers' time.
     times_ms = np.array([[2.0, 1.0], [2.0, 1.0]])
     right = discretize(times_ms, 10.0, 4.0, 1.25)  # 10 / 1.25 - 6 = 2 ms
     assert right.budget_ms == pytest.approx(2.0)

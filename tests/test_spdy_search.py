@@ -65,7 +65,7 @@ class Recorder:
 
 
 def reference_search(times, budget, evaluate, k, delta, max_no_improvement, rule, seed):
-    """Algorithm 4 written out plainly, without memo or state: evaluates every candidate."""
+    """SPDY's search written out plainly, without memo or state: evaluates every candidate."""
     n_layers, n_levels = times.shape
     solver = DPSolver(times, budget)
     rng = np.random.default_rng(seed)

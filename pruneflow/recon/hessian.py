@@ -21,7 +21,7 @@ layer has seen at most ``dim // 2`` input rows, as those raw rows ``R`` (``H = (
 rank <= r). The factor form is what makes very wide layers cheap: smallcnn's ``fc1`` has 12,544
 inputs but sees only 1,024 calibration rows, so its factor is 1,024 x 12,544 (100 MB) against a
 1.26 GB dense H, and the fast solver (``sparsegpt.py``) then avoids the three O(d^3)
-factorizations (~85 s here in float64) that a dense H would need. ``Hessian.dense()``
+factorizations (~85 s on two x86 cores in float64) that a dense H would need. ``Hessian.dense()``
 materializes H either way. Gram products are computed in float64 (chunked to bound memory).
 """
 

@@ -4,7 +4,7 @@ Solvers (recorded per entry in the database's ``solver`` column; level 0 is ``de
 
 - ``exact``: OBC's exact greedy OBS per row with a global sort over the layer (``obs.py``).
   Nested levels. Cost ``~ rows * d^3`` flops: a 1024 x 1024 layer (1.1e12) takes 1-2 minutes
-  on this shared 2-core machine, smallcnn's conv5 (256 x 1152) 15-30 s.
+  on two x86 cores, smallcnn's conv5 (256 x 1152) 15-30 s.
 - ``sparsegpt``: fixed column order with lazy block updates, one solve per level, mask by
   OBS saliency (``sparsegpt.py``), then an exact least-squares refit of the rows left with
   few weights (``refit.py``). Not nested. ``rows * d^2`` per level plus ``d^3`` once (or

@@ -1,9 +1,9 @@
 """SPDY's sparsity grid and the layers every method leaves dense.
 
-The grid is the authors' (reference notes, section 3): the dense level 0.0, then ``steps + 1``
-levels whose *density* falls geometrically from ``1 - min_sparsity`` to ``1 - max_sparsity``,
-so every step removes the same fraction of the remaining weights (about 9.7% with the
-defaults). Defaults give 42 levels: 0.0, 0.4000, 0.4584, 0.5111, ..., 0.9889, 0.9900.
+The grid is the one of SPDY's code (Frantar & Alistarh, ICML 2022): the dense level 0.0, then
+``steps + 1`` levels whose *density* falls geometrically from ``1 - min_sparsity`` to
+``1 - max_sparsity``, so every step removes the same fraction of the remaining weights (about
+9.7% with the defaults). Defaults give 42 levels: 0.0, 0.4000, 0.4584, 0.5111, ..., 0.9889, 0.9900.
 """
 
 from __future__ import annotations

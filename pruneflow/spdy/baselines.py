@@ -21,8 +21,8 @@ possible when that level is below 1) snaps to the last level. The snapped level 
 non-decreasing in ``tau``.
 
 The time of the snapped profile is *not* monotone in ``tau`` in general: measured sparse
-kernels are often slower than dense at low sparsity (reference notes, section 2), so one
-layer's step up a level can add time. A binary search over thresholds would then find *a*
+kernels are often slower than dense at low sparsity (the DeepSparse timings SPDY used are too),
+so one layer's step up a level can add time. A binary search over thresholds would then find *a*
 threshold at the budget's crossing, not the lowest. Instead we sweep all the points where the
 profile changes, which is exact without any monotonicity and cheaper than sorting all weights:
 layer ``l`` reaches level ``i >= 1`` exactly when its pruned count exceeds ``grid[i-1] * n_l``,

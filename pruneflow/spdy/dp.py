@@ -1,22 +1,24 @@
 """Exact DP for SPDY's per-layer level choice, and the time discretization it runs on.
 
-Problem (seed slides, formula (1)): given, for every prunable layer ``l`` and level ``s``, an
+Problem (SPDY, Frantar & Alistarh, ICML 2022: the layer-wise level choice under a time budget
+that its dynamic program solves): given, for every prunable layer ``l`` and level ``s``, an
 error ``e[l, s]`` and an integer time ``t[l, s]`` (time buckets), choose one level per layer so
 that ``sum_l t[l, s_l] <= T`` and ``sum_l e[l, s_l]`` is as small as possible.
 
 Recurrence
 ----------
-We solve the suffix, "time at most r" form of the seed's Algorithm 1::
+We solve the suffix, "time at most r" form of SPDY's dynamic program::
 
     F_L(r) = 0                                                    for 0 <= r <= T
     F_l(r) = min over s with t[l, s] <= r of  e[l, s] + F_{l+1}(r - t[l, s])
     optimum = F_0(T)
 
-``F_l(r)`` is the least error layers ``l .. L-1`` can reach in at most ``r`` buckets. The
-seed's prefix table over *exact* time plus an argmin over its last row gives the same optimum.
-Its inner loop ``t = t_l^s + 1 .. T`` is off by one: it never reads ``D[l-1, 0]``, so it loses
-every profile whose first ``l-1`` layers take zero time (zero-time levels). Here ``r`` runs from
-``t[l, s]`` (reading ``F_{l+1}(0)``), and zero-time levels need no special case.
+``F_l(r)`` is the least error layers ``l .. L-1`` can reach in at most ``r`` buckets. A prefix
+table over *exact* time plus an argmin over its last row gives the same optimum, but an inner
+loop ``t = t_l^s + 1 .. T`` over it never reads ``D[l-1, 0]`` and so loses every profile whose
+first ``l-1`` layers take zero time (zero-time levels), which is why the authors' code treats
+zero-time levels separately. Here ``r`` runs from ``t[l, s]`` (reading ``F_{l+1}(0)``), and
+zero-time levels need no special case.
 
 Tie rule
 --------
@@ -39,7 +41,7 @@ same order returns the same levels and the same total error.
 
 Speed
 -----
-The loop nest is the seed's: O(L |S| T) min-plus updates, vectorized over ``r``. Three things
+The loop nest is the standard one: O(L |S| T) min-plus updates, vectorized over ``r``. Three things
 make it cheaper without changing any answer:
 
 - **Windows.** Row ``l`` is computed only for ``r`` in
@@ -58,15 +60,16 @@ make it cheaper without changing any answer:
   layer that back-tracking visits.
 
 On the bench instance (``bench/dp.py``: L = 52, |S| = 42, budget 5,000) a solve takes about
-0.7 ms with back-tracking. A plain numpy DP takes about 7.8 ms without back-pointers.
+a tenth of a plain numpy DP's time without back-pointers (figures: docs/benchmarks.md).
 
 :class:`DPSolver` does the time-only part (validation, windows, table) once. The SPDY search
 calls it hundreds of times with the same times and budget and new errors.
 
 Discretization
 --------------
-:func:`discretize` follows the authors' code, with the skipped-layer accounting fixed
-(reference notes, section 2). The prunable layers' budget is
+:func:`discretize` follows the authors' code, with the skipped-layer accounting fixed (their
+released timing files count the skipped first/last layers in neither the fixed part nor the
+DP's layers, which makes predicted speedups optimistic). The prunable layers' budget is
 ``dense_total / target - (dense_total - prunable_dense)``, where ``prunable_dense`` is the dense
 time of the layers the DP chooses levels for. Layers that are not pruned belong to the fixed
 remainder. That budget is split into ``buckets`` buckets, and every time is rounded to whole

@@ -1,9 +1,10 @@
-"""SPDY's search for the layer sensitivities ``c`` (seed slides, Algorithm 4).
+"""SPDY's search for the layer sensitivities ``c`` (Frantar & Alistarh, ICML 2022: the learned
+layer-wise error scores and their local search).
 
 Error model
 -----------
 SPDY never measures a per-layer error. It uses one fixed prior per level index and learns only
-a per-layer scale (seed formula (4), reference notes section 5.1)::
+a per-layer scale (SPDY's error prior, as in the authors' code)::
 
     e[l, i] = c_l * (i / (|S| - 1))**2,    c in [0, 1]^L,   i = 0 (dense) .. |S| - 1
 
@@ -22,10 +23,10 @@ minimizes; the DP only maps ``c`` onto the time budget's Pareto front.
    and score. A strict improvement replaces the best at once. ``round`` is Python's (halves to
    even), as in the authors' code.
 
-   - ``local_rule="no_improvement"`` (default; the authors' code, reference notes 5.2): stay at
+   - ``local_rule="no_improvement"`` (default; the authors' code): stay at
      ``d`` until ``max_no_improvement`` candidates *in a row* fail to improve; every
      improvement restarts that count.
-   - ``local_rule="fixed_k"`` (the seed slides' listing): exactly ``k`` candidates per ``d``.
+   - ``local_rule="fixed_k"``: exactly ``k`` candidates per ``d`` (a fixed budget per ``d``).
 
    The no-improvement rule always terminates: the best loss strictly falls on every
    improvement and the memo (below) makes the loss a function of the profile, of which there

@@ -6,8 +6,8 @@ name, the values of its params keys, the content hashes of its input files and o
 Equal fingerprints mean equal outputs (every random choice takes a seed from params).
 
 After computing, the step stores its outputs in a content-addressed *step cache*
-(``.pruneflow/stepcache/<fingerprint>/``, hard links, so no extra disk) with a small record of
-output hashes. Running a step whose fingerprint has a record:
+(``.pruneflow/stepcache/<step>-<fingerprint>/``, hard links, so no extra disk) with a small record
+of output hashes. Running a step whose fingerprint has a record:
 
 * outputs present with the recorded hashes -> nothing to do ("cached");
 * outputs missing or edited, but the cache copies intact -> relinked ("restored");

@@ -1,9 +1,9 @@
 """Step ``train_dense``: train the dense model on the noisy labels, evaluate it, checkpoint it.
 
 Writes ``dense.safetensors`` + ``dense.json`` (architecture, params, metrics, seed) and the DVC
-metrics file ``metrics/train_dense.json``. Test accuracy is always on clean labels; the training
-split is scored both on the noisy labels it was trained on (how well it memorised the noise)
-and on the true labels.
+metrics file ``metrics/train_dense/<dataset>-<model>.json``. Test accuracy is always on clean
+labels; the training split is scored both on the noisy labels it was trained on (how well it
+memorised the noise) and on the true labels.
 """
 
 from __future__ import annotations

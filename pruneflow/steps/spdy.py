@@ -5,10 +5,10 @@ discretized into ``spdy.search.buckets`` buckets of the time budget for the targ
 sensitivity search (``pruneflow.spdy.search``) scores every candidate profile by stitching it
 from the reconstruction database and measuring the calibration loss. Writes
 
-- ``artifacts/spdy/<model>/<target>x/profile.parquet``: :data:`PROFILE_COLUMNS`, one row per
+- ``artifacts/spdy/<model>/targets/<target>x/profile.parquet``: :data:`PROFILE_COLUMNS`, one row per
   layer SPDY prunes (``error_score``: the DP's error term ``c_l * (i / (|S|-1))^2`` of the
   chosen level);
-- ``artifacts/spdy/<model>/<target>x/search.parquet``: :data:`SEARCH_COLUMNS`, one row per
+- ``artifacts/spdy/<model>/targets/<target>x/search.parquet``: :data:`SEARCH_COLUMNS`, one row per
   candidate (``pred_time_ms``: the candidate's prunable-layer time from the rounded table).
 
 The search checkpoints its state after every candidate under

@@ -1,4 +1,4 @@
-"""Layer-time profiler: every prunable layer at every grid level, on this host's backends.
+"""Layer-time profiler: every prunable layer at every grid level, on the local CPU's backends.
 
 Timings are taken in situ (:mod:`pruneflow.timing.insitu`): each profiled (not skipped) layer
 runs inside whole-model forward passes of one calibration batch at the configured batch size,
@@ -12,70 +12,34 @@ so it sees its real input (shape and memory layout) and its real cache state.
    backend runs the whole model at that level (a layer it cannot run, or that is hopeless
    after one run, keeps its best backend so far). A dense sweep follows every eighth sparse
    sweep (every round's start when a round has fewer levels), and one more ends the run.
+   Rounds are added until the sweeps have taken ``min_seconds`` (at most ``max_rounds``).
 3. Per (layer, level, backend): the ``quantile`` of its runs pooled over the rounds. Per
    (layer, level) the fastest backend is kept, or dense when no sparse backend beats it. The
    dense reference: the same quantile of every dense sweep's runs pooled.
+4. Each layer's sparse-level times are replaced by a local linear fit over ``smooth_window``
+   neighbouring levels (within a factor 1.3 in density), made non-increasing in sparsity
+   (:mod:`pruneflow.timing.smooth`); the measured times stay in the metadata
+   (``measured_time_ms``).
 
-Why rounds. This host's speed drifts by 10-20% within seconds to minutes (the other tenants of
-a shared machine; memory-bound sparse kernels drift more than dense GEMM), and every layer
-timed in one sweep shares that moment. With one sweep per level, in level order, a level
-swept in a quiet moment came out faster for every layer at once (smallcnn: levels 33, 35, 36
-and 38 at 1.0 ms against 1.4-1.5 ms at 34 and 37 for conv2). The DP then picks exactly those
-lucky levels, and the search, preferring the least loss at a given predicted time, the profile
-whose time is most underestimated: SPDY's 2x plan on smallcnn measured 1.87x. In rounds, each
-entry is the median of sweeps at different moments, in orders where its neighbours were timed
-at other moments again. (Sweeps that mix levels across layers were tried too: a layer's time
-then depends on its neighbours' backends, and the table got noisier, not smoother.)
-
-Minimum duration. The drift is slow as well as fast: mlp1024's three sparse 1024x1024 layers
-(5-7 MB of CSR arrays each, streamed from a last-level cache shared with other tenants) ran
-2.3-3.0 ms in 10-second windows of one minute, while the dense model moved by 3%. Two rounds of
-mlp1024 take 11-17 s: three such profiles a minute apart put the 60%-sparse layers at 0.301,
-0.331 and 0.308 of the dense total, and SPDY's 2.5x plan then measured 2.00x. So rounds are
-added until the sweeps have taken ``min_seconds`` (at most ``max_rounds``): ten rounds of
-mlp1024 (55-70 s) gave 0.297, 0.307 and 0.292. A model whose two rounds take that long
-(smallcnn: ~60 s) gets no more.
-
-Statistic. On this host the median is not a property of the model: the sparse kernels'
-median moves with the other tenants by 10-25% over minutes, the dense GEMM's by 3-5%. A low
-quantile of many runs spread over time is: five 60-second series of mlp1024 at 40% sparsity
-against its dense model, minutes apart, gave dense/sparse 1.98-2.23 as a ratio of medians
-and 2.20-2.25 as a ratio of 10th percentiles (smallcnn at 70%: 1.30-1.34 and 1.32-1.34). It is
-the speed the host gives when nobody disturbs it, which the runs of every moment bound from
-below. The pipelines use ``quantile = 0.1`` for the table and for the measured speedups that
-check it (``spdy.timing.quantile``); runs are pooled over the rounds, not summarised per
-sweep, since one sweep's runs share its moment (the tables' per-sweep 10th percentiles moved
-as much as their medians).
+Why. A shared CPU's speed drifts by 10-20% within seconds to minutes, memory-bound sparse
+kernels more than dense GEMM, and every layer timed in one sweep shares that moment. SPDY's DP
+and search seek the cheapest levels, so a level swept in a quiet moment would be picked for
+its luck and the chosen profile would run slower than predicted. Rounds in random level orders
+spread every entry over many moments; a low quantile of the pooled runs is the speed the host
+gives undisturbed, which the runs of every moment bound from below (the median moves with the
+other tenants' load); a minimum duration covers the slow drift over minutes; smoothing removes
+the winner's curse that is left. The runs are used as measured, with no correction by a probe
+workload: a probe's time depends on the level swept just before it, not on the host. The
+measurements behind each choice are in docs/timing.md.
 
 Remainder. Everything outside the profiled layers (skipped first/last layers, pooling,
-residual adds, flatten, dispatch) is timed in every sweep too. It is not a constant: it runs
-slower after dense layers that stream their weights through the caches (in mlp1024 the skipped
-1024 -> 10 output layer takes 0.15 ms after dense layers, 0.05 ms after 90%-sparse ones). So the
-recorded ``remainder_ms`` is its value at the sparsest levels (each level's outside time is
-the median over the rounds), and each level's excess is charged to that level's layers, so
-that ``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) times``
-holds exactly and sparse profiles are predicted without the dense model's cache pollution.
+residual adds, flatten, dispatch) is timed in every sweep too. It runs slower after dense
+layers that stream their weights through the caches, so the recorded ``remainder_ms`` is its
+value at the sparsest levels and each level's excess is charged to that level's layers: then
+``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) times`` holds
+exactly, and sparse profiles are predicted without the dense model's cache pollution.
 
-No probe. Sessions 4-6 also timed a fixed sparse workload (one layer at 90%) after every
-run of a sparse sweep and scaled the sweep's figures by its usual time over its time there,
-to correct for the host's speed. Its time depended on the level just swept, not on the host:
-after a run at 40% sparsity, whose 5 MB of CSR arrays per mlp1024 layer evict the probe's
-data, it ran 0.19-0.24 ms against its 0.18 ms median over all levels, so the 40% entries came
-out 10-15% fast (the sweeps' own runs, pooled: 1.94 ms end to end; the scaled table: 1.68;
-the same model measured alone: 1.91) and SPDY's 2.5x and 3x plans measured 2.29x and 2.62x.
-The runs pooled over the rounds at a low quantile need no correction, and the sweeps now run
-the model back to back, as it is served.
 Threads are fixed for the whole run (torch and numba alike).
-
-Smoothing. Each layer's sparse-level times are finally replaced by a local linear fit over
-``smooth_window`` neighbouring levels (within a factor 1.3 in density), made non-increasing
-in sparsity (:mod:`pruneflow.timing.smooth`); the medians as measured stay in the metadata
-(``measured_time_ms``). On smallcnn (five independent profiles, 240 DP profiles for random
-sensitivities selected on one table and priced on another), the DP's profiles were 2.0-2.6%
-faster on the table they were selected on than on an independent one with the medians of 3
-rounds (3.6-4.0% with one round): the winner's curse that is left. With a 5-level fit it was
-0.2-0.3% (one round: 0.2-0.7% the other way), and two independent tables' entries differ by
-2.5% instead of 5.4% (one round: 4.9% instead of 10%). So two rounds are the default.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Smoothing a layer's measured times over the grid levels.
 
-Each table entry is a median of a few noisy sweeps. SPDY's DP and search look for the levels
-that are cheapest for their error, so an entry that came out a few percent low (a quiet moment
-of the host) is chosen more often than its neighbours, and the chosen profile runs slower than
-predicted: a winner's curse that grows with the noise. A kernel's time is a smooth function of
+Each table entry is a low quantile of a few noisy sweeps' runs. SPDY's DP and search look for the
+levels that are cheapest for their error, so an entry that came out a few percent low (a quiet
+moment of the host) is chosen more often than its neighbours, and the chosen profile runs slower
+than predicted: a winner's curse that grows with the noise. A kernel's time is a smooth function of
 its density (the numba kernel does work proportional to the nonzeros, plus a fixed cost), so
-neighbouring levels measure nearly the same thing: a local linear fit in density over a few
-close levels averages their independent errors, and a layer's time cannot rise when the sparsity
-does, which a non-increasing fit (pool adjacent violators) enforces.
+neighbouring levels measure nearly the same thing: a local linear fit in density over a few close
+levels averages their independent errors, and a layer's time cannot rise when the sparsity does,
+which a non-increasing fit (pool adjacent violators) enforces.
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ The file's metadata says where and how it was measured, and what the end-to-end 
 and the fixed remainder are; :func:`read_timing_table` refuses a table measured for another
 model, another layer list or another host than the caller asks for.
 
-Accounting (reference notes, section 2): ``remainder_ms = dense_total_ms - sum of the
-profiled layers' dense times``. Layers left dense on purpose (first/last) are *not* profiled
-and are part of the remainder, so ``remainder + sum of chosen levels' times`` predicts the
-whole model's time.
+Accounting (SPDY's fixed remainder, with the skipped layers moved into it): ``remainder_ms =
+dense_total_ms - sum of the profiled layers' dense times``. Layers left dense on purpose
+(first/last) are *not* profiled and are part of the remainder, so ``remainder + sum of chosen
+levels' times`` predicts the whole model's time.
 """
 
 from __future__ import annotations
