@@ -129,7 +129,10 @@ def _summary(flow: str, records: list[dict[str, Any]], wall: float) -> None:
         if r["step"] == "spdy_oneshot":
             _oneshot_table(console, r["params"]["model.name"], r["summary"]["table"])
         if r["step"] == "spdy_results":
-            _results_table(console, r["params"]["model.name"], r["summary"]["table"])
+            summary = r["summary"]
+            _results_table(
+                console, r["params"]["model.name"], summary["table"], summary.get("test_size")
+            )
     report = next((r for r in records if r["step"] == "report"), None)
     if report is not None:
         _claims_table(console, report["summary"].get("claims", []))
@@ -172,14 +175,16 @@ def _oneshot_table(console: Console, model: str, rows: list[dict[str, Any]]) -> 
     console.print(table)
 
 
-def _results_table(console: Console, model: str, rows: list[dict[str, Any]]) -> None:
+def _results_table(
+    console: Console, model: str, rows: list[dict[str, Any]], test_size: int | None = None
+) -> None:
     """SPDY after gradual pruning, in the paper's Table 4 layout, measured speedups beside."""
     import pandas as pd
 
     from pruneflow.steps.spdy_gmp import results_table
 
-    head, rows_ = results_table(pd.DataFrame(rows))
-    table = Table(title=f"SPDY gradual pruning on {model}: test accuracy % (measured speedup)")
+    head, rows_ = results_table(pd.DataFrame(rows), test_size)
+    table = Table(title=f"SPDY gradual pruning on {model}: test accuracy, paired by seed")
     for col in head:
         table.add_column(col, justify="right")
     for cells in rows_:

@@ -202,7 +202,8 @@ def test_gradual_pruning_to_each_profile_then_measured_speedups(spdy_dir):
     assert (results["predicted_speedup"] >= results["target"] * 0.99).all()
     assert results["dense_acc"].nunique() == 1 and (results["acc"] > 0.1).all()
     table = results_markdown(p).read_text()
-    assert table.count("\n") == 2 + 2 and "| lenet300100 |" in table
+    assert table.count("\n") == 2 + 6 and "| lenet300100 |" in table  # a row per run group
+    assert "| uniform | 1 |" in table and "minus uniform [95% CI]" in table
     assert summary["runs"] == 6
     # `pruneflow run spdy` prints the same table
     from rich.console import Console
@@ -210,7 +211,7 @@ def test_gradual_pruning_to_each_profile_then_measured_speedups(spdy_dir):
     from pruneflow.cli import _results_table
 
     console = Console(record=True, width=200)
-    _results_table(console, "lenet300100", summary["table"])
+    _results_table(console, "lenet300100", summary["table"], summary["test_size"])
     printed = console.export_text()
     for line in table.splitlines()[2:]:
         assert all(cell.strip() in printed for cell in line.strip("|").split("|"))

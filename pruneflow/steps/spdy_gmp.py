@@ -37,6 +37,7 @@ from pruneflow.recon import ReconstructionDB
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.sparsity.gmp import GmpSchedule, check_schedule, gradual_prune
 from pruneflow.spdy.dp import predicted_speedup
+from pruneflow.stats import mean_interval, paired_difference
 from pruneflow.steps import spdy as spdy_step
 from pruneflow.steps.base import Item, Step
 from pruneflow.steps.data import load_data, read_labels
@@ -292,8 +293,9 @@ def _results_compute(p: Params) -> dict[str, Any]:
         )
     results = pd.DataFrame(rows, columns=list(RESULTS_COLUMNS))
     write_parquet(results_file(p), results, {"model": p.model.name, "host": meta.get("host")})
+    test_size = int((frame["split"] == "test").sum())
     with atomic_path(results_markdown(p)) as tmp:
-        tmp.write_text(results_table_markdown(results))
+        tmp.write_text(results_table_markdown(results, test_size))
     oneshot = read_parquet(spdy_step.oneshot_file(p), spdy_step.ONESHOT_COLUMNS)
     write_json(layout.metrics_file(p, "spdy_results"), spdy_metrics(results, oneshot))
     spdy = results[results["profile"] == "spdy"]
@@ -302,31 +304,60 @@ def _results_compute(p: Params) -> dict[str, Any]:
         "runs": len(results),
         "min_spdy_measured_over_target": float(ratio.min()) if len(ratio) else None,
         "table": results.to_dict(orient="records"),  # unrounded: the CLI prints it
+        "test_size": test_size,
     }
 
 
-def results_table(results: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """The paper's Table 4 as (header, rows): model, dense accuracy, target; accuracy per
-    profile (mean +- std over seeds) with the measured speedup beside it."""
+def results_table(
+    results: pd.DataFrame, test_size: int | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """The paper's Table 4 as (header, rows), one row per (model, target, profile): runs, mean
+    test accuracy with its 95% interval, the paired difference to the uniform profile with its
+    interval (:mod:`pruneflow.stats`; ``test_size`` adds the test sample's binomial error), and
+    the measured (predicted) speedup."""
+    head = [
+        "model",
+        "dense acc. %",
+        "target",
+        "profile",
+        "n",
+        "acc. % [95% CI]",
+        "minus uniform [95% CI]",
+        "measured (predicted)",
+    ]
     profiles = list(dict.fromkeys(results["profile"]))
-    head = ["model", "dense acc.", "target", *(f"{n} acc. (measured)" for n in profiles)]
     rows = []
     for (model, target), part in results.groupby(["model", "target"], sort=True):
-        cells = [str(model), f"{100 * part['dense_acc'].iloc[0]:.2f}", f"{target:g}x"]
-        for name in profiles:
+        for i, name in enumerate(n for n in profiles if (part["profile"] == n).any()):
             runs = part[part["profile"] == name]
-            if runs.empty:
-                cells.append("-")
-                continue
-            acc = 100 * runs["acc"]
-            spread = f" ± {acc.std(ddof=1):.2f}" if len(runs) > 1 else ""
-            cells.append(f"{acc.mean():.2f}{spread} ({runs['measured_speedup'].mean():.2f}x)")
-        rows.append(cells)
+            acc = mean_interval(runs["acc"].tolist(), test_size)
+            diff = None
+            if name != "uniform":
+                mine = runs.set_index("seed")["acc"]
+                base = part[part["profile"] == "uniform"].set_index("seed")["acc"]
+                seeds = sorted(set(mine.index) & set(base.index))
+                if seeds:
+                    diff = paired_difference(
+                        mine.loc[seeds].tolist(), base.loc[seeds].tolist(), test_size
+                    )
+            rows.append(
+                [
+                    str(model) if i == 0 else "",
+                    f"{100 * part['dense_acc'].iloc[0]:.2f}" if i == 0 else "",
+                    f"{target:g}x" if i == 0 else "",
+                    str(name),
+                    str(len(runs)),
+                    acc.format(scale=100.0),
+                    "-" if diff is None else diff.format(scale=100.0, signed=True),
+                    f"{runs['measured_speedup'].mean():.2f}x "
+                    f"({runs['predicted_speedup'].mean():.2f}x)",
+                ]
+            )
     return head, rows
 
 
-def results_table_markdown(results: pd.DataFrame) -> str:
-    head, rows = results_table(results)
+def results_table_markdown(results: pd.DataFrame, test_size: int | None = None) -> str:
+    head, rows = results_table(results, test_size)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines) + "\n"
