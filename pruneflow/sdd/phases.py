@@ -112,6 +112,20 @@ def level_standard_errors(accuracies: np.ndarray, test_size: int) -> np.ndarray:
     return np.sqrt(var)
 
 
+def largest_rise(accuracy: Sequence[float], start: int) -> tuple[int, int]:
+    """(valley, peak) of the largest rise from ``start`` on: ``peak`` maximises
+    ``acc[peak] - min(acc[start..peak])`` (the first on ties), ``valley`` is where that minimum
+    is (the last on ties, so a flat bottom belongs to the critical phase). No rise at all
+    (a curve that only falls): ``valley == peak``."""
+    a = np.asarray(accuracy, dtype=float)[start:]
+    if a.size == 0:
+        raise PruneflowError(f"phases: no levels from level {start} on")
+    peak = int(np.argmax(a - np.minimum.accumulate(a)))
+    floor = a[: peak + 1]
+    valley = floor.size - 1 - int(np.argmin(floor[::-1]))
+    return start + valley, start + peak
+
+
 def _check(s: np.ndarray, acc: np.ndarray, se: np.ndarray, standard_errors: float) -> None:
     if s.ndim != 1 or s.shape != acc.shape or s.size == 0:
         raise PruneflowError(
@@ -161,10 +175,7 @@ def label_phases(
     if drops.size == 0:
         return PhaseResult(labels, a.tolist(), False, {"light": (0, n - 1)})
     drop = int(drops[0])
-    peak = drop + int(np.argmax(a[drop:] - np.minimum.accumulate(a[drop:])))
-    # the last level of the lowest floor: a flat bottom belongs to the critical phase
-    floor = a[drop : peak + 1]
-    valley = drop + floor.size - 1 - int(np.argmin(floor[::-1]))
+    valley, peak = largest_rise(a, drop)
     spans = {"light": (0, drop - 1)}
     rise = a[peak] - a[valley] > standard_errors * math.hypot(u[peak], u[valley])
     if peak > valley and rise:
