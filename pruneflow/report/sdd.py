@@ -204,7 +204,7 @@ def _level_table(model: str, table: pd.DataFrame, phases: pd.DataFrame, method: 
             str(wide[main].shape[1]),
             _est(mean_interval(wide[main].loc[level].to_numpy(), size)),
             f"{100 * fit.at[level, 'train_acc_noisy']:.1f}",
-            fmt.num(100 * fit.at[level, "noise_fit"], 3)
+            f"{100 * fit.at[level, 'noise_fit']:.1f}"
             if np.isfinite(fit.at[level, "noise_fit"])
             else fmt.DASH,
         ]
