@@ -35,7 +35,7 @@ CLAIM = (
     "As sparsity grows, test accuracy falls (critical phase), rises again (sweet phase), then "
     "falls (collapse): the four phases, with the critical dip below dense, the sweet rise "
     f"above the dip and the collapse below the sweet spot each at least {100 * MIN_CHANGE:.0f} "
-    "points of test accuracy, by the whole 95% interval (He et al., Section 4, Figures 1-3)"
+    "points of test accuracy, by the whole 95% interval"
 )
 
 

@@ -1,6 +1,6 @@
 """What a sweep measured of the double descent: the four points of a curve and their intervals.
 
-He et al. (ICML'22, Section 4, Figures 1-3) claim that as sparsity grows the test accuracy
+He et al. (ICML'22) claim that as sparsity grows the test accuracy
 falls (the critical phase: the sparser net still fits the noisy labels), rises again (the sweet
 phase) and finally collapses. On one (method, retrain) curve this module names four levels,
 chosen on the seed-mean curve by the phase rule (:mod:`pruneflow.sdd.phases`):

@@ -249,8 +249,9 @@ def lottery_table(table: pd.DataFrame, phases: pd.DataFrame | None = None) -> pd
 
     One row per (method, level) that a rewind or a reinit chain reached, with the columns of
     :data:`LOTTERY_COLUMNS` (and, with ``phases``, ``rewind_phase`` / ``reinit_phase``):
-    ``sparsity`` is the rewind chain's measured sparsity (the reinit one's where rewind did not
-    run; both prune to the same schedule), ``remaining_pct`` = 100 (1 - sparsity),
+    ``sparsity`` is the rewind chain's measured sparsity (reinit retrains the rewind chain's
+    masks, so the two are equal; the reinit one's where only reinit's records are given),
+    ``remaining_pct`` = 100 (1 - sparsity),
     ``<mode>_test_acc`` the seed-mean test accuracy, ``reinit_minus_rewind`` their difference,
     ``n_seeds`` how many seeds the means average.
 

@@ -12,7 +12,7 @@ model and the dense ``train`` section come from ``sdd``):
                retrains by ``mode``, evaluates, writes level L's checkpoint and record. A
                reinit level L does not prune: it takes the rewind chain's level-L masks and
                retrains them from fresh random weights, as the authors' code does (He et al.,
-               Section 4.3, ``randomly_reinitialize.py``), so rewind and reinit differ in the
+               ICML'22, ``randomly_reinitialize.py``), so rewind and reinit differ in the
                start weights only. Each level is its own cached item, so a chain that crashed
                at level 14 resumes at 14; the runs of :func:`chains` are independent and may
                run concurrently.
