@@ -1,23 +1,26 @@
 """Wall time of the sparse double descent sweep: one chain in-process, and chains fanned out on
 the flow's task runner with 1 or more workers.
 
-    uv run python bench/sdd_sweep.py [--method magnitude] [--mode rewind] [--seed 0]
+    uv run python bench/sdd_sweep.py [--method magnitude] [--mode finetune] [--seed 0]
         [--threads 1] [--set sdd.final_sparsity=0.99 ...] [--workdir DIR] [--keep]
     uv run python bench/sdd_sweep.py --workers 1 2 [--runner thread|process]
-        [--mode rewind reinit] [--threads 1] [--set ...]
+        [--mode finetune rewind] [--threads 1] [--set ...]
 
 Without ``--workers``: prepare, the dense training, every level of the chain(s) and the gather
 step through the steps' own code (no Prefect), in a fresh folder (so nothing is a cache hit),
 with the sdd defaults of pruneflow.config (params.yaml's). One JSON line
 (``"bench": "sdd_sweep"``): the wall time of the whole sweep and of its parts, the number of
-levels, the host load before and after, and the curve's summary.
+levels, the seconds each retraining mode's levels took (``mode_s``: what each mode costs; reinit
+levels need the rewind chain's, so ``--mode rewind reinit`` runs both), the host load before
+and after, and the curve's summary.
 
 With ``--workers N ...``: the ``double_descent`` Prefect flow (prepare, dense, every chain's
 levels, gather, plots) with ``ThreadPoolTaskRunner(max_workers=N)``, on one Prefect server the
 bench starts for itself, each N in a fresh process and folder (so neither the step cache nor
-Prefect's result cache hits). The default modes give two chains (rewind, reinit) of the same
+Prefect's result cache hits). The default modes give two chains (finetune, rewind) of the same
 method and seed: with 1 worker they run one after the other, with 2 side by side (levels in
-order within each chain). One JSON line per N (``"bench": "sdd_sweep_flow"``), then one with
+order within each chain; reinit levels run in the rewind chain, after the rewind level whose
+masks they take). One JSON line per N (``"bench": "sdd_sweep_flow"``), then one with
 the speedup of each N over the first (``"bench": "sdd_sweep_flow_speedup"``), and one with the
 server's start time. ``--threads`` is torch's intra-op threads in every worker.
 ``--runner process`` swaps the flow's ThreadPoolTaskRunner for Prefect's ProcessPoolTaskRunner
@@ -68,6 +71,15 @@ def _step_seconds(records: list[dict[str, Any]]) -> dict[str, float]:
     return {k: round(v, 2) for k, v in parts.items()}
 
 
+def _mode_seconds(records: list[dict[str, Any]]) -> dict[str, float]:
+    parts: dict[str, float] = {}
+    for r in records:
+        if r["step"] == "sdd_level":
+            mode = r["item"]["mode"]
+            parts[mode] = parts.get(mode, 0.0) + r["seconds"]
+    return {k: round(v, 2) for k, v in parts.items()}
+
+
 def _curve_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     sweep = next(r for r in records if r["step"] == "sdd_sweep")["summary"]
     curves = {
@@ -89,7 +101,7 @@ def _curve_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 def in_process(args: argparse.Namespace) -> None:
     """One JSON line: the sweep through the steps, in this process, no Prefect."""
-    modes = args.mode or ["rewind"]
+    modes = args.mode or ["finetune"]
     params = _params(args, modes)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sdd-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -118,6 +130,7 @@ def in_process(args: argparse.Namespace) -> None:
                 "s_per_level": round(
                     parts.get("sdd_level", 0.0) / max(summary["levels"] * chains, 1), 2
                 ),
+                "mode_s": _mode_seconds(records),
                 "loadavg_before": round(load_before, 2),
                 "loadavg_after": round(os.getloadavg()[0], 2),
                 **summary,
@@ -183,7 +196,7 @@ def with_workers(args: argparse.Namespace) -> None:
     """One JSON line per worker count, then the speedups and the server's start time."""
     from pruneflow.prefect_env import start_server
 
-    modes = args.mode or ["rewind", "reinit"]
+    modes = args.mode or ["finetune", "rewind"]
     params = _params(args, modes).model_dump(mode="json")
     root = args.workdir or Path(tempfile.mkdtemp(prefix="sdd-bench-flow-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -269,7 +282,7 @@ def main() -> None:
         "--mode",
         nargs="+",
         default=None,
-        help="retrain modes, one chain each (default: rewind; with --workers: rewind reinit)",
+        help="retrain modes (default: finetune; with --workers: finetune rewind)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

@@ -297,11 +297,15 @@ SDD_MODES = ("finetune", "rewind", "reinit")
 class PhaseParams(_Section):
     """How the four phases are read off a test-accuracy curve (see pruneflow.sdd.phases)."""
 
-    tolerance: float = Field(
-        0.01, gt=0.0, lt=1.0, description="accuracy change (fraction) that counts as significant"
+    standard_errors: float = Field(
+        1.0,
+        gt=0.0,
+        le=10.0,
+        description="a change between levels counts when it exceeds this many standard errors "
+        "of the difference (test-sample binomial error and seed spread)",
     )
     smooth: int = Field(
-        3, ge=1, le=15, description="levels in the centred moving average applied first (1: none)"
+        1, ge=1, le=15, description="levels in the centred moving average applied first (1: none)"
     )
 
 
@@ -320,8 +324,10 @@ class SddParams(_Section):
         epochs=30, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"
     )
     methods: list[Literal[SDD_METHODS]] = Field(["magnitude"], min_length=1)
-    modes: list[Literal[SDD_MODES]] = Field(["rewind", "reinit"], min_length=1)
-    seeds: list[int] = Field([0], min_length=1)
+    # finetune shows the four phases at the default sizes; rewind and reinit (which retrains
+    # the rewind chain's masks) are the lottery-ticket comparison
+    modes: list[Literal[SDD_MODES]] = Field(["finetune", "rewind", "reinit"], min_length=1)
+    seeds: list[int] = Field([0, 1, 2, 3, 4], min_length=1)
     scope: Literal["global", "layerwise"] = "global"
     prune_fraction: float = Field(
         0.2, gt=0.0, lt=1.0, description="share of the remaining weights each round removes"
@@ -360,6 +366,16 @@ class SddParams(_Section):
     def _non_negative(cls, value: list[int]) -> list[int]:
         if any(s < 0 for s in value):
             raise ValueError(f"seeds must be >= 0, got {value}")
+        return value
+
+    @field_validator("modes")
+    @classmethod
+    def _reinit_needs_rewind(cls, value: list[str]) -> list[str]:
+        if "reinit" in value and "rewind" not in value:
+            raise ValueError(
+                "reinit retrains the rewind chain's masks from fresh weights (He et al.), "
+                "so sdd.modes must list rewind too"
+            )
         return value
 
 

@@ -55,7 +55,7 @@ def _tiny(**sdd) -> Params:
 
 @pytest.mark.parametrize(
     "modes",
-    [["rewind"], ["reinit"], ["finetune"], ["rewind", "reinit"], ["finetune", "rewind", "reinit"]],
+    [["rewind"], ["finetune"], ["rewind", "reinit"], ["finetune", "rewind", "reinit"]],
 )
 @pytest.mark.parametrize("methods", [["magnitude"], ["magnitude", "random"]])
 def test_declared_outputs_are_the_steps_outputs_for_every_mode(modes, methods):

@@ -18,14 +18,15 @@ def test_two_workers_run_two_chains_side_by_side_and_a_failed_chain_resumes(
     from flows.double_descent import double_descent
 
     flow = double_descent.with_options(task_runner=ThreadPoolTaskRunner(max_workers=2))
-    params = _params(final_sparsity=0.8)  # levels 1-3
+    # two chains: finetune, and rewind with reinit beside it (reinit takes rewind's masks)
+    params = _params(final_sparsity=0.8, modes=["finetune", "rewind", "reinit"])  # levels 1-3
     real = sdd_steps.retrain
     # both chains' first levels must be training at the same time, or this times out: with
-    # whole chains queued up front, two workers would hold rewind's levels 1 and 2
+    # whole chains queued up front, two workers would hold one chain's levels 1 and 2
     both_first_levels = threading.Barrier(2, timeout=60)
 
     def retrain(*args, description="", **kw):
-        if description.endswith("level 1"):
+        if description.endswith(("finetune seed 0 level 1", "rewind seed 0 level 1")):
             both_first_levels.wait()
         if description.endswith("rewind seed 0 level 2"):
             raise RuntimeError("worker lost at rewind level 2")
@@ -37,10 +38,12 @@ def test_two_workers_run_two_chains_side_by_side_and_a_failed_chain_resumes(
     view = scoped(params, "lenet300100")
     chain = {"method": "magnitude", "seed": 0}
     assert level_file(view, {**chain, "mode": "rewind", "level": 1}).exists()
+    assert level_file(view, {**chain, "mode": "reinit", "level": 1}).exists()
     assert not level_file(view, {**chain, "mode": "rewind", "level": 2}).exists()
+    assert not level_file(view, {**chain, "mode": "reinit", "level": 2}).exists()
     # the other chain ran to its end
     assert all(
-        level_file(view, {**chain, "mode": "reinit", "level": lvl}).exists() for lvl in (1, 2, 3)
+        level_file(view, {**chain, "mode": "finetune", "level": lvl}).exists() for lvl in (1, 2, 3)
     )
 
     monkeypatch.setattr(sdd_steps, "retrain", real)
@@ -51,11 +54,14 @@ def test_two_workers_run_two_chains_side_by_side_and_a_failed_chain_resumes(
         if r["step"] == "sdd_level"
     ]
     assert levels == [
+        ("finetune", 1, "cached"),
+        ("finetune", 2, "cached"),
+        ("finetune", 3, "cached"),
         ("rewind", 1, "cached"),
-        ("rewind", 2, "computed"),
-        ("rewind", 3, "computed"),
         ("reinit", 1, "cached"),
-        ("reinit", 2, "cached"),
-        ("reinit", 3, "cached"),
+        ("rewind", 2, "computed"),
+        ("reinit", 2, "computed"),
+        ("rewind", 3, "computed"),
+        ("reinit", 3, "computed"),
     ]
     assert {r["step"] for r in records} >= {"sdd_sweep", "sdd_plots"}

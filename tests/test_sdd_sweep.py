@@ -122,9 +122,58 @@ def test_bad_level_items_fail_before_any_training(workdir):
         SDD_LEVEL.run(p, item={"method": "magnitude", "mode": "rewind", "seed": 0, "level": 1})
 
 
-def test_chains_are_independent_per_method_mode_and_seed():
-    p = scoped(_params(methods=["magnitude", "random"], seeds=[0, 1]), "lenet300100")
+def test_chains_are_independent_per_method_and_seed_with_reinit_beside_rewind():
+    p = scoped(
+        _params(
+            methods=["magnitude", "random"], seeds=[0, 1], modes=["finetune", "rewind", "reinit"]
+        ),
+        "lenet300100",
+    )
     all_chains = chains(p)
-    assert len(all_chains) == 2 * 2 * 2
-    assert all([i["level"] for i in c] == [1, 2, 3, 4] for c in all_chains)
-    assert len({(c[0]["method"], c[0]["mode"], c[0]["seed"]) for c in all_chains}) == 8
+    assert len(all_chains) == 2 * 2 * 2  # (seed, method) x {finetune, rewind + reinit}
+    finetune = [c for c in all_chains if c[0]["mode"] == "finetune"]
+    assert all([i["level"] for i in c] == [1, 2, 3, 4] for c in finetune)
+    lottery = [c for c in all_chains if c[0]["mode"] == "rewind"]
+    assert len(finetune) == len(lottery) == 4
+    for chain in lottery:  # reinit level L right after rewind level L, whose masks it takes
+        assert [(i["mode"], i["level"]) for i in chain] == [
+            (mode, level) for level in (1, 2, 3, 4) for mode in ("rewind", "reinit")
+        ]
+        assert len({(i["method"], i["seed"]) for i in chain}) == 1
+    curves = sdd_steps.curves(p)
+    assert len(curves) == 2 * 2 * 3
+    assert sorted(i["mode"] for c in all_chains for i in c) == sorted(
+        i["mode"] for c in curves for i in c
+    )
+
+
+def test_reinit_retrains_the_rewind_masks_from_fresh_weights(workdir):
+    p = _params(final_sparsity=0.8, seeds=[0, 1])  # levels 1-3, rewind + reinit
+    run_sweep(p, plots=False)
+    view = scoped(p, "lenet300100")
+    for seed in (0, 1):
+        for level in (1, 2, 3):
+            item = {"method": "magnitude", "seed": seed, "level": level}
+            rewind, _, _ = load_state(level_file(view, {**item, "mode": "rewind"}))
+            reinit, _, info = load_state(level_file(view, {**item, "mode": "reinit"}))
+            assert info["mode"] == "reinit" and info["level"] == level
+            assert rewind["mask"].keys() == reinit["mask"].keys()
+            for name, mask in rewind["mask"].items():
+                assert torch.equal(reinit["mask"][name], mask), (seed, level, name)
+                kept_rewind = rewind["weight"][f"{name}.weight"][mask]
+                kept_reinit = reinit["weight"][f"{name}.weight"][mask]
+                assert not torch.allclose(kept_rewind, kept_reinit), (seed, level, name)
+                assert not reinit["weight"][f"{name}.weight"][~mask].any()
+    # the two chains differ in their start points only: reinit's learning distance is
+    # measured from its own fresh start, not from the rewind point
+    table = read_parquet(sdd_steps.sweep_file(view), SWEEP_COLUMNS)
+    pruned = table[table["level"] > 0].set_index(["retrain", "seed", "level"])
+    assert pruned.loc["reinit", "sparsity"].tolist() == pruned.loc["rewind", "sparsity"].tolist()
+    assert (
+        pruned.loc["reinit", "learning_distance"] != pruned.loc["rewind", "learning_distance"]
+    ).all()
+
+
+def test_reinit_needs_the_rewind_chain():
+    with pytest.raises(Exception, match="must list rewind too"):
+        _params(modes=["finetune", "reinit"])

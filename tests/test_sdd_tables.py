@@ -40,6 +40,7 @@ def _records(seeds=(0, 1)):
                         "train_acc_true": 0.8,
                         "test_acc": acc + 0.002 * seed,
                         "test_loss": 1 - acc,
+                        "test_size": 1000,
                         "learning_distance": 10.0 - level * 0.1,
                     }
                 )
@@ -61,7 +62,7 @@ def test_sweep_table_orders_rows_and_checks_chains():
 
 
 def test_phases_per_seed_and_for_the_seed_mean():
-    table, phases = add_phases(sweep_table(_records()), tolerance=0.01, window=3)
+    table, phases = add_phases(sweep_table(_records()), standard_errors=1.0, window=1)
     assert set(table["phase"]) == {"light", "critical", "sweet", "collapsed"}
     rewind = phases[phases["retrain"] == "rewind"]
     assert rewind["seed"].isna().sum() == 4  # the mean curve's four phases

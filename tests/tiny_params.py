@@ -30,6 +30,7 @@ SDD = {
     "train": {"epochs": 2, "batch_size": 128},
     "retrain": {"epochs": 1, "batch_size": 128},
     "modes": ["rewind"],
+    "seeds": [0],
     "prune_fraction": 0.5,
     "final_sparsity": 0.7,
 }

@@ -1,81 +1,168 @@
-"""The sparse double descent section: the sweep's curves with the four phases shaded, the
-learning distance beside them, rewind vs re-init; figures drawn by :mod:`pruneflow.sdd.plots`."""
+"""The sparse double descent section and its claim (He et al., ICML'22).
+
+The section: the sweep's curves with the four phases shaded, the noisy-label fit beside the
+test accuracy, the learning distance, rewind vs re-init; figures drawn by
+:mod:`pruneflow.sdd.plots`. Every comparison states n (seeds), the mean, its 95% interval and
+a paired difference (:mod:`pruneflow.stats`): each curve's dip, rise and collapse against its
+own dense and sweet points, every mode against finetune level by level, re-init against rewind
+phase by phase. :func:`sdd_claims` states the paper's claim and the verdict read off the
+intervals (:mod:`pruneflow.sdd.evidence`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from pruneflow.claims import Claim
 from pruneflow.config import Params
-from pruneflow.io import read_parquet
 from pruneflow.report import fmt
 from pruneflow.report.doc import Figure, Heading, Note, Table, Text
 from pruneflow.report.section import Section
 from pruneflow.sdd import plots
+from pruneflow.sdd.evidence import MIN_CHANGE, Evidence, descent_evidence
 from pruneflow.sdd.params import METHODS, MODES, scoped
-from pruneflow.sdd.phases import PHASES
-from pruneflow.sdd.sweep import curve_phases, mean_curves
-from pruneflow.steps.sdd import lottery_file, phases_file, read_sweep, sweep_file
+from pruneflow.sdd.sweep import curve_phases, test_acc_by_seed, test_size
+from pruneflow.stats import Estimate, mean_interval, paired_difference
+from pruneflow.steps.sdd import phases_file, plot_title, read_sweep, sweep_file
 
 RUN = "uv run pruneflow run sdd"
-_LOTTERY = {
-    "method": "O",
-    "level": "iu",
-    "remaining_pct": "f",
-    "rewind_test_acc": "f",
-    "reinit_test_acc": "f",
-    "reinit_minus_rewind": "f",
-}
+PAPER = "Sparse double descent (He et al., ICML 2022)"
+MAIN_MODE = "finetune"  # the retraining that shows the four phases at the default sizes
+CLAIM = (
+    "As sparsity grows, test accuracy falls (critical phase), rises again (sweet phase), then "
+    "falls (collapse): the four phases, with the critical dip below dense, the sweet rise "
+    f"above the dip and the collapse below the sweet spot each at least {100 * MIN_CHANGE:.0f} "
+    "points of test accuracy, by the whole 95% interval"
+)
 
 
 def _remaining(sparsity: float) -> str:
     return f"{100 * (1 - float(sparsity)):.3g}%"
 
 
-def _at(rows: pd.DataFrame, best: str) -> str:
-    """The lowest / highest test accuracy of ``rows`` and the weights left there."""
-    if rows.empty:
-        return fmt.DASH
-    i = rows["test_acc"].idxmin() if best == "min" else rows["test_acc"].idxmax()
-    return f"{fmt.pct(rows.at[i, 'test_acc'])} ({_remaining(rows.at[i, 'sparsity'])} left)"
+def _est(e: Estimate, signed: bool = False) -> str:
+    return e.format(scale=100, digits=2, signed=signed)
 
 
-def _in(curve: pd.DataFrame, phase_rows: pd.DataFrame, phase: str) -> pd.DataFrame:
-    hit = phase_rows[phase_rows["phase"] == phase]
-    if hit.empty:
-        return curve.iloc[0:0]
-    first, last = int(hit["first_level"].iloc[0]), int(hit["last_level"].iloc[0])
-    return curve[(curve["level"] >= first) & (curve["level"] <= last)]
-
-
-def _curve_tables(model: str, table: pd.DataFrame, phases: pd.DataFrame) -> list[Table]:
-    means = mean_curves(table)
-    head, spans = [], []
+def _ordered_curves(table: pd.DataFrame) -> list[tuple[str, str]]:
     order = {name: i for i, name in enumerate((*METHODS, *MODES))}
-    curves = sorted(
-        means.groupby(["method", "retrain"], sort=False),
-        key=lambda kv: (order.get(kv[0][0], 99), order.get(kv[0][1], 99)),
+    pairs = table[["method", "retrain"]].drop_duplicates().itertuples(index=False)
+    return sorted(
+        ((str(m), str(r)) for m, r in pairs), key=lambda k: (order.get(k[0], 99), order[k[1]])
     )
-    for (method, retrain), curve in curves:
-        curve = curve.sort_values("level")
-        ph = curve_phases(phases, method, retrain)
-        dense = curve[curve["level"] == 0]["test_acc"]
-        head.append(
+
+
+def main_mode(table: pd.DataFrame) -> str:
+    """The retraining mode the claim is read on: finetune, else the first that ran."""
+    ran = [m for m in MODES if m in set(table["retrain"])]
+    return MAIN_MODE if MAIN_MODE in ran else ran[0]
+
+
+def _evidence(p: Params, table: pd.DataFrame, method: str, retrain: str) -> Evidence:
+    rule = p.sdd.phases  # type: ignore[attr-defined]
+    return descent_evidence(table, method, retrain, rule.standard_errors, rule.smooth)
+
+
+def _point(e: Evidence, point: str) -> str:
+    return f"{_est(e.accuracy[point])} at {_remaining(e.sparsity[point])} left"
+
+
+# ---- the claim -------------------------------------------------------------------------------
+def _measured(model: str, e: Evidence) -> str:
+    return (
+        f"{model}, {e.method} pruning, {e.retrain} retraining, n = {e.n_seeds} seeds, "
+        f"{e.test_size} test images; test accuracy (%, mean [95% interval]): dense "
+        f"{_est(e.accuracy['dense'])}, critical dip {_point(e, 'valley')} (noisy labels fitted "
+        f"{100 * e.noise_fit['valley']:.0f}%), sweet spot {_point(e, 'peak')}, collapse "
+        f"{_point(e, 'sparsest')}; paired differences (points): dip "
+        f"{_est(e.changes['dip'], True)}, rise {_est(e.changes['rise'], True)}, collapse "
+        f"{_est(e.changes['collapse'], True)}; four phases on the seed-mean curve: "
+        f"{'yes' if e.double_descent else 'no'}"
+    )
+
+
+def sdd_claims(params: Params) -> list[Claim]:
+    """The four-phases claim per (model, pruning method) of the sweep, on the main retraining
+    mode (:func:`main_mode`); [] when no sweep table exists yet."""
+    claims = []
+    for model in params.sdd.models:
+        p = scoped(params, model)
+        if not (sweep_file(p).is_file() and phases_file(p).is_file()):
+            continue
+        table, _, _ = read_sweep(p)
+        mode = main_mode(table)
+        for method in [m for m in METHODS if m in set(table["method"])]:
+            e = _evidence(p, table, method, mode)
+            claims.append(
+                Claim(
+                    paper=PAPER,
+                    key=f"sdd.four_phases.{model}.{method}",
+                    claim=CLAIM,
+                    measured=_measured(model, e),
+                    verdict=e.verdict,
+                )
+            )
+    return claims
+
+
+# ---- tables ----------------------------------------------------------------------------------
+def _summary_table(model: str, p: Params, table: pd.DataFrame) -> Table:
+    rows = []
+    for method, retrain in _ordered_curves(table):
+        e = _evidence(p, table, method, retrain)
+        rows.append(
             [
                 method,
                 retrain,
-                str(int(curve["n_seeds"].max())),
-                fmt.pct(dense.iloc[0]) if len(dense) else fmt.DASH,
-                _at(_in(curve, ph, "critical"), "min"),
-                _at(_in(curve, ph, "sweet"), "max"),
-                _at(curve.tail(1), "min"),
-                "yes" if len(ph) and bool(ph["double_descent"].iloc[0]) else "no",
+                str(e.n_seeds),
+                _est(e.accuracy["dense"]),
+                _point(e, "valley"),
+                _point(e, "peak"),
+                _point(e, "sparsest"),
+                _est(e.changes["dip"], True),
+                _est(e.changes["rise"], True),
+                _est(e.changes["collapse"], True),
+                "yes" if e.double_descent else "no",
+                e.verdict,
             ]
         )
+    return Table(
+        f"sdd-summary-{model}",
+        f"{model}: test accuracy (%) at the four points of each seed-mean curve, mean [95% "
+        "interval], and the paired differences between them (points)",
+        [
+            "pruning",
+            "retraining",
+            "n",
+            "dense",
+            "critical dip",
+            "sweet spot",
+            "sparsest level",
+            "dip (dense − dip)",
+            "rise (sweet − dip)",
+            "collapse (sweet − sparsest)",
+            "four phases",
+            f"each change ≥ {100 * MIN_CHANGE:.0f} points",
+        ],
+        rows,
+        note="The dip and the sweet spot are the critical phase's bottom and the sweet phase's "
+        "top on the seed-mean curve (without the four phases: the ends of its largest rise). "
+        "Intervals: Student t over the seeds plus the test sample's binomial error; "
+        "differences are paired by seed.",
+    )
+
+
+def _phase_table(model: str, table: pd.DataFrame, phases: pd.DataFrame) -> Table:
+    rows = []
+    for method, retrain in _ordered_curves(table):
+        ph = curve_phases(phases, method, retrain)
+        means = test_acc_by_seed(table, method, retrain).mean(axis=1)
         for row in ph.sort_values("first_level").itertuples():
-            acc = _in(curve, ph, row.phase)["test_acc"]
-            spans.append(
+            acc = means.loc[int(row.first_level) : int(row.last_level)]
+            rows.append(
                 [
                     method,
                     retrain,
@@ -85,65 +172,134 @@ def _curve_tables(model: str, table: pd.DataFrame, phases: pd.DataFrame) -> list
                     f"{100 * acc.min():.2f}–{100 * acc.max():.2f}" if len(acc) else fmt.DASH,
                 ]
             )
-    return [
-        Table(
-            f"sdd-summary-{model}",
-            f"{model}: test accuracy (%) of the seed-mean curves",
-            [
-                "pruning",
-                "retraining",
-                "seeds",
-                "dense",
-                "critical phase: lowest",
-                "sweet phase: best",
-                "sparsest level",
-                "double descent",
-            ],
-            head,
-        ),
-        Table(
-            f"sdd-phases-{model}",
-            f"{model}: the four phases (levels, weights left, test accuracy range in %)",
-            ["pruning", "retraining", "phase", "levels", "weights left", "test acc (%)"],
-            spans,
-            note="Phases are read off the smoothed test-accuracy curve (sdd.phases); a curve "
-            "without a second rise has no critical or sweet phase.",
-        ),
-    ]
+    return Table(
+        f"sdd-phases-{model}",
+        f"{model}: the four phases (levels, weights left, seed-mean test accuracy range in %)",
+        ["pruning", "retraining", "phase", "levels", "weights left", "test acc (%)"],
+        rows,
+        note="A change between levels counts when it exceeds sdd.phases.standard_errors "
+        "standard errors of the difference (binomial error of the test accuracy and spread "
+        "over seeds); a curve without a significant second rise has no critical or sweet "
+        "phase.",
+    )
 
 
-def _lottery_table(model: str, path: Path) -> Table:
-    frame = read_parquet(path, _LOTTERY)
-    by_phase = "rewind_phase" in frame.columns
+def _level_table(model: str, table: pd.DataFrame, phases: pd.DataFrame, method: str) -> Table:
+    """Every level of one pruning method: the main mode's test accuracy beside its fit of the
+    noisy labels, then every other mode against it, paired by seed."""
+    size = test_size(table)
+    modes = [m for m in MODES if m in set(table[table["method"] == method]["retrain"])]
+    main = MAIN_MODE if MAIN_MODE in modes else modes[0]
+    others = [m for m in modes if m != main]
+    wide = {m: test_acc_by_seed(table, method, m) for m in modes}
+    rows_main = table[(table["method"] == method) & (table["retrain"] == main)]
+    fit = rows_main.groupby("level")[["train_acc_noisy", "noise_fit", "sparsity"]].mean()
+    labels = _phase_by_level(phases, method, main)
     rows = []
-    for method, g in frame.groupby("method", sort=False):
-        groups = (
-            [
-                (ph, g[g["rewind_phase"] == ph])
-                for ph in (*PHASES, "")
-                if ph in set(g["rewind_phase"])
+    for level in wide[main].index:
+        cells = [
+            str(int(level)),
+            _remaining(fit.at[level, "sparsity"]),
+            labels.get(int(level), ""),
+            str(wide[main].shape[1]),
+            _est(mean_interval(wide[main].loc[level].to_numpy(), size)),
+            f"{100 * fit.at[level, 'train_acc_noisy']:.1f}",
+            f"{100 * fit.at[level, 'noise_fit']:.1f}"
+            if np.isfinite(fit.at[level, "noise_fit"])
+            else fmt.DASH,
+        ]
+        for other in others:
+            if level not in wide[other].index:
+                cells += [fmt.DASH, fmt.DASH]
+                continue
+            seeds = wide[main].columns.intersection(wide[other].columns)
+            a, b = wide[other].loc[level, seeds].to_numpy(), wide[main].loc[level, seeds]
+            cells += [
+                _est(mean_interval(a, size)),
+                _est(paired_difference(a, b.to_numpy(), size), True),
             ]
-            if by_phase
-            else [("all levels", g)]
-        )
-        for phase, sub in groups:
-            both = sub.dropna(subset=["reinit_minus_rewind"])
+        rows.append(cells)
+    columns = [
+        "level",
+        "weights left",
+        f"{main} phase",
+        "n",
+        f"{main} test acc (%)",
+        "train acc, noisy labels (%)",
+        "flipped labels memorised (%)",
+    ]
+    for other in others:
+        columns += [f"{other} test acc (%)", f"{other} − {main} (points)"]
+    return Table(
+        f"sdd-levels-{model}-{method}",
+        f"{model}, {method} pruning: test accuracy at every level, mean [95% interval], beside "
+        f"the {main} net's fit of the noisy training labels (seed means), and each other "
+        f"retraining mode against {main}, paired by seed",
+        columns,
+        rows,
+        note="Critical phase: the net still fits (memorises) the noisy labels while its test "
+        "accuracy falls; sweet phase: it can no longer memorise them and test accuracy rises.",
+    )
+
+
+def _phase_by_level(phases: pd.DataFrame, method: str, retrain: str) -> dict[int, str]:
+    """Level -> phase of the curve shown for (method, retrain) (the seed mean's)."""
+    return {
+        level: str(row.phase)
+        for row in curve_phases(phases, method, retrain).itertuples()
+        for level in range(int(row.first_level), int(row.last_level) + 1)
+    }
+
+
+def _lottery_table(model: str, table: pd.DataFrame, phases: pd.DataFrame) -> Table | None:
+    """Re-init against rewind per phase of the rewind curve: both share every level's masks."""
+    if not {"rewind", "reinit"} <= set(table["retrain"]):
+        return None
+    size = test_size(table)
+    rows = []
+    for method in [m for m in METHODS if m in set(table["method"])]:
+        rewind = test_acc_by_seed(table, method, "rewind")
+        reinit = test_acc_by_seed(table, method, "reinit")
+        seeds = rewind.columns.intersection(reinit.columns)
+        ph = curve_phases(phases, method, "rewind")
+        spans = [
+            (str(r.phase), int(r.first_level), int(r.last_level))
+            for r in ph.sort_values("first_level").itertuples()
+            if r.last_level >= 1
+        ]
+        for phase, first, last in spans:
+            first = max(first, 1)  # level 0 is the shared dense model
+            a = reinit.loc[first:last, seeds].mean(axis=0).to_numpy()
+            b = rewind.loc[first:last, seeds].mean(axis=0).to_numpy()
+            diff = paired_difference(a, b, size)
             rows.append(
                 [
-                    str(method),
-                    str(phase) or "unlabelled",
-                    f"{int(sub['level'].min())}–{int(sub['level'].max())}",
-                    fmt.pct(sub["rewind_test_acc"].mean()),
-                    fmt.pct(sub["reinit_test_acc"].mean()),
-                    f"{int((both['reinit_minus_rewind'] > 0).sum())} of {len(both)}",
+                    method,
+                    phase,
+                    f"{first}–{last}",
+                    str(len(seeds)),
+                    _est(mean_interval(b, size)),
+                    _est(mean_interval(a, size)),
+                    _est(diff, True),
                 ]
             )
     return Table(
         f"sdd-lottery-{model}",
-        f"{model}: rewind (lottery ticket) vs random re-init, by phase of the rewind curve",
-        ["pruning", "phase", "levels", "rewind acc (%)", "re-init acc (%)", "re-init better at"],
+        f"{model}: rewind (lottery ticket) vs random re-init with the same masks, by phase of "
+        "the rewind curve",
+        [
+            "pruning",
+            "phase",
+            "levels",
+            "n",
+            "rewind acc (%)",
+            "re-init acc (%)",
+            "re-init − rewind (points)",
+        ],
         rows,
-        note="Mean test accuracy over the phase's levels (seed means).",
+        note="Per seed, the test accuracy averaged over the phase's pruned levels; mean [95% "
+        "interval]; the difference is paired by seed. Re-init retrains the rewind chain's "
+        "masks from fresh random weights (He et al.'s re-initialisation).",
     )
 
 
@@ -159,8 +315,7 @@ def sdd_section(params: Params, figures: Path) -> Section:
             blocks.append(Note(f"{model}: not produced yet: {absent}. `{RUN}` makes them."))
             continue
         table, phases, meta = read_sweep(p)
-        noise = float(meta.get("noise_rate", p.noise.rate))
-        title = f"{model} on {p.data.dataset}, {noise:.0%} {p.noise.kind} label noise"
+        title = plot_title(p, meta)
         blocks.append(Heading(title, 3, f"sdd-{model}"))
         stem = f"sdd-{p.data.dataset}-{model}"
         plots.accuracy_figure(
@@ -173,7 +328,9 @@ def sdd_section(params: Params, figures: Path) -> Section:
             Figure(
                 f"{stem}-accuracy",
                 f"{stem}-accuracy.png",
-                "Train (noisy and true labels) and test accuracy against the weights left "
+                "Test accuracy (seed mean, 95% interval) beside the fit of the noisy training "
+                "labels (train accuracy on the noisy labels, share of the flipped labels "
+                "memorised) and train accuracy on the true labels, against the weights left "
                 "(log scale, sparser to the right), the four phases shaded: I light, "
                 "II critical, III sweet, IV collapsed.",
             ),
@@ -183,24 +340,28 @@ def sdd_section(params: Params, figures: Path) -> Section:
                 "Learning distance (L2 between each level's start and trained weights) beside "
                 "test accuracy, same phases.",
             ),
-            *_curve_tables(model, table, phases),
+            _summary_table(model, p, table),
+            _phase_table(model, table, phases),
+            *[
+                _level_table(model, table, phases, method)
+                for method in METHODS
+                if method in set(table["method"])
+            ],
         ]
-        if {"rewind", "reinit"} <= set(table["retrain"]):
+        lottery = _lottery_table(model, table, phases)
+        if lottery is not None:
             plots.lottery_figure(
                 table, phases, figures / f"{stem}-lottery.png", f"Lottery vs re-init: {title}"
             )
-            blocks.append(
+            blocks += [
                 Figure(
                     f"{stem}-lottery",
                     f"{stem}-lottery.png",
                     "Rewinding to the initial weights (lottery ticket) against re-initialising "
-                    "at random, at every level; circles: re-init better.",
-                )
-            )
-            if sec.look(lottery_file(p)):
-                blocks.append(_lottery_table(model, lottery_file(p)))
-            else:
-                blocks.append(Note(f"Not produced yet: `{lottery_file(p)}`. `{RUN}` makes it."))
+                    "at random with the same masks, at every level; circles: re-init better.",
+                ),
+                lottery,
+            ]
     sdd = params.sdd
     intro = Text(
         f"Iterative {fmt.joined(sdd.methods)} pruning ({sdd.scope}, "

@@ -32,7 +32,7 @@ class Splits:
 
 
 def level_metrics(model: nn.Module, data: ImageData, splits: Splits) -> dict[str, Any]:
-    """train_acc_noisy, train_acc_true, noise_fit, train_loss, test_acc, test_loss."""
+    """train_acc_noisy, train_acc_true, noise_fit, train_loss, test_acc, test_loss, test_size."""
     train_loss, train_noisy = evaluate(model, data, splits.train, splits.noisy)
     _, train_true = evaluate(model, data, splits.train, splits.true)
     test_loss, test_acc = evaluate(model, data, splits.test, splits.true)
@@ -46,4 +46,5 @@ def level_metrics(model: nn.Module, data: ImageData, splits: Splits) -> dict[str
         "train_loss": train_loss,
         "test_acc": test_acc,
         "test_loss": test_loss,
+        "test_size": int(splits.test.size),  # the binomial error of test_acc needs it
     }

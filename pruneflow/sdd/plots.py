@@ -2,7 +2,9 @@
 
 x axis everywhere: remaining weights in % on a log scale, running from dense (100 %) on the
 left to the sparsest level on the right, so sparsity grows to the right as in the paper.
-Curves are seed means; with several seeds a band shows the seed range.
+Curves are seed means. The test-accuracy band is its 95% interval
+(:func:`pruneflow.sdd.sweep.curve_intervals`: seed spread and the test sample's binomial
+error); the training-set curves' bands are the seed range.
 """
 
 from __future__ import annotations
@@ -18,7 +20,13 @@ from matplotlib.ticker import FuncFormatter
 
 from pruneflow.figures import save_figure
 from pruneflow.sdd.params import METHODS, MODES
-from pruneflow.sdd.sweep import LOTTERY_MODES, curve_phases, lottery_table, mean_curves
+from pruneflow.sdd.sweep import (
+    LOTTERY_MODES,
+    curve_intervals,
+    curve_phases,
+    lottery_table,
+    mean_curves,
+)
 
 PHASE_COLORS = {
     "light": "#c6dbef",
@@ -99,17 +107,43 @@ def _panels(table: pd.DataFrame, phases: pd.DataFrame) -> tuple[Figure, list[tup
     return fig, panels
 
 
+_TRAIN_CURVES = (
+    ("train_acc_noisy", "train acc (noisy labels)", "tab:orange", "--"),
+    ("noise_fit", "flipped labels memorised", "tab:red", "-."),
+    ("train_acc_true", "train acc (true labels)", "tab:green", ":"),
+)
+
+
 def accuracy_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title: str) -> Path:
-    """Train (noisy and true labels) and test accuracy vs remaining weights, phases shaded."""
+    """Test accuracy (with its 95% interval) beside the fit of the noisy labels: train
+    accuracy on the noisy labels, the share of flipped labels memorised (``noise_fit``), and
+    train accuracy on the true labels, against remaining weights, phases shaded."""
     fig, panels = _panels(table, phases)
     for ax, method, mode, curve, x, patches in panels:
-        for col, label, color, style in (
-            ("train_acc_noisy", "train acc (noisy labels)", "tab:orange", "--"),
-            ("train_acc_true", "train acc (true labels)", "tab:green", ":"),
-            ("test_acc", "test acc", "tab:blue", "-"),
-        ):
-            ax.plot(x, curve[col] * 100, style, color=color, marker=".", label=label)
+        for col, label, color, style in _TRAIN_CURVES:
+            if col not in curve.columns or curve[col].isna().all():
+                continue  # noise_fit without label noise
+            ax.plot(x, curve[col] * 100, style, color=color, marker=".", label=label, lw=1)
             _band(ax, table, method, mode, col, color)
+        ax.plot(
+            x,
+            curve["test_acc"] * 100,
+            "-",
+            color="tab:blue",
+            marker="o",
+            ms=3,
+            lw=2,
+            label="test acc (seed mean, 95% interval)",
+        )
+        ci = curve_intervals(table, method, mode).set_index("level").reindex(curve["level"])
+        ax.fill_between(
+            x,
+            ci["low"].to_numpy() * 100,
+            ci["high"].to_numpy() * 100,
+            color="tab:blue",
+            alpha=0.2,
+            lw=0,
+        )
         _x_axis(ax, x)
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{method} pruning, {mode}")

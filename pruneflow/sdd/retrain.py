@@ -6,10 +6,12 @@ Retraining modes (where level L's training starts, always with level L's masks a
                 schedule, as in learning-rate rewinding)
   ``rewind``    the dense run's weights after ``sdd.rewind_epoch`` epochs (lottery tickets;
                 epoch 0 is the original initialisation)
-  ``reinit``    freshly drawn random weights (a new seed per level), same architecture
+  ``reinit``    freshly drawn random weights (a new seed per level), same architecture, under
+                the rewind chain's level-L masks (He et al.'s re-initialisation: the lottery
+                ticket's mask with new weights)
 Every mode then trains ``sdd.retrain.epochs`` epochs on the noisy training labels. The masks of
-level L are computed on the *trained* weights of level L-1, whatever the mode, so the modes
-differ only in where retraining starts.
+level L are computed on the *trained* weights of its chain's level L-1 (finetune, rewind);
+reinit takes rewind's, so rewind and reinit differ only in where retraining starts.
 """
 
 from __future__ import annotations

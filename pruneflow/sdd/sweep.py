@@ -1,9 +1,10 @@
 """The sweep table: per-level records gathered into one frame, phases, lottery comparison.
 
 ``sweep.parquet`` has one row per (method, retrain, seed, level) with the columns of
-:data:`SWEEP_COLUMNS` (plus ``remaining`` weights, ``noise_fit`` and ``train_loss``). Level 0
-is the dense model, shared by every (method, retrain) chain of its seed and repeated in each,
-so each chain's curve starts at the dense point.
+:data:`SWEEP_COLUMNS` (plus ``remaining`` weights, ``noise_fit`` and ``train_loss``;
+``test_size`` is the number of test images every accuracy was measured on). Level 0 is the
+dense model, shared by every (method, retrain) chain of its seed and repeated in each, so each
+chain's curve starts at the dense point.
 
 ``phases.parquet``: one row per phase occurring in a curve, for every (method, retrain, seed)
 curve and, when there are several seeds, for the seed-mean curve (``seed`` null).
@@ -21,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from pruneflow.errors import PruneflowError
-from pruneflow.sdd.phases import label_phases
+from pruneflow.sdd.phases import PhaseResult, label_phases, level_standard_errors
+from pruneflow.stats import mean_interval
 
 SWEEP_COLUMNS = {
     "method": "O",
@@ -32,6 +34,7 @@ SWEEP_COLUMNS = {
     "train_acc_true": "f",
     "test_acc": "f",
     "test_loss": "f",
+    "test_size": "iu",
     "learning_distance": "f",
     "phase": "O",
     "seed": "iu",
@@ -104,7 +107,17 @@ def sweep_table(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
     columns = [*CURVE, "level", *[c for c in _METRICS if c in frame.columns]]
     frame = frame[columns + [c for c in frame.columns if c not in columns]]
-    return frame.astype({"level": "int64", "seed": "int64"})
+    if frame["test_size"].nunique() != 1:
+        raise PruneflowError(
+            f"sweep records were scored on different test sets: sizes "
+            f"{sorted(frame['test_size'].unique().tolist())}"
+        )
+    return frame.astype({"level": "int64", "seed": "int64", "test_size": "int64"})
+
+
+def test_size(table: pd.DataFrame) -> int:
+    """The number of test images behind every accuracy of the sweep (one test set)."""
+    return int(table["test_size"].iloc[0])
 
 
 def mean_curves(table: pd.DataFrame) -> pd.DataFrame:
@@ -116,38 +129,85 @@ def mean_curves(table: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-def _phase_rows(curve: pd.DataFrame, tolerance: float, window: int) -> tuple[list[str], list]:
-    result = label_phases(curve["sparsity"], curve["test_acc"], tolerance, window)
-    levels = curve["level"].to_numpy()
+def test_acc_by_seed(table: pd.DataFrame, method: str, retrain: str) -> pd.DataFrame:
+    """One curve's test accuracy as a (level x seed) frame; seeds missing a level are dropped."""
+    rows = table[(table["method"] == method) & (table["retrain"] == retrain)]
+    wide = rows.pivot(index="level", columns="seed", values="test_acc").sort_index()
+    return wide.dropna(axis=1)
+
+
+def curve_sparsity(table: pd.DataFrame, method: str, retrain: str) -> pd.Series:
+    """The measured sparsity per level of one curve (the same for every seed up to a weight)."""
+    rows = table[(table["method"] == method) & (table["retrain"] == retrain)]
+    return rows.groupby("level")["sparsity"].mean().sort_index()
+
+
+def curve_intervals(table: pd.DataFrame, method: str, retrain: str) -> pd.DataFrame:
+    """Per level of one curve: ``n``, the seed-mean test accuracy and its 95% interval
+    (:func:`pruneflow.stats.mean_interval`: seed spread and the test sample's binomial error)."""
+    wide = test_acc_by_seed(table, method, retrain)
+    size = test_size(table)
     rows = []
-    for row in result.table(curve["sparsity"].to_numpy()):
+    for level, values in wide.iterrows():
+        est = mean_interval(values.to_numpy(), size)
         rows.append(
-            {
-                "phase": row["phase"],
-                "first_level": int(levels[row["first_index"]]),
-                "last_level": int(levels[row["last_index"]]),
-                "start_sparsity": row["start_sparsity"],
-                "end_sparsity": row["end_sparsity"],
-                "double_descent": row["double_descent"],
-            }
+            {"level": int(level), "n": est.n, "mean": est.mean, "low": est.low, "high": est.high}
         )
-    return result.labels, rows
+    return pd.DataFrame(rows, columns=["level", "n", "mean", "low", "high"])
+
+
+def curve_phase_result(
+    table: pd.DataFrame, method: str, retrain: str, standard_errors: float = 1.0, window: int = 1
+) -> tuple[PhaseResult, pd.DataFrame]:
+    """The phase rule on the seed-mean test-accuracy curve of (method, retrain), its standard
+    errors from the seed spread and the test sample; also returns the (level x seed)
+    accuracies it was read from (one seed: that seed's curve, binomial error only)."""
+    wide = test_acc_by_seed(table, method, retrain)
+    sparsity = curve_sparsity(table, method, retrain).reindex(wide.index)
+    se = level_standard_errors(wide.to_numpy().T, test_size(table))
+    result = label_phases(sparsity, wide.mean(axis=1), se, window, standard_errors)
+    return result, wide
+
+
+def _phase_rows(result: PhaseResult, levels: np.ndarray, sparsity: np.ndarray) -> list:
+    return [
+        {
+            "phase": row["phase"],
+            "first_level": int(levels[row["first_index"]]),
+            "last_level": int(levels[row["last_index"]]),
+            "start_sparsity": row["start_sparsity"],
+            "end_sparsity": row["end_sparsity"],
+            "double_descent": row["double_descent"],
+        }
+        for row in result.table(sparsity)
+    ]
 
 
 def add_phases(
-    table: pd.DataFrame, tolerance: float = 0.01, window: int = 3
+    table: pd.DataFrame, standard_errors: float = 1.0, window: int = 1
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(table with a ``phase`` column per row, the phases table) -- see pruneflow.sdd.phases."""
+    """(table with a ``phase`` column per row, the phases table) -- see pruneflow.sdd.phases.
+
+    A single seed's curve has the test sample's binomial error at every level; the seed-mean
+    curve (with several seeds) adds the spread over the seeds.
+    """
     table = table.copy()
     table["phase"] = ""
+    size = test_size(table)
     phase_rows: list[dict[str, Any]] = []
     for (method, retrain, seed), curve in table.groupby(CURVE, sort=False):
-        labels, rows = _phase_rows(curve, tolerance, window)
-        table.loc[curve.index, "phase"] = labels
+        se = level_standard_errors(curve["test_acc"].to_numpy()[None, :], size)
+        result = label_phases(curve["sparsity"], curve["test_acc"], se, window, standard_errors)
+        table.loc[curve.index, "phase"] = result.labels
+        rows = _phase_rows(result, curve["level"].to_numpy(), curve["sparsity"].to_numpy())
         phase_rows += [{"method": method, "retrain": retrain, "seed": seed, **r} for r in rows]
     if table["seed"].nunique() > 1:
-        for (method, retrain), curve in mean_curves(table).groupby(["method", "retrain"]):
-            _, rows = _phase_rows(curve, tolerance, window)
+        for method, retrain in (
+            table[["method", "retrain"]].drop_duplicates().itertuples(index=False)
+        ):
+            result, wide = curve_phase_result(table, method, retrain, standard_errors, window)
+            sparsity = curve_sparsity(table, method, retrain).reindex(wide.index).to_numpy()
+            rows = _phase_rows(result, wide.index.to_numpy(), sparsity)
             phase_rows += [{"method": method, "retrain": retrain, "seed": None, **r} for r in rows]
     phases = pd.DataFrame(phase_rows, columns=list(PHASE_COLUMNS))
     phases["seed"] = phases["seed"].astype("Int64")
@@ -189,8 +249,9 @@ def lottery_table(table: pd.DataFrame, phases: pd.DataFrame | None = None) -> pd
 
     One row per (method, level) that a rewind or a reinit chain reached, with the columns of
     :data:`LOTTERY_COLUMNS` (and, with ``phases``, ``rewind_phase`` / ``reinit_phase``):
-    ``sparsity`` is the rewind chain's measured sparsity (the reinit one's where rewind did not
-    run; both prune to the same schedule), ``remaining_pct`` = 100 (1 - sparsity),
+    ``sparsity`` is the rewind chain's measured sparsity (reinit retrains the rewind chain's
+    masks, so the two are equal; the reinit one's where only reinit's records are given),
+    ``remaining_pct`` = 100 (1 - sparsity),
     ``<mode>_test_acc`` the seed-mean test accuracy, ``reinit_minus_rewind`` their difference,
     ``n_seeds`` how many seeds the means average.
 

@@ -7,11 +7,15 @@ model and the dense ``train`` section come from ``sdd``):
                initial weights, the rewind point (epoch ``sdd.rewind_epoch``) and the trained
                weights in one file, and the level-0 record.
 ``sdd_level``  (fan-out, item ``{"method", "mode", "seed", "level"}``) one pruning round:
-               level L reads level L-1's checkpoint (weights + masks; level 0 = the dense
-               file), prunes to ``1 - (1 - f)^L``, retrains by ``mode``, evaluates, writes
-               level L's checkpoint and record. Each level is its own cached item, so a chain
-               that crashed at level 14 resumes at 14; chains of different (method, mode,
-               seed) are independent and may run concurrently.
+               a finetune or rewind level L reads its own chain's level L-1 checkpoint
+               (weights + masks; level 0 = the dense file), prunes to ``1 - (1 - f)^L``,
+               retrains by ``mode``, evaluates, writes level L's checkpoint and record. A
+               reinit level L does not prune: it takes the rewind chain's level-L masks and
+               retrains them from fresh random weights, as the authors' code does (He et al.,
+               ICML'22, ``randomly_reinitialize.py``), so rewind and reinit differ in the
+               start weights only. Each level is its own cached item, so a chain that crashed
+               at level 14 resumes at 14; the runs of :func:`chains` are independent and may
+               run concurrently.
 ``sdd_sweep``  gathers every record into ``sweep.parquet``, labels the phases
                (``phases.parquet``, boundaries also in the sweep table's metadata), writes the
                rewind-vs-reinit table (``lottery.parquet``) and the DVC metrics.
@@ -78,6 +82,7 @@ from pruneflow.sdd.sweep import (
     add_phases,
     boundaries,
     lottery_table,
+    mean_curves,
     sweep_table,
 )
 from pruneflow.sparsity.masks import sparsity as mask_sparsity
@@ -101,6 +106,8 @@ _CORE = (
     "pruneflow/steps/sdd.py",
 )
 _LEVEL_KEYS = {"method", "mode", "seed", "level"}
+# reinit retrains the masks this mode's chain found at the same level
+_MASK_SOURCE = {"reinit": "rewind"}
 PLOT_NAMES = ("accuracy", "distance", "lottery")
 
 
@@ -161,8 +168,8 @@ def dense_items(p: Params) -> list[Item]:
     return [{"seed": s} for s in p.sdd.seeds]  # type: ignore[attr-defined]
 
 
-def chains(p: Params) -> list[list[Item]]:
-    """One list of level items (1..n, in order) per (seed, method, mode) of the sweep."""
+def curves(p: Params) -> list[list[Item]]:
+    """One list of level items (1..n, in order) per (seed, method, mode) curve of the sweep."""
     sdd = p.sdd  # type: ignore[attr-defined]
     n = num_levels(sdd.prune_fraction, sdd.final_sparsity)
     return [
@@ -171,6 +178,29 @@ def chains(p: Params) -> list[list[Item]]:
         for m in sdd.methods
         for mode in sdd.modes
     ]
+
+
+def chains(p: Params) -> list[list[Item]]:
+    """The sweep's runs of levels that must go in order, independent of each other.
+
+    Per (seed, method): each mode's curve on its own, except that reinit level L needs the
+    rewind chain's level L (its masks), so the rewind and reinit curves run as one chain,
+    rewind 1, reinit 1, rewind 2, reinit 2, ...
+    """
+    out: list[list[Item]] = []
+    for curve in curves(p):
+        mode = curve[0]["mode"] if curve else None
+        if mode in _MASK_SOURCE:
+            continue
+        partners = [
+            c
+            for c in curves(p)
+            if c
+            and _MASK_SOURCE.get(c[0]["mode"]) == mode
+            and (c[0]["method"], c[0]["seed"]) == (curve[0]["method"], curve[0]["seed"])
+        ]
+        out.append([item for row in zip(curve, *partners, strict=True) for item in row])
+    return out
 
 
 def _check_seed(item: Item) -> int:
@@ -204,6 +234,10 @@ def _check_level_item(item: Item) -> None:
 
 
 def _previous(item: Item) -> Item:
+    """The level whose checkpoint ``item`` starts from: its chain's previous level, or for
+    reinit the mask-source chain's same level."""
+    if item["mode"] in _MASK_SOURCE:
+        return {**item, "mode": _MASK_SOURCE[item["mode"]]}
     return {**item, "level": item["level"] - 1}
 
 
@@ -355,17 +389,20 @@ def _level_compute(p: Params, item: Item) -> dict[str, Any]:
     model = build(arch["name"], arch["num_classes"], tuple(arch["in_shape"]))
     model.load_state_dict(prev["weight"])
     layers = prunable_layers(model)
-    masks = prev.get("mask") or full_masks(model, layers)
     target = level_sparsity(sdd.prune_fraction, level)
-    new_masks = prune(
-        model,
-        masks,
-        item["method"],
-        target,
-        sdd.scope,
-        seed=derive_seed(seed, level, "scores"),
-        batches=_gradient_batches(p, data, splits, item),
-    )
+    if mode in _MASK_SOURCE:  # the source chain's masks at this level, pruned there already
+        require(prev, prev_path, "mask")
+        new_masks = prev["mask"]
+    else:
+        new_masks = prune(
+            model,
+            prev.get("mask") or full_masks(model, layers),
+            item["method"],
+            target,
+            sdd.scope,
+            seed=derive_seed(seed, level, "scores"),
+            batches=_gradient_batches(p, data, splits, item),
+        )
     fresh = (
         fresh_state(
             arch["name"],
@@ -435,7 +472,7 @@ SDD_LEVEL = Step(
 # ---- sdd_sweep ------------------------------------------------------------------------------
 def _sweep_inputs(p: Params) -> list[Path]:
     paths = [record_file(dense_file(p, s)) for s in p.sdd.seeds]  # type: ignore[attr-defined]
-    paths += [record_file(level_file(p, item)) for chain in chains(p) for item in chain]
+    paths += [record_file(level_file(p, item)) for curve in curves(p) for item in curve]
     return paths
 
 
@@ -444,27 +481,28 @@ def _sweep_outputs(p: Params) -> list[Path]:
 
 
 def gather_records(p: Params) -> list[dict[str, Any]]:
-    """Every level record of the sweep; each chain starts with its seed's dense record."""
+    """Every level record of the sweep; each curve starts with its seed's dense record."""
     dense = {s: read_json(record_file(dense_file(p, s))) for s in p.sdd.seeds}  # type: ignore[attr-defined]
     records = []
-    for chain in chains(p):
-        first = chain[0]
+    for curve in curves(p):
+        first = curve[0]
         base = {k: v for k, v in dense[first["seed"]].items() if k != "history"}
         records.append({**base, "method": first["method"], "retrain": first["mode"]})
-        records += [read_json(record_file(level_file(p, item))) for item in chain]
+        records += [read_json(record_file(level_file(p, item))) for item in curve]
     return records
 
 
 def _sweep_compute(p: Params) -> dict[str, Any]:
     sdd = p.sdd  # type: ignore[attr-defined]
     table, phases = add_phases(
-        sweep_table(gather_records(p)), sdd.phases.tolerance, sdd.phases.smooth
+        sweep_table(gather_records(p)), sdd.phases.standard_errors, sdd.phases.smooth
     )
     bounds = boundaries(phases)
     meta = {
         "dataset": p.data.dataset,
         "model": p.model.name,
         "noise_rate": p.noise.rate,
+        "noise_kind": p.noise.kind,
         "prune_fraction": sdd.prune_fraction,
         "final_sparsity": sdd.final_sparsity,
         "scope": sdd.scope,
@@ -491,6 +529,15 @@ def _sweep_compute(p: Params) -> dict[str, Any]:
             "best_sparsity": float(best["sparsity"]),
             "min_test_acc": float(curve["test_acc"].min()),
         }
+    if table["seed"].nunique() > 1:
+        for (method, retrain_mode), curve in mean_curves(table).groupby(["method", "retrain"]):
+            best = curve.loc[curve["test_acc"].idxmax()]
+            summary["curves"][f"{method}/{retrain_mode}/mean"] = {
+                "double_descent": bounds[f"{method}/{retrain_mode}/mean"]["double_descent"],
+                "best_test_acc": float(best["test_acc"]),
+                "best_sparsity": float(best["sparsity"]),
+                "min_test_acc": float(curve["test_acc"].min()),
+            }
     comparison = lottery_table(table, phases)
     compared = [m for m in LOTTERY_MODES if comparison[f"{m}_test_acc"].notna().any()]
     write_parquet(
@@ -510,6 +557,7 @@ SDD_SWEEP = Step(
         "data.dataset",
         "model.name",
         "noise.rate",
+        "noise.kind",
         "sdd.methods",
         "sdd.modes",
         "sdd.seeds",
@@ -541,12 +589,17 @@ def read_sweep(p: Params) -> tuple[Any, Any, dict[str, Any]]:
     return table, phases, parquet_metadata(sweep_file(p))
 
 
+def plot_title(p: Params, meta: dict[str, Any]) -> str:
+    """``lenet300100 on mnist5k, 20% symmetric label noise``: the noise the sweep ran with."""
+    return (
+        f"{p.model.name} on {p.data.dataset}, {float(meta['noise_rate']):.0%} "
+        f"{meta['noise_kind']} label noise"
+    )
+
+
 def _plots_compute(p: Params) -> dict[str, Any]:
     table, phases, meta = read_sweep(p)
-    title = (
-        f"{p.model.name} on {p.data.dataset}, {meta.get('noise_rate', p.noise.rate):.0%} "
-        f"symmetric label noise"
-    )
+    title = plot_title(p, meta)
     files = plot_files(p)
     plots.accuracy_figure(table, phases, files["accuracy"], f"Sparse double descent: {title}")
     plots.distance_figure(table, phases, files["distance"], f"Learning distance: {title}")
@@ -564,6 +617,7 @@ SDD_PLOTS = Step(
         "pruneflow/sdd/exports.py",
         "pruneflow/sdd/sweep.py",
         "pruneflow/sdd/params.py",
+        "pruneflow/stats.py",
         "pruneflow/steps/sdd.py",
     ),
     inputs=lambda p: [sweep_file(p), phases_file(p)],
