@@ -3,6 +3,7 @@
   pruneflow run [all|dense]        run a flow (Prefect: cached, restartable) and print a summary
   pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
   pruneflow steps                  list the steps, the params keys they read and their outputs
+  pruneflow layers                 a model's prunable layers, their shapes, which are pruned
   pruneflow report                 rebuild the report (Markdown + HTML) from the Parquet tables
   pruneflow deploy [NAME...]       deploy pipelines.yaml's deployments (pools checked first)
   pruneflow server start|stop|status   the reusable local Prefect server
@@ -297,6 +298,44 @@ def steps(params_file: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None
         )
         table.add_row(step.name, "\n".join(step.reads), writes)
     Console().print(table)
+
+
+@app.command()
+@_user_errors
+def layers(
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="default: the first spdy.models entry (any name)"),
+    ] = None,
+) -> None:
+    """List a model's prunable layers (Conv2d, Linear), their weight shapes and which SPDY
+    prunes (spdy.grid: skip_first_last, include, exclude). Builds the model; trains nothing."""
+    from pruneflow.data import load_dataset
+    from pruneflow.models import build
+    from pruneflow.models.layers import layer_table
+
+    params = _load(params_file, overrides)
+    if model is not None:
+        config.from_dict({"model": {"name": model}}, source="--model")  # params.yaml's check
+        if model not in params.spdy.models:
+            spdy = params.spdy.model_copy(update={"models": [*params.spdy.models, model]})
+            params = params.model_copy(update={"spdy": spdy})
+    scoped = config.scoped(params, f"spdy:{model or params.spdy.models[0]}")
+    data = load_dataset(scoped.data.dataset, scoped.data.root, scoped.data.image_size)
+    net = build(scoped.model.name, data.num_classes, data.in_shape)
+    g = scoped.spdy.grid
+    rows = layer_table(net, scoped.model.name, g.skip_first_last, g.include, g.exclude)
+    table = Table(title=f"{scoped.model.name} on {scoped.data.dataset} {data.in_shape}")
+    for col in ("layer", "type", "weight shape", "weights", "pruned"):
+        table.add_column(col, justify="right" if col == "weights" else "left")
+    for r in rows:
+        shape = "x".join(map(str, r.shape))
+        table.add_row(r.name, r.kind, shape, f"{r.weights:,}", "yes" if r.pruned else "no")
+    Console().print(table)
+    pruned = sum(r.pruned for r in rows)
+    typer.echo(f"{pruned} of {len(rows)} prunable layers pruned")
 
 
 @app.command()

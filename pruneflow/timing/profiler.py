@@ -159,6 +159,8 @@ class ProfileSettings:
     levels: Sequence[float] | None = None
     backends: Sequence[str] | None = None
     skip_first_last: bool = True
+    include: tuple[str, ...] = ()  # glob patterns (see pruneflow.sparsity.grid.skipped_layers)
+    exclude: tuple[str, ...] = ()
     warmup: int = 1
     min_repeats: int = 3
     max_repeats: int = 15
@@ -441,7 +443,7 @@ def profile_model(
         B.get_backend(name)  # unknown or unavailable: a clear error now, not mid-run
     sparse_backends = [b for b in candidates if b != "dense"]
     names = prunable_layers(model)
-    skipped = skipped_layers(model_name, names, st.skip_first_last)
+    skipped = skipped_layers(model_name, names, st.skip_first_last, st.include, st.exclude)
     profiled = [n for n in names if n not in skipped]
     if not profiled:
         raise PruneflowError(
@@ -555,9 +557,7 @@ def profile_model(
             )
     # per level: the rounds' runs pooled; level 0: the plain (slot-free) dense model itself
     outside: list[float | None] = [
-        _over_rounds(outside_rounds[li]).quantile(q)
-        if li in outside_rounds
-        else None
+        _over_rounds(outside_rounds[li]).quantile(q) if li in outside_rounds else None
         for li in range(len(levels))
     ]
     outside[0] = total.quantile(q) - sum(t.quantile(q) for t in dense_times.values())
