@@ -188,3 +188,28 @@ def build_source(source: ModelSource, num_classes: int, in_shape: InShape) -> nn
             f"{source.name} returned a {type(model).__name__}, not a torch.nn.Module"
         )
     return model
+
+
+def check_output(model: nn.Module, name: str, in_shape: InShape, num_classes: int) -> None:
+    """One forward pass of two blank images: ``model`` must map ``[N, *in_shape]`` to
+    ``[N, num_classes]`` logits (a factory that ignores ``num_classes`` is caught here,
+    before any training)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, *in_shape))
+    except Exception as exc:  # the user's forward may fail in any way
+        raise PruneflowError(
+            f"{name} fails on images of shape {tuple(in_shape)}: {type(exc).__name__}: {exc}"
+        ).with_traceback(None) from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PruneflowError(
+            f"{name} returns {got} for 2 images of shape {tuple(in_shape)}; expected logits "
+            f"(2, {num_classes}) for the data set's {num_classes} classes"
+        )
