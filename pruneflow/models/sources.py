@@ -213,3 +213,17 @@ def check_output(model: nn.Module, name: str, in_shape: InShape, num_classes: in
             f"{name} returns {got} for 2 images of shape {tuple(in_shape)}; expected logits "
             f"(2, {num_classes}) for the data set's {num_classes} classes"
         )
+
+
+def user_code(names: list[str]) -> dict[str, str] | None:
+    """Content hashes of the user's source files behind these model / data set names (None
+    when none is an import path): what a step's fingerprint takes in through its
+    ``environment``, so that editing the user's module re-runs the steps that run it."""
+    from pruneflow.io import file_hash
+
+    hashes = {}
+    for name in names:
+        found = source_file(name) if is_import_path(name) else None
+        if found is not None:
+            hashes[name] = file_hash(found)
+    return hashes or None

@@ -25,7 +25,7 @@ from pruneflow.checkpoint import save_checkpoint, sidecar
 from pruneflow.config import Params, TrainParams
 from pruneflow.errors import PruneflowError
 from pruneflow.io import file_hash, write_json
-from pruneflow.models.sources import check_output, model_source_file
+from pruneflow.models.sources import check_output, user_code
 from pruneflow.models.weights import load_trained
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.steps.base import Step
@@ -109,10 +109,9 @@ def weights_path(p: Params) -> Path | None:
 
 
 def model_code(p: Params) -> dict[str, Any] | None:
-    """The content hash of the user's model source file (None for zoo and torchvision models):
-    part of the fingerprint, so editing the module re-runs what depends on it."""
-    source = model_source_file(p.model.name)
-    return None if source is None else {"model_source": file_hash(source)}
+    """The content hashes of the user's model and data modules (None for the zoo's, torchvision's
+    and the built-in data sets): part of the fingerprint, so editing them re-runs the step."""
+    return user_code([p.model.name, p.data.dataset])
 
 
 def _inputs(p: Params) -> list[Path]:
