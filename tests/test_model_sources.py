@@ -32,7 +32,7 @@ def test_user_factory_is_called_with_num_classes_and_in_shape(monkeypatch):
     monkeypatch.chdir(REPO)
     model = build(f"{USER}:make", 5, (3, 12, 12))
     assert model(torch.randn(2, 3, 12, 12)).shape == (2, 5)
-    assert build(f"{USER}:make_fixed", 2, (3, 8, 8))(torch.randn(1, 3, 8, 8)).shape == (1, 2)
+    assert build(f"{USER}:make_fixed", 2, (3, 16, 16))(torch.randn(1, 3, 16, 16)).shape == (1, 2)
     assert model_source_file(f"{USER}:make") == REPO / "tests" / "user_models" / "branchy.py"
     assert model_source_file("smallcnn") is None
     assert model_source_file("torchvision:resnet18") is None
