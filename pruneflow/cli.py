@@ -4,6 +4,7 @@
   pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
   pruneflow steps                  list the steps, the params keys they read and their outputs
   pruneflow layers                 a model's prunable layers, their shapes, which are pruned
+  pruneflow export                 a pruned model as safetensors + ONNX, checked in onnxruntime
   pruneflow report                 rebuild the report (Markdown + HTML) from the Parquet tables
   pruneflow deploy [NAME...]       deploy pipelines.yaml's deployments (pools checked first)
   pruneflow server start|stop|status   the reusable local Prefect server
@@ -336,6 +337,42 @@ def layers(
     Console().print(table)
     pruned = sum(r.pruned for r in rows)
     typer.echo(f"{pruned} of {len(rows)} prunable layers pruned")
+
+
+@app.command()
+@_user_errors
+def export(
+    method: Annotated[str, typer.Option("--method", help="spdy or chex")] = "spdy",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="default: the method's first model")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="export.profile (SPDY)")] = None,
+    target: Annotated[float | None, typer.Option(help="export.target (SPDY)")] = None,
+    seed: Annotated[int | None, typer.Option(help="export.seed (SPDY)")] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="export again even when up to date")] = False,
+) -> None:
+    """Export a pruned model (the step spdy_export or chex_export, what the DVC stages run):
+    safetensors + ONNX, checked and timed in onnxruntime; prints where it wrote them."""
+    from pruneflow.steps import STEPS
+
+    if method not in ("spdy", "chex"):
+        raise PruneflowError(f"export: --method must be spdy or chex, got '{method}'")
+    chosen = {"profile": profile, "target": target, "seed": seed}
+    sets = [f"export.{k}={v}" for k, v in chosen.items() if v is not None]
+    params = _load(params_file, [*(overrides or []), *sets])
+    scoped = config.scoped(params, f"{method}:{model or getattr(params, method).models[0]}")
+    step = STEPS[f"{method}_export"]
+    record = step.run(scoped, force=force)
+    for path in step.output_paths(scoped):
+        typer.echo(str(path))
+    s = record["summary"]
+    typer.echo(
+        f"onnxruntime vs torch: max |diff| {s['max_abs_diff_onnx_vs_torch']:.2e}; "
+        f"onnxruntime {s['ort_ms']:.3f} ms (dense {s['ort_ms_dense']:.3f} ms, "
+        f"{s['ort_speedup']:.2f}x)"
+    )
 
 
 @app.command()

@@ -505,6 +505,27 @@ class ChexParams(_Section):
         return self
 
 
+class ExportParams(_Section):
+    """What `pruneflow export` (stages spdy_export, chex_export) writes of a pruned model:
+    SPDY's gradual-pruning run of this profile, target and seed, or CHEX's extracted model;
+    as safetensors and ONNX, checked and timed in onnxruntime."""
+
+    profile: Literal["spdy", "uniform", "gmp"] = Field(
+        "spdy", description="SPDY: which profile's gradual-pruning run (spdy.gmp.profiles)"
+    )
+    target: float = Field(2.0, gt=1.0, description="SPDY: which speedup target (spdy.targets)")
+    seed: int = Field(0, ge=0, description="SPDY: which gradual-pruning seed (spdy.gmp.seeds)")
+    opset: int = Field(17, ge=17, le=23, description="ONNX opset")
+    check_samples: int = Field(
+        64, ge=1, description="test images run in torch and onnxruntime, outputs compared"
+    )
+    atol: float = Field(1e-4, gt=0.0, description="onnxruntime vs torch: absolute tolerance")
+    rtol: float = Field(1e-3, ge=0.0, description="onnxruntime vs torch: relative tolerance")
+    batch_size: int = Field(8, ge=1, description="images per onnxruntime timing run")
+    repeats: int = Field(20, ge=1, description="timed onnxruntime runs per model (the median)")
+    threads: int = Field(1, ge=1, le=512, description="onnxruntime intra-op threads")
+
+
 class DaskParams(_Section):
     """Where ``runner: dask`` runs the fan-out steps' items."""
 
@@ -582,6 +603,7 @@ class Params(_Section):
     spdy: SpdyParams = SpdyParams()
     sdd: SddParams = SddParams()
     chex: ChexParams = ChexParams()
+    export: ExportParams = ExportParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     paths: PathsParams = PathsParams()
 

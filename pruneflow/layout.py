@@ -79,3 +79,9 @@ def spdy_target_dir(p: Params, target: float) -> Path:
 
 def reports_dir(p: Params) -> Path:
     return artifacts(p) / "reports"
+
+
+def export_dir(p: Params, method: str, run: str) -> Path:
+    """One exported model: ``export/<dataset>/<model>/<method>[-<run>]/``."""
+    name = f"{method}-{run}" if run else method
+    return artifacts(p) / "export" / dataset_key(p) / model_key(p) / name
