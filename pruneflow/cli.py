@@ -185,6 +185,9 @@ def run(
     if target not in FLOWS:
         raise PruneflowError(f"unknown flow '{target}'; choose one of: {', '.join(FLOWS)}")
     params = _load(params_file, overrides)
+    from pruneflow.models.preflight import check_own_inputs
+
+    check_own_inputs(params, target)  # the user's models, weights and data, before any work
     started = time.perf_counter()
     _connect(params)
     if target == "dense":
