@@ -14,8 +14,10 @@ import torch
 import yaml
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
 
 from pruneflow import api, config, layout
+from pruneflow.cli import app
 from pruneflow.data import load_dataset
 from pruneflow.models import build
 from pruneflow.steps import STEPS
@@ -125,8 +127,8 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
     weights = "resnet18.pt" if model == RESNET else "branchy.safetensors"
     _train_and_save(model, root, size, workdir / weights)
     tree = _tree(root, size)
-    if model == RESNET:  # SPDY on resnet18's first stage only (a glob: its 4 convs)
-        tree["spdy"]["grid"]["include"] = ["layer1.*"]
+    if model == RESNET:  # SPDY on resnet18's first block only (a glob: its 2 convs)
+        tree["spdy"]["grid"]["include"] = ["layer1.0.*"]
     p = config.scoped(config.from_dict(tree), f"spdy:{model}")
     _spdy_and_export(p)
 
@@ -146,7 +148,7 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
     for layer, mask in masks.items():
         assert torch.equal(modules[layer].weight != 0, mask.bool()), layer
     if model == RESNET:
-        assert sorted(masks) == [f"layer1.{b}.conv{c}" for b in (0, 1) for c in (1, 2)]
+        assert sorted(masks) == ["layer1.0.conv1", "layer1.0.conv2"]
     # onnxruntime on the exported graph = the loaded torch module, at another batch size
     images = load_dataset("imagefolder", root, size).images(np.arange(5))
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -154,8 +156,11 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
     with torch.no_grad():
         np.testing.assert_allclose(got, mine(images).numpy(), atol=1e-4, rtol=1e-3)
 
-    # the notebook API reads the same run from params.yaml
+    # `pruneflow export` and the notebook API read the same run from params.yaml
     (workdir / "params.yaml").write_text(yaml.safe_dump(tree))
+    done = CliRunner().invoke(app, ["export", "-m", model, "--target", "1.02"])
+    assert done.exit_code == 0, done.output
+    assert str(folder / "model.onnx") in done.stdout and "onnxruntime vs torch" in done.stdout
     run = api.Run()
     pruned = run.pruned_model("spdy", model=model, target=1.02)
     assert torch.equal(
