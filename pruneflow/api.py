@@ -81,11 +81,10 @@ class Run:
         self, profile: str = "spdy", target: float = 2.0, model: str | None = None
     ) -> dict[str, float]:
         """``{layer: sparsity}`` of one SPDY one-shot profile (``spdy``, ``uniform``, ``gmp``)."""
+        from pruneflow.steps.spdy import profiles_file
         from pruneflow.steps.spdy_gmp import profile_sparsities
 
         p = self.scoped("spdy", model)
-        from pruneflow.steps.spdy import profiles_file
-
         _need(profiles_file(p), "spdy_oneshot")
         return profile_sparsities(p, float(target), profile)
 
