@@ -12,6 +12,7 @@ from pruneflow.steps.chex import compare_items
 from tasks.chex import chex_compare, chex_extract, chex_report, chex_train
 from tasks.common import map_items, run_task
 from tasks.data import prepare
+from tasks.export import chex_export
 
 
 @flow(name="chex", description="CHEX channel exploration (Hou et al., CVPR'22)")
@@ -22,6 +23,7 @@ def chex(params: dict[str, Any]) -> list[dict[str, Any]]:
         labels = run_task(prepare, params, scope=scope)
         trained = run_task(chex_train, params, [labels], scope=scope)
         extracted = run_task(chex_extract, params, [trained], scope=scope)
+        exported = run_task(chex_export, params, [extracted], scope=scope)
         items = compare_items(config.scoped(config.from_dict(params), scope))
         # arch_scratch items read their CHEX run's record: plain items first
         first = [i for i in items if i.get("variant") != "arch_scratch"]
@@ -29,5 +31,5 @@ def chex(params: dict[str, Any]) -> list[dict[str, Any]]:
         runs = map_items(chex_compare, params, first, [labels], scope)
         runs += map_items(chex_compare, params, later, runs, scope) if later else []
         report = run_task(chex_report, params, runs, scope=scope)
-        records += [labels, trained, extracted, *runs, report]
+        records += [labels, trained, extracted, exported, *runs, report]
     return records

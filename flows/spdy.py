@@ -1,7 +1,7 @@
 """SPDY: per model, data -> dense training, the layer-time table on this host, the
 reconstruction database (one task per layer), the search (one task per speedup target) and the
 one-shot comparison with the baselines, gradual pruning to every profile (one task per target x
-profile x seed) and the measured speedups."""
+profile x seed), the measured speedups, and the export of the run `export` names."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ from typing import Any
 from prefect import flow
 
 from pruneflow import config
+from pruneflow.steps.export import spdy_run
 from pruneflow.steps.recondb import layer_items_longest_first
 from pruneflow.steps.spdy import target_items
 from pruneflow.steps.spdy_gmp import run_items
 from tasks.common import map_items, run_task
 from tasks.data import prepare, train_dense
+from tasks.export import spdy_export
 from tasks.spdy import (
     profile,
     recondb,
@@ -46,4 +48,6 @@ def spdy(params: dict[str, Any]) -> list[dict[str, Any]]:
         runs = map_items(spdy_gmp, params, run_items(scoped), [oneshot], scope)
         results = run_task(spdy_results, params, [timing, *runs], scope=scope)
         records += [labels, dense, timing, *layers, database, *searches, oneshot, *runs, results]
+        if spdy_run(scoped) in run_items(scoped):  # the run export names (else: not run here)
+            records.append(run_task(spdy_export, params, runs, scope=scope))
     return records

@@ -3,6 +3,8 @@
   pruneflow run [all|dense]        run a flow (Prefect: cached, restartable) and print a summary
   pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
   pruneflow steps                  list the steps, the params keys they read and their outputs
+  pruneflow layers                 a model's prunable layers, their shapes, which are pruned
+  pruneflow export                 a pruned model as safetensors + ONNX, checked in onnxruntime
   pruneflow report                 rebuild the report (Markdown + HTML) from the Parquet tables
   pruneflow deploy [NAME...]       deploy pipelines.yaml's deployments (pools checked first)
   pruneflow server start|stop|status   the reusable local Prefect server
@@ -203,6 +205,9 @@ def run(
     if target not in FLOWS:
         raise PruneflowError(f"unknown flow '{target}'; choose one of: {', '.join(FLOWS)}")
     params = _load(params_file, overrides)
+    from pruneflow.models.preflight import check_own_inputs
+
+    check_own_inputs(params, target)  # the user's models, weights and data, before any work
     started = time.perf_counter()
     _connect(params)
     if target == "dense":
@@ -317,6 +322,80 @@ def steps(params_file: ParamsOpt = Path("params.yaml"), overrides: SetOpt = None
         )
         table.add_row(step.name, "\n".join(step.reads), writes)
     Console().print(table)
+
+
+@app.command()
+@_user_errors
+def layers(
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="default: the first spdy.models entry (any name)"),
+    ] = None,
+) -> None:
+    """List a model's prunable layers (Conv2d, Linear), their weight shapes and which SPDY
+    prunes (spdy.grid: skip_first_last, include, exclude). Builds the model; trains nothing."""
+    from pruneflow.data import load_dataset
+    from pruneflow.models import build
+    from pruneflow.models.layers import layer_table
+
+    params = _load(params_file, overrides)
+    if model is not None:
+        config.from_dict({"model": {"name": model}}, source="--model")  # params.yaml's check
+        if model not in params.spdy.models:
+            spdy = params.spdy.model_copy(update={"models": [*params.spdy.models, model]})
+            params = params.model_copy(update={"spdy": spdy})
+    scoped = config.scoped(params, f"spdy:{model or params.spdy.models[0]}")
+    data = load_dataset(scoped.data.dataset, scoped.data.root, scoped.data.image_size)
+    net = build(scoped.model.name, data.num_classes, data.in_shape)
+    g = scoped.spdy.grid
+    rows = layer_table(net, scoped.model.name, g.skip_first_last, g.include, g.exclude)
+    table = Table(title=f"{scoped.model.name} on {scoped.data.dataset} {data.in_shape}")
+    for col in ("layer", "type", "weight shape", "weights", "pruned"):
+        table.add_column(col, justify="right" if col == "weights" else "left")
+    for r in rows:
+        shape = "x".join(map(str, r.shape))
+        table.add_row(r.name, r.kind, shape, f"{r.weights:,}", "yes" if r.pruned else "no")
+    Console().print(table)
+    pruned = sum(r.pruned for r in rows)
+    typer.echo(f"{pruned} of {len(rows)} prunable layers pruned")
+
+
+@app.command()
+@_user_errors
+def export(
+    method: Annotated[str, typer.Option("--method", help="spdy or chex")] = "spdy",
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="default: the method's first model")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="export.profile (SPDY)")] = None,
+    target: Annotated[float | None, typer.Option(help="export.target (SPDY)")] = None,
+    seed: Annotated[int | None, typer.Option(help="export.seed (SPDY)")] = None,
+    params_file: ParamsOpt = Path("params.yaml"),
+    overrides: SetOpt = None,
+    force: Annotated[bool, typer.Option(help="export again even when up to date")] = False,
+) -> None:
+    """Export a pruned model (the step spdy_export or chex_export, what the DVC stages run):
+    safetensors + ONNX, checked and timed in onnxruntime; prints where it wrote them."""
+    from pruneflow.steps import STEPS
+
+    if method not in ("spdy", "chex"):
+        raise PruneflowError(f"export: --method must be spdy or chex, got '{method}'")
+    chosen = {"profile": profile, "target": target, "seed": seed}
+    sets = [f"export.{k}={v}" for k, v in chosen.items() if v is not None]
+    params = _load(params_file, [*(overrides or []), *sets])
+    scoped = config.scoped(params, f"{method}:{model or getattr(params, method).models[0]}")
+    step = STEPS[f"{method}_export"]
+    record = step.run(scoped, force=force)
+    for path in step.output_paths(scoped):
+        typer.echo(str(path))
+    s = record["summary"]
+    typer.echo(
+        f"onnxruntime vs torch: max |diff| {s['max_abs_diff_onnx_vs_torch']:.2e}; "
+        f"onnxruntime {s['ort_ms']:.3f} ms (dense {s['ort_ms_dense']:.3f} ms, "
+        f"{s['ort_speedup']:.2f}x)"
+    )
 
 
 @app.command()

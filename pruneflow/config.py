@@ -9,10 +9,11 @@ the key and what is allowed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -22,9 +23,33 @@ from pydantic import (
 )
 
 from pruneflow.errors import PruneflowError
-from pruneflow.models.zoo import MODEL_NAMES
+from pruneflow.models.sources import is_import_path, parse_model_name
+from pruneflow.models.zoo import MODEL_NAMES as MODEL_NAMES  # re-exported (chex.params)
 
 DATASETS = ("digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+
+
+def _model_name(value: str) -> str:
+    try:
+        parse_model_name(value)
+    except PruneflowError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+def _dataset_name(value: str) -> str:
+    if value not in DATASETS and not is_import_path(value):
+        raise ValueError(
+            f"unknown data set '{value}'; choose one of {', '.join(DATASETS)}, or an import "
+            "path package.module:factory returning (train_set, test_set, num_classes)"
+        )
+    return value
+
+
+# a zoo name, torchvision:NAME or package.module:factory (pruneflow.models.sources)
+ModelName = Annotated[str, AfterValidator(_model_name)]
+# a built-in data set or package.module:factory (pruneflow.data.datasets)
+DatasetName = Annotated[str, AfterValidator(_dataset_name)]
 
 
 class _Section(BaseModel):
@@ -53,7 +78,7 @@ class RuntimeParams(_Section):
 
 
 class DataParams(_Section):
-    dataset: Literal[DATASETS] = "digits"  # type: ignore[valid-type]
+    dataset: DatasetName = "digits"
     root: str = Field("data", description="folder holding on-disk data sets (never downloaded)")
     val_fraction: float = Field(0.1, ge=0.0, lt=0.5)
     test_fraction: float = Field(
@@ -70,7 +95,16 @@ class NoiseParams(_Section):
 
 
 class ModelParams(_Section):
-    name: Literal[MODEL_NAMES] = "lenet300100"  # type: ignore[valid-type]
+    name: ModelName = Field(
+        "lenet300100",
+        description="a zoo model, torchvision:NAME (random init) or the user's "
+        "package.module:factory (called with num_classes=, in_shape=)",
+    )
+    weights: str | None = Field(
+        None,
+        description="a trained checkpoint of this model (safetensors, or a torch state dict "
+        "read with weights_only=True): dense training is skipped and the model evaluated",
+    )
 
 
 class TrainParams(_Section):
@@ -90,7 +124,7 @@ class GridParams(_Section):
     """SPDY's sparsity grid: dense plus levels geometric in density (the authors' 0.4..0.99/40)."""
 
     min_sparsity: float = Field(0.4, gt=0.0, lt=1.0)
-    model_min_sparsity: dict[Literal[MODEL_NAMES], float] = Field(  # type: ignore[valid-type]
+    model_min_sparsity: dict[ModelName, float] = Field(
         default_factory=lambda: {"mlp1024": 0.1},
         description="min_sparsity per model, for a model whose sparse kernels already beat "
         "dense below min_sparsity (mlp1024 at 40% runs 2.1x faster: past the 1.5x and 2x "
@@ -101,6 +135,12 @@ class GridParams(_Section):
     skip_first_last: bool = Field(
         True, description="leave the first and last prunable layers dense (per-model rule)"
     )
+    include: list[str] = Field(
+        [],
+        description="glob patterns of the layers to prune (empty: every Conv2d/Linear but "
+        "the first and last, as skip_first_last says); a set include replaces that rule",
+    )
+    exclude: list[str] = Field([], description="glob patterns of layers left dense")
 
     @field_validator("max_sparsity")
     @classmethod
@@ -264,9 +304,14 @@ class GmpParams(_Section):
 class SpdyParams(_Section):
     """The SPDY experiment: its data, models, dense training, grid and timing."""
 
-    dataset: Literal[DATASETS] = "mnist5k"  # type: ignore[valid-type]
+    dataset: DatasetName = "mnist5k"
     noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    models: list[Literal[MODEL_NAMES]] = ["smallcnn", "mlp1024"]  # type: ignore[valid-type]
+    models: list[ModelName] = ["smallcnn", "mlp1024"]
+    weights: dict[str, str] = Field(
+        {},
+        description="a trained checkpoint per model (MODEL: path): that model's dense "
+        "training is skipped (see model.weights)",
+    )
     train: TrainParams = TrainParams(
         epochs=8, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine"
     )
@@ -288,6 +333,13 @@ class SpdyParams(_Section):
         if len(set(value)) != len(value):
             raise ValueError(f"duplicate targets in {value}")
         return value
+
+    @model_validator(mode="after")
+    def _weights_of_models(self) -> SpdyParams:
+        unknown = sorted(set(self.weights) - set(self.models))
+        if unknown:
+            raise ValueError(f"weights given for {unknown}, which are not in models {self.models}")
+        return self
 
 
 SDD_METHODS = ("magnitude", "gradient", "random")
@@ -312,9 +364,9 @@ class PhaseParams(_Section):
 class SddParams(_Section):
     """The sparse double descent experiment (He et al., ICML'22): data, dense training, sweep."""
 
-    dataset: Literal[DATASETS] = "mnist5k"  # type: ignore[valid-type]
+    dataset: DatasetName = "mnist5k"
     noise_rate: float = Field(0.2, ge=0.0, lt=1.0, description="symmetric noise on train labels")
-    models: list[Literal[MODEL_NAMES]] = ["lenet300100"]  # type: ignore[valid-type]
+    models: list[ModelName] = ["lenet300100"]
     # measured on mnist5k / lenet300100 (see the sweep's report): 30 epochs of Adam memorise
     # ~98 % of the noisy labels, and the double descent shows within a few CPU minutes
     train: TrainParams = TrainParams(
@@ -430,9 +482,9 @@ class ChexCompareParams(_Section):
 class ChexParams(_Section):
     """The CHEX experiment: its data, models, training recipe, exploration and comparison."""
 
-    dataset: Literal[DATASETS] = "mnist5k"  # type: ignore[valid-type]
+    dataset: DatasetName = "mnist5k"
     noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    models: list[Literal[MODEL_NAMES]] = ["resnet_mini"]  # type: ignore[valid-type]
+    models: list[ModelName] = ["resnet_mini"]
     train: TrainParams = TrainParams(
         epochs=20, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine"
     )
@@ -467,6 +519,27 @@ class ChexParams(_Section):
                 f"(train.epochs = {self.train.epochs})"
             )
         return self
+
+
+class ExportParams(_Section):
+    """What `pruneflow export` (stages spdy_export, chex_export) writes of a pruned model:
+    SPDY's gradual-pruning run of this profile, target and seed, or CHEX's extracted model;
+    as safetensors and ONNX, checked and timed in onnxruntime."""
+
+    profile: Literal["spdy", "uniform", "gmp"] = Field(
+        "spdy", description="SPDY: which profile's gradual-pruning run (spdy.gmp.profiles)"
+    )
+    target: float = Field(2.0, gt=1.0, description="SPDY: which speedup target (spdy.targets)")
+    seed: int = Field(0, ge=0, description="SPDY: which gradual-pruning seed (spdy.gmp.seeds)")
+    opset: int = Field(17, ge=17, le=23, description="ONNX opset")
+    check_samples: int = Field(
+        64, ge=1, description="test images run in torch and onnxruntime, outputs compared"
+    )
+    atol: float = Field(1e-4, gt=0.0, description="onnxruntime vs torch: absolute tolerance")
+    rtol: float = Field(1e-3, ge=0.0, description="onnxruntime vs torch: relative tolerance")
+    batch_size: int = Field(8, ge=1, description="images per onnxruntime timing run")
+    repeats: int = Field(20, ge=1, description="timed onnxruntime runs per model (the median)")
+    threads: int = Field(1, ge=1, le=512, description="onnxruntime intra-op threads")
 
 
 class DaskParams(_Section):
@@ -546,6 +619,7 @@ class Params(_Section):
     spdy: SpdyParams = SpdyParams()
     sdd: SddParams = SddParams()
     chex: ChexParams = ChexParams()
+    export: ExportParams = ExportParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     paths: PathsParams = PathsParams()
 
@@ -592,7 +666,8 @@ def scoped(params: Params, scope: str | None) -> Params:
         "noise": params.noise.model_copy(update={"rate": section.noise_rate}),
     }
     if model:
-        update |= {"model": ModelParams(name=model), "train": section.train}
+        weights = getattr(section, "weights", {}).get(model)
+        update |= {"model": ModelParams(name=model, weights=weights), "train": section.train}
     return params.model_copy(update=update)
 
 
@@ -611,6 +686,8 @@ def scoped_source(scope: str | None, key: str) -> str | None:
         return f"{method}.noise_rate"
     if model and key == "model.name":
         return None
+    if model and key == "model.weights":
+        return f"{method}.weights"
     if model and key.startswith("train."):
         return f"{method}.train"
     return key

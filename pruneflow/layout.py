@@ -10,6 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from pruneflow.config import Params
+from pruneflow.models.sources import path_name
+
+
+def model_key(p: Params) -> str:
+    """The model's name as a path component (``torchvision:resnet18`` ->
+    ``torchvision-resnet18``; zoo names unchanged)."""
+    return path_name(p.model.name)
+
+
+def dataset_key(p: Params) -> str:
+    """The data set's name as a path component (an import path's ``:`` becomes ``-``)."""
+    return path_name(p.data.dataset)
 
 
 def artifacts(p: Params) -> Path:
@@ -17,7 +29,7 @@ def artifacts(p: Params) -> Path:
 
 
 def data_dir(p: Params) -> Path:
-    return artifacts(p) / "data" / p.data.dataset
+    return artifacts(p) / "data" / dataset_key(p)
 
 
 def labels_table(p: Params) -> Path:
@@ -26,7 +38,7 @@ def labels_table(p: Params) -> Path:
 
 
 def model_dir(p: Params) -> Path:
-    return artifacts(p) / "models" / p.data.dataset / p.model.name
+    return artifacts(p) / "models" / dataset_key(p) / model_key(p)
 
 
 def dense_checkpoint(p: Params) -> Path:
@@ -35,22 +47,22 @@ def dense_checkpoint(p: Params) -> Path:
 
 def metrics_file(p: Params, step: str) -> Path:
     """DVC metrics of a step, one file per (data set, model) so methods never overwrite them."""
-    return Path(p.paths.metrics) / step / f"{p.data.dataset}-{p.model.name}.json"
+    return Path(p.paths.metrics) / step / f"{dataset_key(p)}-{model_key(p)}.json"
 
 
 def timing_table(p: Params) -> Path:
     """The layer-time table of the model on this host's CPU backends."""
-    return artifacts(p) / "timing" / p.data.dataset / p.model.name / "cpu.parquet"
+    return artifacts(p) / "timing" / dataset_key(p) / model_key(p) / "cpu.parquet"
 
 
 def recondb_dir(p: Params) -> Path:
     """The reconstruction database: ``index.parquet`` and ``layers/<layer>.safetensors``."""
-    return artifacts(p) / "recondb" / p.model.name
+    return artifacts(p) / "recondb" / model_key(p)
 
 
 def spdy_dir(p: Params) -> Path:
     """SPDY's results for one model: one-shot and gradual-pruning tables, one folder per target."""
-    return artifacts(p) / "spdy" / p.model.name
+    return artifacts(p) / "spdy" / model_key(p)
 
 
 def target_name(target: float) -> str:
@@ -67,3 +79,9 @@ def spdy_target_dir(p: Params, target: float) -> Path:
 
 def reports_dir(p: Params) -> Path:
     return artifacts(p) / "reports"
+
+
+def export_dir(p: Params, method: str, run: str) -> Path:
+    """One exported model: ``export/<dataset>/<model>/<method>[-<run>]/``."""
+    name = f"{method}-{run}" if run else method
+    return artifacts(p) / "export" / dataset_key(p) / model_key(p) / name

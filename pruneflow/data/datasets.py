@@ -7,6 +7,9 @@ On disk under ``data.root`` through torchvision with ``download=False``:
   ``mnist`` / ``fashion_mnist``  ``<root>/MNIST/raw`` / ``<root>/FashionMNIST/raw`` idx files
   ``cifar10`` / ``cifar100``     ``<root>/cifar-10-batches-py`` / ``<root>/cifar-100-python``
   ``imagefolder``                ``<root>/train/<class>/*.png`` (+ optional ``<root>/val/...``)
+The user's own (``package.module:factory``, imported from the current folder or the installed
+environment, called with no arguments): ``(train_set, test_set, num_classes)``, two torch
+``Dataset``s of ``(image_tensor [C, H, W], int_label)``; the test set is the official test split.
 
 Small sets are held in memory as uint8 and normalised per batch; ``imagefolder`` is read lazily.
 Images of an official train and test set are concatenated (train first) and the official test
@@ -20,6 +23,7 @@ import importlib.resources
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -217,8 +221,103 @@ def _imagefolder(root: Path, image_size: int) -> ImageData:
     )
 
 
+def _labels_of(path: str, part: str, dataset: Any, num_classes: int) -> np.ndarray:
+    """Every label of ``dataset``: its ``targets`` when it has them (torchvision's sets do),
+    else read item by item."""
+    n = len(dataset)
+    known = getattr(dataset, "targets", None)
+    if known is not None and len(known) == n:
+        labels = np.asarray(torch.as_tensor(known), dtype=np.int64)
+    else:
+        labels = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            labels[i] = _label(path, part, i, dataset[i][1])
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if bad.size:
+        raise PruneflowError(
+            f"{path}: {part} item {int(bad[0])} has label {int(labels[bad[0]])}, outside "
+            f"0..{num_classes - 1} (num_classes = {num_classes})"
+        )
+    return labels
+
+
+def _label(path: str, part: str, index: int, label: Any) -> int:
+    if isinstance(label, torch.Tensor) and label.numel() == 1 and not label.is_floating_point():
+        return int(label.item())
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        return int(label)
+    raise PruneflowError(
+        f"{path}: {part} item {index} has label {label!r} ({type(label).__name__}); "
+        "expected an int class index"
+    )
+
+
+def _first_image(path: str, part: str, dataset: Any) -> torch.Size:
+    if not isinstance(dataset, torch.utils.data.Dataset) or not hasattr(dataset, "__len__"):
+        raise PruneflowError(
+            f"{path}: the {part} set is a {type(dataset).__name__}, not a torch Dataset with a "
+            "length"
+        )
+    if len(dataset) == 0:
+        raise PruneflowError(f"{path}: the {part} set is empty")
+    item = dataset[0]
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise PruneflowError(
+            f"{path}: {part} item 0 is a {type(item).__name__}; expected (image_tensor, int_label)"
+        )
+    image, label = item
+    if not isinstance(image, torch.Tensor) or image.ndim != 3 or not image.is_floating_point():
+        got = (
+            f"{image.dtype} {tuple(image.shape)}"
+            if isinstance(image, torch.Tensor)
+            else type(image).__name__
+        )
+        raise PruneflowError(
+            f"{path}: {part} item 0's image is {got}; expected a float tensor [C, H, W]"
+        )
+    _label(path, part, 0, label)
+    return image.shape
+
+
+def _from_factory(path: str) -> ImageData:
+    """The user's data set: ``factory() -> (train_set, test_set, num_classes)``, checked."""
+    from pruneflow.models.sources import call_factory, resolve_attr
+
+    out = call_factory(path, resolve_attr(path), {})
+    if not isinstance(out, (tuple, list)) or len(out) != 3:
+        raise PruneflowError(
+            f"{path} returned a {type(out).__name__}; expected (train_set, test_set, num_classes)"
+        )
+    train, test, num_classes = out
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise PruneflowError(f"{path}: num_classes is {num_classes!r}; expected an int")
+    if num_classes < 2:
+        raise PruneflowError(f"{path}: a classifier needs at least 2 classes, got {num_classes}")
+    shapes = [_first_image(path, part, d) for part, d in (("train", train), ("test", test))]
+    if shapes[0] != shapes[1]:
+        raise PruneflowError(
+            f"{path}: train images are {tuple(shapes[0])}, test images {tuple(shapes[1])}"
+        )
+    labels = [
+        _labels_of(path, part, d, int(num_classes))
+        for part, d in (("train", train), ("test", test))
+    ]
+    return ImageData(
+        name=path,
+        num_classes=int(num_classes),
+        in_shape=tuple(int(v) for v in shapes[0]),
+        targets=np.concatenate(labels),
+        official_test=np.r_[np.zeros(len(train), bool), np.ones(len(test), bool)],
+        lazy=torch.utils.data.ConcatDataset([train, test]),
+    )
+
+
 def load_dataset(name: str, root: str | Path = "data", image_size: int = 64) -> ImageData:
     """Load data set ``name``; on-disk sets are read from ``root`` (never downloaded)."""
+    from pruneflow.models.sources import is_import_path
+
+    if is_import_path(name):
+        return _from_factory(name)
     root = Path(root)
     if name == "digits":
         return _digits()

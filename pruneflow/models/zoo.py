@@ -1,8 +1,10 @@
 """Architectures by name.
 
-``build(name, num_classes, in_shape)`` returns a freshly initialised ``nn.Module`` (random
-weights drawn from torch's global RNG, so seed it first); ``prunable_layers(model)`` lists the
-Conv2d/Linear modules the pruning methods act on, in forward order.
+``build(name, num_classes, in_shape)`` (a zoo name, ``torchvision:NAME`` or the user's
+``package.module:factory``: see :mod:`pruneflow.models.sources`) returns a freshly
+initialised ``nn.Module`` (random weights drawn from torch's global RNG, so seed it first);
+``prunable_layers(model)`` lists the Conv2d/Linear modules the pruning methods act on, in
+forward order.
 
 All models take image batches ``[N, C, H, W]``; the MLPs flatten them.
 """
@@ -79,7 +81,7 @@ class SmallCNN(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
-def _adapt_stem(model: nn.Module, attr_path: str, in_channels: int, cifar_stem: bool) -> None:
+def adapt_stem(model: nn.Module, attr_path: str, in_channels: int, cifar_stem: bool) -> None:
     """Swap the first conv for one taking ``in_channels`` (and a 3x3/stride-1 one for CIFAR)."""
     parent = model
     *parents, leaf = attr_path.split(".")
@@ -106,7 +108,7 @@ def _torchvision(arch: str, cifar_stem: bool = False) -> Callable[[InShape, int]
 
         model = getattr(tvm, arch)(weights=None, num_classes=num_classes)
         stem = "features.0.0" if arch.startswith("mobilenet") else "conv1"
-        _adapt_stem(model, stem, in_shape[0], cifar_stem)
+        adapt_stem(model, stem, in_shape[0], cifar_stem)
         if cifar_stem:
             model.maxpool = nn.Identity()
         return model
@@ -157,13 +159,17 @@ def build(name: str, num_classes: int, in_shape: InShape) -> nn.Module:
 
 
 def _build(name: str, num_classes: int, in_shape: InShape) -> nn.Module:
-    if name not in _BUILDERS:
-        raise PruneflowError(f"unknown model '{name}'; choose one of: {', '.join(MODEL_NAMES)}")
+    from pruneflow.models.sources import build_source, parse_model_name
+
+    source = parse_model_name(name)
     if num_classes < 2:
         raise PruneflowError(f"a classifier needs at least 2 classes, got {num_classes}")
     if len(in_shape) != 3 or min(in_shape) < 1:
         raise PruneflowError(f"in_shape must be (channels, height, width), got {in_shape}")
-    return _BUILDERS[name](tuple(int(v) for v in in_shape), int(num_classes))
+    shape = tuple(int(v) for v in in_shape)
+    if source.kind != "zoo":
+        return build_source(source, int(num_classes), shape)
+    return _BUILDERS[name](shape, int(num_classes))
 
 
 def prunable_layers(model: nn.Module) -> list[str]:

@@ -244,7 +244,13 @@ class ReconstructionDB:
                 f"{root}: built for model '{meta.get('model')}', not '{model_name}'"
             )
         layers: dict[str, _Layer] = {}
-        for name, info in meta["layers"].items():
+        # the index's rows are in forward order; the metadata's JSON keys come back sorted
+        # (a model whose layer names do not sort in forward order got its layers reordered)
+        order = list(dict.fromkeys(index["layer"]))
+        if set(order) != set(meta["layers"]):
+            raise PruneflowError(f"{index_path}: its rows and metadata list different layers")
+        for name in order:
+            info = meta["layers"][name]
             part = index[index["layer"] == name].sort_values("level")
             file = root / str(info["file"])
             if list(part["level"]) != list(range(len(stored))) or not _same_grid(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 
 from pruneflow.errors import PruneflowError
 
@@ -47,20 +48,43 @@ SKIP_POLICY: dict[str, tuple[bool, bool]] = {"mlp1024": (False, True)}
 
 
 def skipped_layers(
-    model_name: str, layer_names: Sequence[str], skip_first_last: bool = True
+    model_name: str,
+    layer_names: Sequence[str],
+    skip_first_last: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> list[str]:
     """The prunable layers left dense: by default the first and the last (SPDY's rule).
 
     ``SKIP_POLICY`` overrides it per model (``(skip_first, skip_last)``); with
-    ``skip_first_last=False`` nothing is skipped.
+    ``skip_first_last=False`` nothing is skipped. ``include`` (glob patterns over the layer
+    names) replaces that rule: exactly the matching layers are pruned. ``exclude`` then leaves
+    the layers it matches dense. A pattern that matches no layer, or a selection that leaves
+    nothing to prune, is an error (a typo must not silently prune everything or nothing).
     """
     names = list(layer_names)
     if not names:
         raise PruneflowError(f"model '{model_name}' has no prunable layers to choose from")
     if len(set(names)) != len(names):
         raise PruneflowError(f"model '{model_name}': duplicate layer names in {names}")
-    if not skip_first_last:
-        return []
-    first, last = SKIP_POLICY.get(model_name, (True, True))
-    skipped = ([names[0]] if first else []) + ([names[-1]] if last else [])
-    return list(dict.fromkeys(skipped))  # a one-layer model skips it once
+    for kind, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in patterns:
+            if not any(fnmatchcase(n, pattern) for n in names):
+                shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+                raise PruneflowError(
+                    f"{kind} pattern '{pattern}' matches none of {model_name}'s prunable layers "
+                    f"({shown}; `pruneflow layers` lists them)"
+                )
+    if include:
+        pruned = [n for n in names if any(fnmatchcase(n, pat) for pat in include)]
+        skipped = [n for n in names if n not in pruned]
+    elif not skip_first_last:
+        skipped = []
+    else:
+        first, last = SKIP_POLICY.get(model_name, (True, True))
+        skipped = ([names[0]] if first else []) + ([names[-1]] if last else [])
+    skipped += [n for n in names if any(fnmatchcase(n, pat) for pat in exclude)]
+    skipped = [n for n in names if n in set(skipped)]  # a one-layer model skips it once
+    if exclude and len(skipped) == len(names):
+        raise PruneflowError(f"include/exclude leave no layer of {model_name} to prune")
+    return skipped

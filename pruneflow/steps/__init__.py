@@ -4,6 +4,7 @@ from pruneflow.steps.base import Record, Step
 from pruneflow.steps.chex import CHEX_STEPS
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.dense import TRAIN_DENSE
+from pruneflow.steps.export import CHEX_EXPORT, SPDY_EXPORT
 from pruneflow.steps.recondb import RECONDB, RECONDB_LAYER
 from pruneflow.steps.report import REPORT
 from pruneflow.steps.sdd import SDD_STEPS
@@ -23,8 +24,10 @@ STEPS: dict[str, Step] = {
         SPDY_ONESHOT,
         SPDY_GMP,
         SPDY_RESULTS,
+        SPDY_EXPORT,
         *SDD_STEPS,
         *CHEX_STEPS,
+        CHEX_EXPORT,
         REPORT,
     )
 }

@@ -18,6 +18,7 @@ from pruneflow.config import Params
 from pruneflow.data import ImageData, load_dataset, make_noisy_labels, make_splits
 from pruneflow.errors import PruneflowError
 from pruneflow.io import parquet_metadata, read_parquet, write_parquet
+from pruneflow.models.sources import user_code
 from pruneflow.steps.base import Step
 
 LABEL_COLUMNS = {"index": "iu", "split": "O", "true_label": "iu", "label": "iu", "is_noisy": "b"}
@@ -105,4 +106,6 @@ PREPARE = Step(
     outputs=lambda p: [layout.labels_table(p)],
     compute=_compute,
     description="fixed split + label noise -> labels.parquet",
+    # a data factory's module (package.module:factory) is part of the fingerprint
+    environment=lambda p: user_code([p.data.dataset]),
 )

@@ -4,11 +4,18 @@ Writes ``dense.safetensors`` + ``dense.json`` (architecture, params, metrics, se
 metrics file ``metrics/train_dense/<dataset>-<model>.json``. Test accuracy is always on clean
 labels; the training split is scored both on the noisy labels it was trained on (how well it
 memorised the noise) and on the true labels.
+
+With ``model.weights`` (a trained checkpoint of the user's) nothing is trained: the weights are
+loaded (names and shapes checked, :mod:`pruneflow.models.weights`), evaluated on the same
+splits, and written as the same checkpoint and metrics, so every later step is unchanged. The
+file's content hash is an input of the step; a user model's source file is part of its
+environment (its fingerprint), so editing it re-runs the step.
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +23,10 @@ import numpy as np
 from pruneflow import layout
 from pruneflow.checkpoint import save_checkpoint, sidecar
 from pruneflow.config import Params, TrainParams
-from pruneflow.io import write_json
+from pruneflow.errors import PruneflowError
+from pruneflow.io import file_hash, write_json
+from pruneflow.models.sources import check_output, user_code
+from pruneflow.models.weights import load_trained
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.steps.base import Step
 from pruneflow.steps.data import load_data, read_labels
@@ -35,18 +45,27 @@ def _compute(p: Params) -> dict[str, Any]:
     noisy, true = frame["label"].to_numpy(), frame["true_label"].to_numpy()
     train_idx = np.flatnonzero(split == "train")
     model = seeded_build(p.model.name, data.num_classes, data.in_shape, p.train.seed)
+    check_output(model, p.model.name, data.in_shape, data.num_classes)
+    weights = weights_path(p)
     started = time.perf_counter()
-    history = train(
-        model,
-        data,
-        train_idx,
-        noisy,
-        p.train,
-        progress_enabled(p.runtime.progress),
-        description=f"dense {p.model.name}",
-    )
+    if weights is None:
+        history = train(
+            model,
+            data,
+            train_idx,
+            noisy,
+            p.train,
+            progress_enabled(p.runtime.progress),
+            description=f"dense {p.model.name}",
+        )
+        epochs = p.train.epochs
+    else:
+        load_trained(model, weights, f"model {p.model.name}")
+        history, epochs = None, 0
     seconds = time.perf_counter() - started
-    metrics: dict[str, Any] = {"train_seconds": round(seconds, 3), "epochs": p.train.epochs}
+    metrics: dict[str, Any] = {"train_seconds": round(seconds, 3), "epochs": epochs}
+    if weights is not None:
+        metrics["weights"] = {"path": str(weights), "hash": file_hash(weights)}
     for name, idx, labels in (
         ("train_noisy", train_idx, noisy),
         ("train_true", train_idx, true),
@@ -71,7 +90,7 @@ def _compute(p: Params) -> dict[str, Any]:
                 "dataset": p.data.dataset,
             },
             "metrics": metrics,
-            "history": {"loss": history.loss, "acc": history.acc},
+            "history": {"loss": history.loss, "acc": history.acc} if history else None,
             "seed": p.train.seed,
         },
     )
@@ -79,9 +98,30 @@ def _compute(p: Params) -> dict[str, Any]:
     return metrics
 
 
+def weights_path(p: Params) -> Path | None:
+    """``model.weights`` as a path (None when the model is trained here)."""
+    if p.model.weights is None:
+        return None
+    path = Path(p.model.weights)
+    if not path.is_file():
+        raise PruneflowError(f"model.weights: no file {path} (for model {p.model.name})")
+    return path
+
+
+def model_code(p: Params) -> dict[str, Any] | None:
+    """The content hashes of the user's model and data modules (None for the zoo's, torchvision's
+    and the built-in data sets): part of the fingerprint, so editing them re-runs the step."""
+    return user_code([p.model.name, p.data.dataset])
+
+
+def _inputs(p: Params) -> list[Path]:
+    weights = weights_path(p)
+    return [layout.labels_table(p), *([weights] if weights is not None else [])]
+
+
 TRAIN_DENSE = Step(
     name="train_dense",
-    reads=(*DATA_KEYS, "model.name", *TRAIN_KEYS),
+    reads=(*DATA_KEYS, "model.name", "model.weights", *TRAIN_KEYS),
     code=(
         "pruneflow/data",
         "pruneflow/models",
@@ -89,12 +129,14 @@ TRAIN_DENSE = Step(
         "pruneflow/checkpoint.py",
         "pruneflow/steps/dense.py",
     ),
-    inputs=lambda p: [layout.labels_table(p)],
+    inputs=_inputs,
     outputs=lambda p: [
         layout.dense_checkpoint(p),
         sidecar(layout.dense_checkpoint(p)),
         layout.metrics_file(p, "train_dense"),
     ],
     compute=_compute,
-    description="dense training on the noisy labels + evaluation on clean test labels",
+    description="dense training on the noisy labels (or model.weights loaded) + evaluation on "
+    "clean test labels",
+    environment=model_code,
 )

@@ -142,7 +142,7 @@ def profiles_file(p: Params) -> Path:
 
 
 def figure_files(p: Params) -> dict[str, Path]:
-    stem = layout.reports_dir(p) / f"spdy-{p.model.name}"
+    stem = layout.reports_dir(p) / f"spdy-{layout.model_key(p)}"
     return {"search": Path(f"{stem}-search.png"), "profiles": Path(f"{stem}-profiles.png")}
 
 

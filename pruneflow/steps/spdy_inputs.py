@@ -30,7 +30,8 @@ CALIB_KEYS = ("spdy.recon.calib_samples", "spdy.recon.calib_seed", "spdy.recon.b
 def spdy_layers(p: Params, model: nn.Module) -> list[str]:
     """The prunable layers SPDY chooses levels for (all but the skipped first/last)."""
     names = prunable_layers(model)
-    skipped = set(skipped_layers(p.model.name, names, p.spdy.grid.skip_first_last))
+    g = p.spdy.grid
+    skipped = set(skipped_layers(p.model.name, names, g.skip_first_last, g.include, g.exclude))
     return [n for n in names if n not in skipped]
 
 

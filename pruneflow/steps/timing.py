@@ -43,6 +43,8 @@ def settings(p: Params) -> ProfileSettings:
         threads=t.threads,
         levels=grid_levels(p),
         skip_first_last=p.spdy.grid.skip_first_last,
+        include=tuple(p.spdy.grid.include),
+        exclude=tuple(p.spdy.grid.exclude),
         warmup=t.warmup,
         min_repeats=t.min_repeats,
         max_repeats=t.max_repeats,
@@ -65,7 +67,9 @@ def _compute(p: Params) -> dict[str, Any]:
     train = np.flatnonzero(frame["split"].to_numpy() == "train")[:batch]
     model = build(p.model.name, data.num_classes, data.in_shape).eval()
     names = prunable_layers(model)
-    n_profiled = len(names) - len(skipped_layers(p.model.name, names, st.skip_first_last))
+    n_profiled = len(names) - len(
+        skipped_layers(p.model.name, names, st.skip_first_last, st.include, st.exclude)
+    )
     n_rows = progress_calls(n_profiled, len(st.levels), st.rounds)
     with Progress(
         TextColumn(f"[bold]profile {p.model.name}"),

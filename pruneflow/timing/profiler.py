@@ -130,6 +130,8 @@ class ProfileSettings:
     levels: Sequence[float] | None = None
     backends: Sequence[str] | None = None
     skip_first_last: bool = True
+    include: tuple[str, ...] = ()  # glob patterns (see pruneflow.sparsity.grid.skipped_layers)
+    exclude: tuple[str, ...] = ()
     warmup: int = 1
     min_repeats: int = 3
     max_repeats: int = 15
@@ -412,7 +414,7 @@ def profile_model(
         B.get_backend(name)  # unknown or unavailable: a clear error now, not mid-run
     sparse_backends = [b for b in candidates if b != "dense"]
     names = prunable_layers(model)
-    skipped = skipped_layers(model_name, names, st.skip_first_last)
+    skipped = skipped_layers(model_name, names, st.skip_first_last, st.include, st.exclude)
     profiled = [n for n in names if n not in skipped]
     if not profiled:
         raise PruneflowError(

@@ -1,0 +1,50 @@
+"""A model's prunable layers, their shapes, and which of them a method prunes.
+
+Every ``Conv2d`` and ``Linear`` is prunable (:func:`pruneflow.models.zoo.prunable_layers`);
+which are pruned is :func:`pruneflow.sparsity.grid.skipped_layers`' rule (first and last left
+dense by default, ``include``/``exclude`` glob patterns). ``pruneflow layers`` prints this table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import nn
+
+from pruneflow.models.zoo import prunable_layers
+from pruneflow.sparsity.grid import skipped_layers
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One prunable layer: its name, module type, weight shape, weight count, and whether pruned."""
+
+    name: str
+    kind: str
+    shape: tuple[int, ...]
+    weights: int
+    pruned: bool
+
+
+def layer_table(
+    model: nn.Module,
+    model_name: str,
+    skip_first_last: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> list[LayerInfo]:
+    """Every prunable layer of ``model`` in forward order, marked pruned or left dense."""
+    names = prunable_layers(model)
+    skipped = set(skipped_layers(model_name, names, skip_first_last, include, exclude))
+    modules = dict(model.named_modules())
+    return [
+        LayerInfo(
+            name,
+            type(modules[name]).__name__,
+            tuple(modules[name].weight.shape),
+            int(modules[name].weight.numel()),
+            name not in skipped,
+        )
+        for name in names
+    ]

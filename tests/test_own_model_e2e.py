@@ -1,0 +1,171 @@
+"""Prune your own model, end to end: a torchvision resnet18 and a user module from a file
+under tests/, each with weights trained and saved here, on a small ImageFolder written here;
+SPDY (profile, database, search, one-shot, gradual pruning) with tiny settings, then export
+and check the ONNX models in onnxruntime against the torch models loaded from the export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from pruneflow import api, config, layout
+from pruneflow.cli import app
+from pruneflow.data import load_dataset
+from pruneflow.models import build
+from pruneflow.steps import STEPS
+from pruneflow.steps.export import spdy_export_dir
+
+REPO = Path(__file__).resolve().parent.parent
+USER = "tests.user_models.branchy:make"
+RESNET = "torchvision:resnet18"
+# resnet18 at 32x32 (its first stage then works on 8x8 maps, where sparse kernels can win);
+# the user's module at 16x16
+SIZES = {RESNET: 32, USER: 16}
+
+
+def _write_imagefolder(root: Path, size: int, per_class: int = 28) -> None:
+    """Two classes a small net tells apart: bright left half vs bright right half."""
+    rng = np.random.default_rng(0)
+    for cls in (0, 1):
+        folder = root / "train" / f"class{cls}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
+            cols = slice(0, size // 2) if cls == 0 else slice(size // 2, size)
+            img[:, cols] += 150
+            Image.fromarray(img).save(folder / f"{i}.png")
+
+
+def _train_and_save(name: str, root: Path, size: int, path: Path) -> None:
+    """A user's own training run: a few Adam steps on the images, the state dict saved."""
+    data = load_dataset("imagefolder", root, size)
+    torch.manual_seed(0)
+    model = build(name, data.num_classes, data.in_shape)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    images = data.images(np.arange(len(data)))
+    labels = torch.as_tensor(data.targets)
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        opt.step()
+    if path.suffix == ".safetensors":
+        save_file(model.state_dict(), str(path))
+    else:
+        torch.save(model.state_dict(), path)
+
+
+def _tree(root: Path, size: int) -> dict:
+    return {
+        "data": {"root": str(root), "image_size": size, "val_fraction": 0.1},
+        "spdy": {
+            "dataset": "imagefolder",
+            "models": [RESNET, USER],
+            "weights": {RESNET: "resnet18.pt", USER: "branchy.safetensors"},
+            "grid": {
+                "min_sparsity": 0.5,
+                "max_sparsity": 0.9,
+                "steps": 2,
+                "skip_first_last": True,
+            },
+            "timing": {
+                "batch_size": 32,
+                "warmup": 2,
+                "min_repeats": 1,
+                "max_repeats": 3,
+                "max_seconds": 0.01,
+                "rounds": 1,
+                "min_seconds": 0.0,
+                "smooth_window": 1,
+            },
+            "recon": {"calib_samples": 8, "batch_size": 8, "solver": "sparsegpt"},
+            "targets": [1.02],
+            "search": {"candidates": 1, "max_no_improvement": 1, "buckets": 100},
+            "gmp": {
+                "profiles": ["spdy"],
+                "end_epoch": 0.5,
+                "finetune_epochs": 0.0,
+                "every_steps": 1,
+                "batch_size": 8,
+                "measure_repeats": 3,
+                "measure_passes": 1,
+                "measure_block_seconds": 0.0,
+            },
+        },
+        "export": {"target": 1.02, "check_samples": 8, "repeats": 2, "batch_size": 2},
+    }
+
+
+def _spdy_and_export(p: config.Params) -> None:
+    for name in (
+        "prepare",
+        "train_dense",
+        "profile",
+        "recondb_layer",
+        "recondb",
+        "spdy_search",
+        "spdy_oneshot",
+        "spdy_gmp",
+        "spdy_export",
+    ):
+        STEPS[name].run_all(p)
+
+
+@pytest.mark.parametrize("model", [RESNET, USER])
+def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, model):
+    monkeypatch.syspath_prepend(str(REPO))
+    root = workdir / "images"
+    size = SIZES[model]
+    _write_imagefolder(root, size)
+    weights = "resnet18.pt" if model == RESNET else "branchy.safetensors"
+    _train_and_save(model, root, size, workdir / weights)
+    tree = _tree(root, size)
+    if model == RESNET:  # SPDY on resnet18's first block only (a glob: its 2 convs)
+        tree["spdy"]["grid"]["include"] = ["layer1.0.*"]
+    p = config.scoped(config.from_dict(tree), f"spdy:{model}")
+    _spdy_and_export(p)
+
+    dense = STEPS["train_dense"].run(p)["summary"]
+    assert dense["epochs"] == 0 and dense["weights"]["path"] == weights
+    folder = spdy_export_dir(p)
+    assert folder.parent == Path("artifacts/export/imagefolder") / layout.model_key(p)
+    metrics = STEPS["spdy_export"].run(p)["summary"]
+    assert metrics["max_abs_diff_onnx_vs_torch"] < 1e-3 and metrics["ort_ms"] > 0
+
+    # the exported weights load into the user's own module, pruned layers hold zeros
+    mine = build(model, 2, (3, size, size)).eval()
+    mine.load_state_dict(load_file(str(folder / "model.safetensors")))
+    masks = load_file(str(folder / "masks.safetensors"))
+    assert masks, "no pruned layer"
+    modules = dict(mine.named_modules())
+    for layer, mask in masks.items():
+        assert torch.equal(modules[layer].weight != 0, mask.bool()), layer
+    if model == RESNET:
+        assert sorted(masks) == ["layer1.0.conv1", "layer1.0.conv2"]
+    # onnxruntime on the exported graph = the loaded torch module, at another batch size
+    images = load_dataset("imagefolder", root, size).images(np.arange(5))
+    session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"images": images.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, mine(images).numpy(), atol=1e-4, rtol=1e-3)
+
+    # `pruneflow export` and the notebook API read the same run from params.yaml
+    (workdir / "params.yaml").write_text(yaml.safe_dump(tree))
+    done = CliRunner().invoke(app, ["export", "-m", model, "--target", "1.02"])
+    assert done.exit_code == 0, done.output
+    assert str(folder / "model.onnx") in done.stdout and "onnxruntime vs torch" in done.stdout
+    run = api.Run()
+    pruned = run.pruned_model("spdy", model=model, target=1.02)
+    assert torch.equal(
+        pruned.state_dict()[next(iter(masks)) + ".weight"], modules[next(iter(masks))].weight
+    )
+    assert set(run.profile("spdy", target=1.02, model=model)) == set(masks)
+    assert run.exported("spdy", model=model) == folder
+    assert set(run.oneshot(model)["profile"]) >= {"spdy", "uniform"}

@@ -1,0 +1,1 @@
+"""A user's own code, as the own-model tests import it: models and data factories."""
