@@ -4,6 +4,7 @@
   pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
   pruneflow steps                  list the steps, the params keys they read and their outputs
   pruneflow report                 rebuild the report (Markdown + HTML) from the Parquet tables
+  pruneflow dvc-yaml [--check]     write dvc.yaml from the steps (--check: fail when stale)
   pruneflow deploy [NAME...]       deploy pipelines.yaml's deployments (pools checked first)
   pruneflow server start|stop|status   the reusable local Prefect server
 
@@ -250,6 +251,25 @@ def stage(
         STEPS[name].run(params, force=force, item=dict(map(config.parse_override, item)))
     else:
         STEPS[name].run_all(params, force=force)
+
+
+@app.command("dvc-yaml")
+@_user_errors
+def dvc_yaml(
+    path: Annotated[Path, typer.Option("--out", help="where dvc.yaml lives")] = Path("dvc.yaml"),
+    check: Annotated[
+        bool, typer.Option("--check", help="write nothing; exit 1 when the file is stale")
+    ] = False,
+) -> None:
+    """Write dvc.yaml from the steps' declared params, inputs, outputs and code."""
+    from pruneflow import dvcgen
+
+    if check:
+        if not dvcgen.is_current(path):
+            typer.echo(f"{path} is stale: run `pruneflow dvc-yaml` and commit it", err=True)
+            raise typer.Exit(1)
+        return
+    typer.echo(f"{path}: {'written' if dvcgen.write(path) else 'up to date'}")
 
 
 @app.command()
