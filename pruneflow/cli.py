@@ -1,6 +1,6 @@
 """The ``pruneflow`` command.
 
-  pruneflow run [all|dense]        run a flow (Prefect: cached, restartable) and print a summary
+  pruneflow run [FLOW]             run a flow (Prefect: cached, restartable) and print a summary
   pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
   pruneflow steps                  list the steps, the params keys they read and their outputs
   pruneflow report                 rebuild the report (Markdown + HTML) from the Parquet tables
@@ -28,6 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pruneflow import config
+from pruneflow.deploy import FLOWS as DEPLOYABLE_FLOWS
 from pruneflow.errors import PruneflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
@@ -42,7 +43,7 @@ ScopeOpt = Annotated[
     str | None,
     typer.Option("--scope", help="one method's model, e.g. spdy:smallcnn (its data/model/train)"),
 ]
-FLOWS = ("all", "dense", "spdy", "sdd", "chex")
+FLOWS = tuple(DEPLOYABLE_FLOWS)
 
 
 def _code_root() -> Path:
@@ -186,17 +187,10 @@ def run(
     params = _load(params_file, overrides)
     started = time.perf_counter()
     _connect(params)
-    if target == "dense":
-        from flows.dense import dense as chosen
-    elif target == "spdy":
-        from flows.spdy import spdy as chosen
-    elif target == "sdd":
-        from flows.double_descent import double_descent as chosen
-    elif target == "chex":
-        from flows.chex import chex as chosen
-    else:
-        from flows.pipeline import pipeline as chosen
+    from pruneflow.deploy import load_flow
     from tasks.runner import with_runner
+
+    chosen = load_flow(target)
 
     records = with_runner(chosen, params)(params.model_dump(mode="json"))
     _summary(target, records, time.perf_counter() - started)
