@@ -689,6 +689,14 @@ def merge(
     return out
 
 
+def updated(params: Params | None = None, **sections: dict[str, Any] | None) -> Params:
+    """``params`` (the defaults when None) with some sections' keys changed, validated:
+    ``updated(p, sdd={"seeds": [0, 1], "retrain": {"epochs": 1}})`` (sections merge key by key,
+    see :func:`merge`)."""
+    changes = {name: keys for name, keys in sections.items() if keys}
+    return from_dict(merge((params or Params()).model_dump(mode="json"), changes))
+
+
 def _read_tree(path: Path) -> dict[str, Any]:
     try:
         tree = yaml.safe_load(path.read_text()) or {}

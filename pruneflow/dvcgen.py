@@ -19,6 +19,7 @@ becomes that folder.
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ import yaml
 
 from pruneflow.config import Params, scoped, scoped_source
 from pruneflow.errors import PruneflowError
+from pruneflow.report.build import FIGURES
 from pruneflow.steps import STEPS, Step
 from pruneflow.steps.report import report_tables
 
@@ -368,7 +370,7 @@ def _resolve(stage: Stage, template: Params) -> _Resolved:
             metrics.append(path)
         elif name in stage.plot_props:
             plots.append({path: stage.plot_props[name]})
-        elif name.endswith(".png") or name == "figures":
+        elif name.endswith(".png") or name == FIGURES:  # images: `dvc plots show` embeds them
             plots.append(path)
         else:
             outs.append(path)
@@ -430,8 +432,6 @@ def _indent(text: str, by: int) -> str:
 
 
 def _comment(text: str, by: int) -> str:
-    import textwrap
-
     lines = textwrap.wrap(text, width=98 - by)
     return "".join(" " * by + "# " + line + "\n" for line in lines)
 

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from pruneflow.config import Params
+from pruneflow import config
+from pruneflow.config import SDD_METHODS, SDD_MODES, Params
 from pruneflow.io import read_parquet
 from pruneflow.report import fmt
 from pruneflow.report.doc import Figure, Heading, Note, Table, Text
 from pruneflow.report.section import Section
 from pruneflow.sdd import plots
-from pruneflow.sdd.params import METHODS, MODES, scoped
+from pruneflow.sdd.paths import lottery_file, phases_file, read_sweep, sweep_file
 from pruneflow.sdd.phases import PHASES
 from pruneflow.sdd.sweep import curve_phases, mean_curves
-from pruneflow.steps.sdd import lottery_file, phases_file, read_sweep, sweep_file
 
 RUN = "uv run pruneflow run sdd"
 _LOTTERY = {
@@ -52,7 +52,7 @@ def _in(curve: pd.DataFrame, phase_rows: pd.DataFrame, phase: str) -> pd.DataFra
 def _curve_tables(model: str, table: pd.DataFrame, phases: pd.DataFrame) -> list[Table]:
     means = mean_curves(table)
     head, spans = [], []
-    order = {name: i for i, name in enumerate((*METHODS, *MODES))}
+    order = {name: i for i, name in enumerate((*SDD_METHODS, *SDD_MODES))}
     curves = sorted(
         means.groupby(["method", "retrain"], sort=False),
         key=lambda kv: (order.get(kv[0][0], 99), order.get(kv[0][1], 99)),
@@ -151,7 +151,7 @@ def sdd_section(params: Params, figures: Path) -> Section:
     sec = Section("Sparse double descent", "sdd", RUN)
     blocks = sec.blocks
     for model in params.sdd.models:
-        p = scoped(params, model)
+        p = config.scoped(params, f"sdd:{model}")
         needed = [sweep_file(p), phases_file(p)]
         present = [sec.look(path) for path in needed]
         if not all(present):

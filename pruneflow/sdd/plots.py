@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from pruneflow.config import SDD_METHODS, SDD_MODES
 from pruneflow.figures import save_figure
-from pruneflow.sdd.params import METHODS, MODES
 from pruneflow.sdd.sweep import LOTTERY_MODES, curve_phases, lottery_table, mean_curves
 
 PHASE_COLORS = {
@@ -79,7 +79,7 @@ def _ordered(values: pd.Series, order: tuple[str, ...]) -> list[str]:
 
 def _grid(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Panels: one row per method, one column per retrain mode, in the params' canonical order."""
-    return _ordered(table["method"], METHODS), _ordered(table["retrain"], MODES)
+    return _ordered(table["method"], SDD_METHODS), _ordered(table["retrain"], SDD_MODES)
 
 
 def _panels(table: pd.DataFrame, phases: pd.DataFrame) -> tuple[Figure, list[tuple]]:
@@ -150,7 +150,7 @@ def lottery_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title:
     that ran and names the missing one; with neither it says there is nothing to compare.
     """
     comparison = lottery_table(table, phases)
-    methods = _ordered(comparison["method"], METHODS) or ["-"]
+    methods = _ordered(comparison["method"], SDD_METHODS) or ["-"]
     fig = Figure(figsize=(5.6 * len(methods), 3.8), layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
     styles = {
