@@ -20,10 +20,10 @@ import time
 
 import torch
 
+from pruneflow import config
 from pruneflow.chex.arch import build_model
 from pruneflow.chex.explore import ChexExplorer
 from pruneflow.chex.methods import Split, explore_settings
-from pruneflow.chex.params import chex_scoped, with_chex
 from pruneflow.config import Params
 from pruneflow.data import load_dataset
 from pruneflow.runtime import configure
@@ -52,18 +52,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     configure(args.threads, True)
-    p = with_chex(Params())
+    p = Params()
     if args.epochs is not None:
         ratio = args.epochs / p.chex.train.epochs
-        p = with_chex(
+        p = config.updated(
             p,
-            {
+            chex={
                 "train": {**p.chex.train.model_dump(), "epochs": args.epochs},
                 "t_max": p.chex.t_max * ratio,
                 "delta_t": p.chex.delta_t * ratio,
             },
         )
-    p = chex_scoped(p, args.model)
+    p = config.scoped(p, f"chex:{args.model}")
     data = load_dataset(p.data.dataset, p.data.root)
     split = Split.from_frame(build_labels(p, data))
     cfg, chex = p.train, p.chex

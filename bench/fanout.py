@@ -69,7 +69,7 @@ def _recondb_flow():
     from pruneflow import config
     from pruneflow.steps.recondb import layer_items
     from tasks.common import map_items, run_task
-    from tasks.spdy import recondb, recondb_layer
+    from tasks.steps import TASKS
 
     @flow(name="bench-recondb", description="the per-layer reconstruction database build")
     def recondb_build(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -77,8 +77,8 @@ def _recondb_flow():
         for model in params["spdy"]["models"]:
             scope = f"spdy:{model}"
             scoped = config.scoped(config.from_dict(params), scope)
-            layers = map_items(recondb_layer, params, layer_items(scoped), [], scope)
-            records += [*layers, run_task(recondb, params, layers, scope=scope)]
+            layers = map_items(TASKS["recondb_layer"], params, layer_items(scoped), [], scope)
+            records += [*layers, run_task(TASKS["recondb"], params, layers, scope=scope)]
         return records
 
     return recondb_build

@@ -42,8 +42,8 @@ from typing import Any
 
 import yaml
 
+from pruneflow import config
 from pruneflow.config import Params
-from pruneflow.sdd.params import with_sdd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def _params(args: argparse.Namespace, modes: list[str]) -> Params:
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = yaml.safe_load(raw)
-    params = with_sdd(**sdd)
+    params = config.updated(sdd=sdd)
     runtime = params.runtime.model_copy(update={"threads": args.threads, "progress": "off"})
     return params.model_copy(update={"runtime": runtime})
 

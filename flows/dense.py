@@ -7,11 +7,10 @@ from typing import Any
 from prefect import flow
 
 from tasks.common import run_task
-from tasks.data import prepare, train_dense
+from tasks.steps import TASKS
 
 
 @flow(name="dense", description="prepare data and noisy labels, train and evaluate the dense model")
 def dense(params: dict[str, Any]) -> list[dict[str, Any]]:
-    labels = run_task(prepare, params)
-    model = run_task(train_dense, params, upstream=[labels])
-    return [labels, model]
+    labels = run_task(TASKS["prepare"], params)
+    return [labels, run_task(TASKS["train_dense"], params, [labels])]

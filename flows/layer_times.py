@@ -8,8 +8,7 @@ from typing import Any
 from prefect import flow
 
 from tasks.common import run_task
-from tasks.data import prepare
-from tasks.spdy import profile
+from tasks.steps import TASKS
 
 
 @flow(name="profile", description="SPDY layer-time tables, measured on this worker's host")
@@ -17,6 +16,6 @@ def profile_tables(params: dict[str, Any]) -> list[dict[str, Any]]:
     records = []
     for model in params["spdy"]["models"]:
         scope = f"spdy:{model}"
-        labels = run_task(prepare, params, scope=scope)
-        records += [labels, run_task(profile, params, [labels], scope=scope)]
+        labels = run_task(TASKS["prepare"], params, scope=scope)
+        records += [labels, run_task(TASKS["profile"], params, [labels], scope=scope)]
     return records

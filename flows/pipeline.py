@@ -17,8 +17,8 @@ from flows.double_descent import double_descent
 from flows.spdy import spdy
 from pruneflow import config
 from tasks.common import run_task
-from tasks.report import report
 from tasks.runner import with_runner
+from tasks.steps import TASKS
 
 
 @flow(name="pruneflow", description="SPDY, sparse double descent and CHEX, then the report")
@@ -27,4 +27,4 @@ def pipeline(params: dict[str, Any]) -> list[dict[str, Any]]:
     records = []
     for method in (spdy, double_descent, chex):
         records += with_runner(method, validated)(params)
-    return [*records, run_task(report, params, records)]
+    return [*records, run_task(TASKS["report"], params, records)]

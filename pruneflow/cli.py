@@ -1,11 +1,12 @@
 """The ``pruneflow`` command.
 
-  pruneflow run [all|dense]        run a flow (Prefect: cached, restartable) and print a summary
+  pruneflow run [FLOW]             run a flow (Prefect: cached, restartable) and print a summary
   pruneflow stage NAME             run one pipeline step without Prefect (what DVC stages call)
   pruneflow steps                  list the steps, the params keys they read and their outputs
   pruneflow layers                 a model's prunable layers, their shapes, which are pruned
   pruneflow export                 a pruned model as safetensors + ONNX, checked in onnxruntime
   pruneflow report                 rebuild the report (Markdown + HTML) from the Parquet tables
+  pruneflow dvc-yaml [--check]     write dvc.yaml from the steps (--check: fail when stale)
   pruneflow deploy [NAME...]       deploy pipelines.yaml's deployments (pools checked first)
   pruneflow server start|stop|status   the reusable local Prefect server
 
@@ -29,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pruneflow import config
+from pruneflow.deploy import FLOWS as DEPLOYABLE_FLOWS
 from pruneflow.errors import PruneflowError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
@@ -43,7 +45,7 @@ ScopeOpt = Annotated[
     str | None,
     typer.Option("--scope", help="one method's model, e.g. spdy:smallcnn (its data/model/train)"),
 ]
-FLOWS = ("all", "dense", "spdy", "sdd", "chex")
+FLOWS = tuple(DEPLOYABLE_FLOWS)
 
 
 def _code_root() -> Path:
@@ -210,17 +212,10 @@ def run(
     check_own_inputs(params, target)  # the user's models, weights and data, before any work
     started = time.perf_counter()
     _connect(params)
-    if target == "dense":
-        from flows.dense import dense as chosen
-    elif target == "spdy":
-        from flows.spdy import spdy as chosen
-    elif target == "sdd":
-        from flows.double_descent import double_descent as chosen
-    elif target == "chex":
-        from flows.chex import chex as chosen
-    else:
-        from flows.pipeline import pipeline as chosen
+    from pruneflow.deploy import load_flow
     from tasks.runner import with_runner
+
+    chosen = load_flow(target)
 
     records = with_runner(chosen, params)(params.model_dump(mode="json"))
     _summary(target, records, time.perf_counter() - started)
@@ -275,6 +270,25 @@ def stage(
         STEPS[name].run(params, force=force, item=dict(map(config.parse_override, item)))
     else:
         STEPS[name].run_all(params, force=force)
+
+
+@app.command("dvc-yaml")
+@_user_errors
+def dvc_yaml(
+    path: Annotated[Path, typer.Option("--out", help="where dvc.yaml lives")] = Path("dvc.yaml"),
+    check: Annotated[
+        bool, typer.Option("--check", help="write nothing; exit 1 when the file is stale")
+    ] = False,
+) -> None:
+    """Write dvc.yaml from the steps' declared params, inputs, outputs and code."""
+    from pruneflow import dvcgen
+
+    if check:
+        if not dvcgen.is_current(path):
+            typer.echo(f"{path} is stale: run `pruneflow dvc-yaml` and commit it", err=True)
+            raise typer.Exit(1)
+        return
+    typer.echo(f"{path}: {'written' if dvcgen.write(path) else 'up to date'}")
 
 
 @app.command()

@@ -232,10 +232,10 @@ class ReconParams(_Section):
 class SearchParams(_Section):
     """SPDY's sensitivity search (Algorithm 4) and how candidates are scored."""
 
-    candidates: int = Field(100, ge=1, description="k: random candidates (and per d if fixed_k)")
+    candidates: int = Field(20, ge=1, description="k: random candidates (and per d if fixed_k)")
     delta: float = Field(0.1, ge=0.0, le=1.0, description="local search starts at d = delta * L")
     max_no_improvement: int = Field(
-        100, ge=1, description="local search: candidates in a row without improvement per d"
+        20, ge=1, description="local search: candidates in a row without improvement per d"
     )
     local_rule: Literal["no_improvement", "fixed_k"] = "no_improvement"
     buckets: int = Field(10_000, ge=1, description="DP time discretization of the budget")
@@ -243,7 +243,7 @@ class SearchParams(_Section):
         "eval", description="BatchNorm while scoring: running stats, or calibration-batch stats"
     )
     calib_samples: int | None = Field(
-        None,
+        512,
         ge=1,
         description="images each candidate is scored on: this many of spdy.recon's calibration "
         "set, drawn in its seeded order (null: all of them)",
@@ -263,13 +263,13 @@ class GmpParams(_Section):
         0.0, ge=0.0, description="pruning starts here (epochs of this run; fractions allowed)"
     )
     end_epoch: float = Field(
-        1.0, gt=0.0, le=10_000, description="every layer reaches its sparsity here"
+        0.5, gt=0.0, le=10_000, description="every layer reaches its sparsity here"
     )
     finetune_epochs: float = Field(
-        1.0, ge=0.0, le=10_000, description="epochs with fixed masks after end_epoch"
+        0.5, ge=0.0, le=10_000, description="epochs with fixed masks after end_epoch"
     )
-    every_steps: int = Field(10, ge=1, description="dt: optimizer steps between mask updates")
-    batch_size: int | None = Field(None, ge=1, description="images per step (null: spdy.train's)")
+    every_steps: int = Field(5, ge=1, description="dt: optimizer steps between mask updates")
+    batch_size: int | None = Field(64, ge=1, description="images per step (null: spdy.train's)")
     lr: float = Field(0.01, gt=0.0, le=10.0)
     init_from_db: bool = Field(
         False, description="start from the database's stitched weights for the profile"
@@ -306,14 +306,14 @@ class SpdyParams(_Section):
 
     dataset: DatasetName = "mnist5k"
     noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    models: list[ModelName] = ["smallcnn", "mlp1024"]
+    models: list[ModelName] = ["smallcnn"]
     weights: dict[str, str] = Field(
         {},
         description="a trained checkpoint per model (MODEL: path): that model's dense "
         "training is skipped (see model.weights)",
     )
     train: TrainParams = TrainParams(
-        epochs=8, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine"
+        epochs=5, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine"
     )
     grid: GridParams = GridParams()
     timing: TimingParams = TimingParams()
@@ -373,7 +373,7 @@ class SddParams(_Section):
         epochs=30, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"
     )
     retrain: TrainParams = TrainParams(
-        epochs=30, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"
+        epochs=20, batch_size=128, optimizer="adam", lr=2e-3, schedule="cosine"
     )
     methods: list[Literal[SDD_METHODS]] = Field(["magnitude"], min_length=1)
     # finetune shows the four phases at the default sizes; rewind and reinit (which retrains
@@ -382,7 +382,7 @@ class SddParams(_Section):
     seeds: list[int] = Field([0, 1, 2, 3, 4], min_length=1)
     scope: Literal["global", "layerwise"] = "global"
     prune_fraction: float = Field(
-        0.2, gt=0.0, lt=1.0, description="share of the remaining weights each round removes"
+        0.4, gt=0.0, lt=1.0, description="share of the remaining weights each round removes"
     )
     final_sparsity: float = Field(
         0.999, gt=0.0, lt=1.0, description="the sweep runs until a level reaches it"
@@ -454,8 +454,8 @@ class ChexLatencyParams(_Section):
 class ChexCompareParams(_Section):
     """CHEX against static and prune-then-fine-tune networks at equal FLOPs."""
 
-    targets: list[float] = Field([0.7, 0.9], min_length=1, description="FLOPs reductions")
-    seeds: list[int] = Field([0, 1, 2], min_length=1)
+    targets: list[float] = Field([0.7], min_length=1, description="FLOPs reductions")
+    seeds: list[int] = Field([0], min_length=1)
     methods: list[Literal[CHEX_METHODS]] = list(CHEX_METHODS)  # type: ignore[valid-type]
     dense_reference: bool = Field(True, description="also train the dense model per seed")
     pretrain_fraction: float = Field(
@@ -486,7 +486,7 @@ class ChexParams(_Section):
     noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
     models: list[ModelName] = ["resnet_mini"]
     train: TrainParams = TrainParams(
-        epochs=20, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine"
+        epochs=10, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine"
     )
     shift: int = Field(2, ge=0, le=16, description="random shifts of up to this many pixels")
     flops_reduction: float | None = Field(
@@ -496,7 +496,7 @@ class ChexParams(_Section):
         None, ge=0.0, lt=1.0, description="target channel sparsity S (when flops_reduction is null)"
     )
     delta_t: float = Field(1.0, gt=0.0, description="epochs between prune/regrow steps")
-    t_max: float = Field(10.0, gt=0.0, description="epochs of exploration (then fixed)")
+    t_max: float = Field(5.0, gt=0.0, description="epochs of exploration (then fixed)")
     delta0: float = Field(0.3, ge=0.0, le=1.0, description="initial regrowing fraction")
     min_fraction: float = Field(
         0.1, gt=0.0, le=1.0, description="every layer keeps this share of its channels (>= 1)"
@@ -609,7 +609,8 @@ class Params(_Section):
     preset: str = Field(
         "default",
         description="which settings these are, shown in the report: default (the quick run of "
-        "every method) or full (presets/full.yaml, the papers' full experiments)",
+        "every method), full (presets/full.yaml, the papers' full experiments) or smoke "
+        "(presets/smoke.yaml, every step in minutes, no claims)",
     )
     runtime: RuntimeParams = RuntimeParams()
     data: DataParams = DataParams()
@@ -760,21 +761,64 @@ def from_dict(tree: dict[str, Any], source: str = "params") -> Params:
         raise PruneflowError("; ".join(_describe(e, source) for e in exc.errors())) from None
 
 
-def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
-    """Read ``path`` (a missing file means all defaults), apply ``--set`` overrides, validate."""
+BASE_FILE = "params.yaml"
+
+
+def merge(
+    base: dict[str, Any], overlay: dict[str, Any], section: type[BaseModel] | None = None
+) -> dict[str, Any]:
+    """``overlay``'s keys onto ``base``: sections (``spdy.train``) merge key by key, any other
+    value replaces, a mapping-valued knob too (``spdy.grid.model_min_sparsity: {}``)."""
+    section = section or Params
+    out = dict(base)
+    for key, value in overlay.items():
+        field = section.model_fields.get(key)
+        kind = field.annotation if field is not None else None
+        nested = isinstance(kind, type) and issubclass(kind, BaseModel)
+        if nested and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value, kind)
+        else:
+            out[key] = value
+    return out
+
+
+def updated(params: Params | None = None, **sections: dict[str, Any] | None) -> Params:
+    """``params`` (the defaults when None) with some sections' keys changed, validated:
+    ``updated(p, sdd={"seeds": [0, 1], "retrain": {"epochs": 1}})`` (sections merge key by key,
+    see :func:`merge`)."""
+    changes = {name: keys for name, keys in sections.items() if keys}
+    return from_dict(merge((params or Params()).model_dump(mode="json"), changes))
+
+
+def _read_tree(path: Path) -> dict[str, Any]:
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise PruneflowError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+    if not isinstance(tree, dict):
+        raise PruneflowError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+def load(path: str | Path = BASE_FILE, overrides: list[str] | None = None) -> Params:
+    """Read ``path``, apply ``--set`` overrides, validate.
+
+    ``params.yaml`` holds every key (a missing one means the defaults, which equal it). A
+    params file of any other name (a preset: ``presets/full.yaml``) is an *overlay*: only the
+    keys it changes, merged onto the ``params.yaml`` of the current folder, or onto the
+    defaults where there is none. Every file merges onto the defaults key by key, so a partial
+    section keeps its own defaults (``spdy.train: {epochs: 3}``: spdy.train's batch size).
+    """
     path = Path(path)
-    tree: Any = {}
-    if path.exists():
-        try:
-            tree = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise PruneflowError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
-        if not isinstance(tree, dict):
-            raise PruneflowError(
-                f"{path}: expected a mapping of sections, got {type(tree).__name__}"
-            )
-    elif path.name != "params.yaml":
-        raise PruneflowError(f"params file {path} does not exist")
+    base = Path(BASE_FILE)
+    if not path.exists():
+        if path.name != BASE_FILE:
+            raise PruneflowError(f"params file {path} does not exist")
+        tree: dict[str, Any] = {}
+    else:
+        tree = _read_tree(path)
+        if path.name != BASE_FILE and base.exists():
+            tree = merge(_read_tree(base), tree)
     for text in overrides or []:
         _apply_override(tree, *parse_override(text))
-    return from_dict(tree, source=str(path))
+    return from_dict(merge(Params().model_dump(mode="json"), tree), source=str(path))

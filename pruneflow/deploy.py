@@ -27,6 +27,25 @@ from pruneflow.errors import PruneflowError
 
 # the flow of flows/deployed.py: every deployment is FLOW_NAME/<deployment name>
 FLOW_NAME = "pruneflow-deployment"
+# every flow by the name `pruneflow run NAME` and a deployment's `target` give it
+FLOWS: dict[str, str] = {
+    "all": "flows.pipeline:pipeline",
+    "dense": "flows.dense:dense",
+    "spdy": "flows.spdy:spdy",
+    "sdd": "flows.double_descent:double_descent",
+    "chex": "flows.chex:chex",
+    "profile": "flows.layer_times:profile_tables",
+}
+
+
+def load_flow(name: str) -> Any:
+    """The flow object ``FLOWS[name]`` names (imports Prefect: call it from a flow's process)."""
+    import importlib
+
+    if name not in FLOWS:
+        raise PruneflowError(f"unknown flow '{name}'; choose one of: {', '.join(FLOWS)}")
+    module, _, attr = FLOWS[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 @dataclass(frozen=True)

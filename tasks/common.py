@@ -97,6 +97,7 @@ def as_task(step: Step, retries: int = 0) -> Task:
         return record
 
     run.__name__ = step.name
+    run.step = step  # type: ignore[attr-defined]  # what feeding() reads the step's files from
     return task(
         run,
         name=step.name,
@@ -132,6 +133,31 @@ def finish_state(prefect_task: Task, state: State) -> Record:
     return record
 
 
+def _feeds(record: Record, inputs: list[str]) -> bool:
+    outputs = [out["path"] for out in record.get("outputs", [])]
+    return any(i == o or i.startswith(o.rstrip("/") + "/") for i in inputs for o in outputs)
+
+
+def feeding(
+    prefect_task: Task,
+    params: dict[str, Any],
+    scope: str | None,
+    item: dict[str, Any] | None,
+    records: list[Record],
+) -> list[Record]:
+    """Of ``records``, those whose outputs the task's step reads (its declared input files):
+    the task's upstream edges in Prefect, derived from the files as DVC's are."""
+    step: Step | None = getattr(prefect_task.fn, "step", None)
+    if step is None:
+        return records
+    try:
+        view = config.scoped(config.from_dict(params), scope)
+        inputs = [str(p) for p in step.input_paths(view, item)]
+    except PruneflowError:
+        return records  # a bad item or params: the task itself says so, in one line
+    return [r for r in records if _feeds(r, inputs)]
+
+
 def run_task(
     prefect_task: Task,
     params: dict[str, Any],
@@ -139,8 +165,12 @@ def run_task(
     scope: str | None = None,
     item: dict[str, Any] | None = None,
 ) -> Record:
-    """Call a step task in a flow and return its record, marking Prefect cache hits."""
-    state: State = prefect_task(params, scope, item, upstream=upstream or [], return_state=True)
+    """Call a step task in a flow and return its record, marking Prefect cache hits.
+
+    ``upstream``: the records run before it; those it reads become its edges (:func:`feeding`).
+    """
+    after = feeding(prefect_task, params, scope, item, upstream or [])
+    state: State = prefect_task(params, scope, item, upstream=after, return_state=True)
     return finish_state(prefect_task, state)
 
 
@@ -155,7 +185,12 @@ def map_items(
 
     Every item is its own cached task run, so after a crash only unfinished items run again.
     """
-    futures = [prefect_task.submit(params, scope, item, upstream=upstream or []) for item in items]
+    futures = [
+        prefect_task.submit(
+            params, scope, item, upstream=feeding(prefect_task, params, scope, item, upstream or [])
+        )
+        for item in items
+    ]
     name = " ".join(filter(None, [prefect_task.name, scope]))
     bar = ProgressArtifact(f"{name}: items done", key=slug(f"progress {name}"))
     states = []

@@ -1,4 +1,4 @@
-"""Tasks of the sparse double descent sweep."""
+"""How the sparse double descent flow runs its levels: chains side by side, levels in order."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ from prefect.futures import as_completed
 
 from pruneflow import config
 from pruneflow.steps.base import Record
-from pruneflow.steps.sdd import SDD_DENSE, SDD_LEVEL, SDD_PLOTS, SDD_SWEEP, chains, dense_items
-from tasks.common import as_task, finish_state
-
-sdd_dense = as_task(SDD_DENSE)
-sdd_level = as_task(SDD_LEVEL)
-sdd_sweep = as_task(SDD_SWEEP)
-sdd_plots = as_task(SDD_PLOTS)
+from pruneflow.steps.sdd import chains, dense_items
+from tasks.common import feeding, finish_state
+from tasks.steps import TASKS
 
 
 def dense_seeds(params: dict[str, Any], scope: str) -> list[dict[str, Any]]:
@@ -33,12 +29,15 @@ def run_chains(params: dict[str, Any], scope: str, upstream: list[Record]) -> li
     to their end, and the first failure is raised: a rerun resumes every chain where it stopped.
     Records come back in chain order, levels in order.
     """
+    sdd_level = TASKS["sdd_level"]
     all_chains = chains(config.scoped(config.from_dict(params), scope))
     heads: dict[Any, tuple[int, int]] = {}  # running level -> (chain, position in the chain)
 
     def submit(c: int, i: int, previous: Any = None) -> None:
-        after = [*upstream, previous] if previous is not None else upstream
-        heads[sdd_level.submit(params, scope, all_chains[c][i], upstream=after)] = (c, i)
+        item = all_chains[c][i]
+        after = feeding(sdd_level, params, scope, item, upstream)
+        after = [*after, previous] if previous is not None else after
+        heads[sdd_level.submit(params, scope, item, upstream=after)] = (c, i)
 
     for c, chain in enumerate(all_chains):
         if chain:

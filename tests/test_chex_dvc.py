@@ -10,9 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pruneflow import layout
+from pruneflow import config, layout
 from pruneflow.chex import paths
-from pruneflow.chex.params import chex_scoped, with_chex
 from pruneflow.chex.report import ABLATION_COLUMNS
 from pruneflow.config import Params
 from pruneflow.steps import STEPS
@@ -73,9 +72,9 @@ VARIANTS = [
 
 @pytest.mark.parametrize("chex", VARIANTS)
 def test_declared_outputs_are_the_steps_outputs_for_every_params_value(chex):
-    params = with_chex(Params(), chex)
+    params = config.updated(Params(), chex=chex)
     for model in params.chex.models:
-        view = chex_scoped(params, model)
+        view = config.scoped(params, f"chex:{model}")
         resolve = _resolver(params, model)
         for name in CHEX_STAGES:
             body = _stages()[name]["do"]
@@ -109,9 +108,11 @@ def test_report_without_ablations_still_writes_every_declared_file(workdir):
         "t_max": 1.0,
         "compare": {"targets": [0.7], "seeds": [0], "methods": ["static"]},
     }
-    p = with_chex(Params.model_validate({"runtime": {"threads": 1, "progress": "off"}}), chex)
-    PREPARE.run(chex_scoped(p))
-    view = chex_scoped(p, "resnet_mini")
+    p = config.updated(
+        Params.model_validate({"runtime": {"threads": 1, "progress": "off"}}), chex=chex
+    )
+    PREPARE.run(config.scoped(p, "chex"))
+    view = config.scoped(p, "chex:resnet_mini")
     for item in compare_items(view):
         CHEX_COMPARE.run(view, item=item)
     CHEX_REPORT.run(view)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from pruneflow import config
 from pruneflow.chex import ChexExplorer, ExploreSettings, count_flops, extract, find_groups
-from pruneflow.chex.params import with_chex
 from pruneflow.errors import PruneflowError
 from pruneflow.models import build
 from pruneflow.models.resnet_mini import resnet_mini
@@ -64,14 +64,14 @@ def test_channel_sparsity_outside_zero_one_is_refused(sparsity):
     with pytest.raises(PruneflowError, match=r"in \[0, 1\)"):
         ExploreSettings(delta_t=1, t_max=4, sparsity=sparsity).check()
     with pytest.raises(PruneflowError, match="sparsity"):
-        with_chex(chex={"sparsity": sparsity, "flops_reduction": None})
+        config.updated(chex={"sparsity": sparsity, "flops_reduction": None})
 
 
 def test_delta_t_beyond_t_max_is_refused():
     with pytest.raises(PruneflowError, match="larger than T_max"):
         ExploreSettings(delta_t=10, t_max=4, flops_reduction=0.5).check()
     with pytest.raises(PruneflowError, match="delta_t"):
-        with_chex(chex={"delta_t": 5.0, "t_max": 2.0})
+        config.updated(chex={"delta_t": 5.0, "t_max": 2.0})
     with pytest.raises(PruneflowError, match="exactly one"):
         ExploreSettings(delta_t=1, t_max=4, flops_reduction=0.5, sparsity=0.5).check()
 

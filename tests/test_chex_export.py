@@ -7,9 +7,8 @@ import onnxruntime as ort
 import torch
 from safetensors.torch import load_file
 
-from pruneflow import api
+from pruneflow import api, config
 from pruneflow.chex import paths
-from pruneflow.chex.params import chex_scoped, with_chex
 from pruneflow.chex.store import load_extracted
 from pruneflow.config import Params
 from pruneflow.steps.chex import CHEX_EXTRACT, CHEX_TRAIN
@@ -29,9 +28,9 @@ def test_chex_extracted_model_exports_and_runs_in_onnxruntime(workdir):
     base = Params.model_validate(
         {"runtime": {"threads": 1, "progress": "off"}, "export": {"repeats": 2}}
     )
-    p = with_chex(base, CHEX)
-    PREPARE.run(chex_scoped(p))
-    q = chex_scoped(p, "resnet_mini")
+    p = config.updated(base, chex=CHEX)
+    PREPARE.run(config.scoped(p, "chex"))
+    q = config.scoped(p, "chex:resnet_mini")
     CHEX_TRAIN.run(q)
     CHEX_EXTRACT.run(q)
     metrics = CHEX_EXPORT.run(q)["summary"]

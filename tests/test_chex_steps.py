@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from test_datasets import write_cifar10
 
+from pruneflow import config
 from pruneflow.chex import paths
-from pruneflow.chex.params import chex_scoped, with_chex
 from pruneflow.chex.store import load_extracted
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
@@ -31,7 +31,7 @@ FAST = {"runtime": {"threads": 1, "progress": "off"}}
 
 def _params(chex: dict, data: dict | None = None) -> Params:
     base = Params.model_validate({**FAST, "data": data or {}})
-    return with_chex(base, chex)
+    return config.updated(base, chex=chex)
 
 
 def test_train_extract_writes_metrics_and_a_loadable_submodel(workdir):
@@ -43,8 +43,8 @@ def test_train_extract_writes_metrics_and_a_loadable_submodel(workdir):
         "latency": {"repeats": 3},
     }
     p = _params(chex)
-    PREPARE.run(chex_scoped(p))
-    q = chex_scoped(p, "resnet_mini")
+    PREPARE.run(config.scoped(p, "chex"))
+    q = config.scoped(p, "chex:resnet_mini")
     summary = CHEX_TRAIN.run(q)["summary"]
     assert summary["prune_regrow_steps"] == 3 and summary["flops_reduction"] >= 0.7
     metrics = CHEX_EXTRACT.run(q)["summary"]
@@ -71,8 +71,8 @@ def test_compare_items_run_one_by_one_and_report(workdir):
         "compare": {"targets": [0.7], "seeds": [0], "ablations": ["no_regrow", "arch_scratch"]},
     }
     p = _params(chex)
-    PREPARE.run(chex_scoped(p))
-    q = chex_scoped(p, "resnet_mini")
+    PREPARE.run(config.scoped(p, "chex"))
+    q = config.scoped(p, "chex:resnet_mini")
     items = compare_items(q)
     assert {i["method"] for i in items} == {"chex", "static", "prune_finetune", "dense"}
     assert [i for i in items if i.get("variant")] == [
@@ -115,8 +115,8 @@ def test_resnet18_cifar_path_on_a_tiny_cifar_set(workdir):
         "latency": {"repeats": 1, "batch_size": 2},
     }
     p = _params(chex, {"root": "data"})
-    PREPARE.run(chex_scoped(p))
-    q = chex_scoped(p, "resnet18_cifar")
+    PREPARE.run(config.scoped(p, "chex"))
+    q = config.scoped(p, "chex:resnet18_cifar")
     assert CHEX_TRAIN.run(q)["summary"]["prune_regrow_steps"] == 2
     metrics = CHEX_EXTRACT.run(q)["summary"]
     assert metrics["flops_extracted"] <= 0.3 * metrics["flops_dense"]
@@ -125,4 +125,4 @@ def test_resnet18_cifar_path_on_a_tiny_cifar_set(workdir):
 
 def test_scope_refuses_a_model_not_listed():
     with pytest.raises(PruneflowError, match="not one of them"):
-        chex_scoped(with_chex(Params()), "smallcnn")
+        config.scoped(Params(), "chex:smallcnn")

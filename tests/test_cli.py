@@ -81,9 +81,11 @@ def test_double_descent_flow_runs_chains_and_writes_the_sweep(project):
         "sdd.final_sparsity=0.5",
         "--set",
         "sdd.seeds=[0]",
+        "--set",
+        "sdd.prune_fraction=0.4",  # 2 levels: 40 %, 64 %
     ]
     result = run_cli("run", "sdd", *tiny, cwd=project)
     assert result.returncode == 0, result.stderr
     sweep = pd.read_parquet(project / "artifacts/sdd/digits-lenet300100/sweep.parquet")
-    assert set(sweep["retrain"]) == {"finetune", "rewind", "reinit"} and sweep["level"].max() == 4
+    assert set(sweep["retrain"]) == {"finetune", "rewind", "reinit"} and sweep["level"].max() == 2
     assert (project / "artifacts/reports/sdd-digits-lenet300100-accuracy.png").stat().st_size > 0

@@ -1,4 +1,4 @@
-"""DVC: the stages in dvc.yaml agree with the steps, and `dvc repro` caches like the flows do."""
+"""DVC: dvc.yaml is the one generated from the steps, and `dvc repro` caches like the flows do."""
 
 import itertools
 import json
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pruneflow import dvcgen
 from pruneflow.config import Params, scoped, scoped_source
 from pruneflow.steps import STEPS
 
@@ -53,55 +54,64 @@ def _paths(entries: list, variables: dict, params: Params | None = None) -> set[
     }
 
 
-@pytest.mark.parametrize(("name", "stage", "variables"), _expanded_stages())
-def test_stage_matches_step_declaration(name, stage, variables):
-    cmd = _resolve(stage["cmd"], variables).split()
-    assert cmd[:2] == ["pruneflow", "stage"], name
-    step = STEPS[cmd[2]]
-    scope = cmd[cmd.index("--scope") + 1] if "--scope" in cmd else None
-    params = scoped(Params(), scope)
-    expected = {scoped_source(scope, key) for key in step.reads} - {None}
-    deps = _paths(stage["deps"], variables)
-    written = set().union(
-        *(_paths(stage.get(kind, []), variables) for kind in ("outs", "metrics", "plots"))
+def test_committed_dvc_yaml_is_the_generated_one():
+    assert (REPO / "dvc.yaml").read_text() == dvcgen.render(), "run `pruneflow dvc-yaml`"
+
+
+def test_check_mode_names_a_stale_file_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from pruneflow.cli import app
+
+    path = tmp_path / "dvc.yaml"
+    runner = CliRunner()
+    assert runner.invoke(app, ["dvc-yaml", "--out", str(path)]).exit_code == 0
+    assert runner.invoke(app, ["dvc-yaml", "--check", "--out", str(path)]).exit_code == 0
+    path.write_text(path.read_text().replace("pruneflow stage prepare", "pruneflow stage x", 1))
+    stale = runner.invoke(app, ["dvc-yaml", "--check", "--out", str(path)])
+    assert stale.exit_code == 1 and len(stale.output.strip().splitlines()) == 1, stale.output
+    assert "stale" in stale.output
+
+
+def _full_models(params: Params) -> Params:
+    """``params`` with the full preset's SPDY models (two: each stage is one of several)."""
+    return params.model_copy(
+        update={"spdy": params.spdy.model_copy(update={"models": ["smallcnn", "mlp1024"]})}
     )
-    if "--item" in cmd:  # one item of a fan-out step (a matrix stage)
+
+
+@pytest.mark.parametrize("params", [Params(), _full_models(Params())], ids=["default", "full"])
+def test_every_stage_declares_what_its_step_reads_and_writes(params):
+    # resolved for real params: every file a step writes is an output of its stage (or lies in
+    # one of its output folders), every file it reads a dependency, every key it reads a param
+    for name, stage, variables in _expanded_stages(params):
+        cmd = _resolve(stage["cmd"], variables, params).split()
+        step = STEPS[cmd[2]]
+        scope = cmd[cmd.index("--scope") + 1] if "--scope" in cmd else None
+        view = scoped(params, scope)
         pairs = [cmd[i + 1].partition("=") for i, word in enumerate(cmd) if word == "--item"]
-        item = {key: yaml.safe_load(value) for key, _, value in pairs}
-        assert item in step.items(params), name
+        item = {key: yaml.safe_load(value) for key, _, value in pairs} or None
+        if step.fan_out:
+            assert item is None or item in step.items(view), name
+            items = [item] if item else step.items(view)
+        else:
+            items = [None]
+        deps = _paths(stage["deps"], variables, params)
+        written = set().union(
+            *(_paths(stage.get(k, []), variables, params) for k in ("outs", "metrics", "plots"))
+        )
         listed = set(stage["params"])
-        assert all(any(r == k or r.startswith(k + ".") for r in expected) for k in listed), name
-        assert all(any(r == k or r.startswith(k + ".") for k in listed) for r in expected), name
-        assert written == {str(p) for p in step.output_paths(params, item)} or all(
-            any(str(p).startswith(out + "/") for out in written)
-            for p in step.output_paths(params, item)
-        ), name
-        for path in map(str, step.input_paths(params, item)):
-            assert any(path == d or path.startswith(d + "/") for d in deps), (name, path)
-        return
-    if step.fan_out:
-        # every item's files lie in the stage's output folders; the items come from these keys
-        listed = set(stage["params"])
-        # a listed section ("spdy.recon") covers every key under it
-        uncovered = {
-            k for k in expected if not any(k == x or k.startswith(x + ".") for x in listed)
-        }
-        assert not uncovered, (name, uncovered)
-        # the code it runs: a listed folder covers the files in it
+        for key in {scoped_source(scope, k) for k in step.reads} - {None}:
+            assert any(key == x or key.startswith(x + ".") for x in listed), (name, key)
         assert all(any(c == d or c.startswith(d + "/") for d in deps) for c in step.code), name
-        for item in step.items(params):
-            for path in step.output_paths(params, item):
-                assert any(str(path).startswith(out + "/") for out in written), (name, path)
-            for path in step.input_paths(params, item):
-                assert any(str(path) == d or str(path).startswith(d + "/") for d in deps) or any(
-                    str(path).startswith(out + "/") for out in written
-                ), (name, path)
-        return
-    assert sorted(stage["params"]) == sorted(expected), name
-    assert set(step.code) <= deps, name
-    for path in map(str, step.input_paths(params)):
-        assert any(path == d or path.startswith(d + "/") for d in deps), (name, path)
-    assert written == {str(p) for p in step.output_paths(params)}, name
+        for it in items:
+            for path in map(str, step.output_paths(view, it)):
+                assert any(path == o or path.startswith(o + "/") for o in written), (name, path)
+            for path in map(str, step.input_paths(view, it)):
+                assert any(path == d or path.startswith(d + "/") for d in deps | written), (
+                    name,
+                    path,
+                )
 
 
 def _git(cwd, *args):
@@ -208,11 +218,7 @@ def test_artifacts_name_stage_outputs():
 
     artifacts = yaml.safe_load((REPO / "dvc.yaml").read_text())["artifacts"]
     # the SPDY models of the quick default and of the full settings
-    params = Params()
-    params = params.model_copy(
-        update={"spdy": params.spdy.model_copy(update={"models": ["smallcnn", "mlp1024"]})}
-    )
-    written = _declared_outputs(params)
+    written = _declared_outputs(_full_models(Params()))
     kinds = {}
     for name, spec in artifacts.items():
         check_name_format(name)  # raises on a name DVC would refuse

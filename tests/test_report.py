@@ -26,18 +26,21 @@ from pruneflow import config, layout
 from pruneflow.chex import paths as chex_paths
 from pruneflow.chex.explore import ExploreSettings
 from pruneflow.chex.methods import RunResult
-from pruneflow.chex.params import chex_scoped
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.io import write_json, write_parquet
 from pruneflow.models import build, prunable_layers
 from pruneflow.report import build_report, schemas
-from pruneflow.sdd.params import scoped as sdd_scoped
 from pruneflow.sparsity.grid import skipped_layers, sparsity_grid
+from pruneflow.spdy.paths import (
+    ONESHOT_COLUMNS,
+    PROFILE_COLUMNS,
+    PROFILES_COLUMNS,
+    RESULTS_COLUMNS,
+    SEARCH_COLUMNS,
+)
 from pruneflow.steps.chex import CHEX_REPORT, compare_items
 from pruneflow.steps.sdd import SDD_SWEEP, chains, dense_file, level_file, record_file
-from pruneflow.steps.spdy import ONESHOT_COLUMNS, PROFILE_COLUMNS, PROFILES_COLUMNS, SEARCH_COLUMNS
-from pruneflow.steps.spdy_gmp import RESULTS_COLUMNS
 from pruneflow.timing.table import FORMAT, host_description, write_timing_table
 
 TREE = {
@@ -222,7 +225,7 @@ def _sdd_acc(level: int, n: int, retrain: str, seed: int) -> float:
 
 def write_sdd(params: Params) -> None:
     for model in params.sdd.models:
-        p = sdd_scoped(params, model)
+        p = config.scoped(params, f"sdd:{model}")
         n = len(chains(p)[0])
         for seed in p.sdd.seeds:
             write_json(
@@ -275,7 +278,7 @@ def write_sdd(params: Params) -> None:
 # ---- CHEX ----------------------------------------------------------------------------------
 def write_chex(params: Params, rng: np.random.Generator) -> None:
     for model in params.chex.models:
-        p = chex_scoped(params, model)
+        p = config.scoped(params, f"chex:{model}")
         flops_dense = 4_729_728
         history: list[dict] = []  # the exploration of CHEX at -70%, seed 0 (chex_train's run)
         for item in compare_items(p):
@@ -470,7 +473,7 @@ def test_corrupt_table_is_an_error_naming_it_and_keeps_the_old_report(tmp_path):
     paths = build_report(params)
     before = {p: p.read_bytes() for p in (paths.markdown, paths.html)}
     figures = sorted(paths.figures.iterdir())
-    table = chex_paths.comparison_table(chex_scoped(params, "resnet_mini"))
+    table = chex_paths.comparison_table(config.scoped(params, "chex:resnet_mini"))
     table.write_bytes(b"PAR1 not really parquet")
     with pytest.raises(PruneflowError, match=re.escape(str(table))):
         build_report(params)
@@ -554,7 +557,7 @@ def test_cli_report_prints_paths_and_errors_in_one_line(tmp_path, monkeypatch):
     assert ok.exit_code == 0, ok.output
     assert ok.stdout.split() == ["artifacts/reports/report.md", "artifacts/reports/report.html"]
     assert (tmp_path / "artifacts/reports/report.html").is_file()
-    chex_paths.exploration_table(chex_scoped(params, "resnet_mini")).write_bytes(b"junk")
+    chex_paths.exploration_table(config.scoped(params, "chex:resnet_mini")).write_bytes(b"junk")
     bad = runner.invoke(app, ["report", "--set", "paths.artifacts=artifacts"])
     assert bad.exit_code == 2
     lines = [ln for ln in bad.output.splitlines() if ln.strip()]

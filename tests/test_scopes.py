@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from pruneflow import config
@@ -5,7 +7,9 @@ from pruneflow.errors import PruneflowError
 
 
 def test_scoped_params_take_the_method_section():
-    p = config.Params()
+    p = config.load(
+        Path(__file__).resolve().parent.parent / "presets/full.yaml"
+    )  # two SPDY models: the scope picks the second
     q = config.scoped(p, "spdy:mlp1024")
     assert (q.data.dataset, q.noise.rate, q.model.name) == ("mnist5k", 0.0, "mlp1024")
     assert q.train == p.spdy.train and q.data.root == p.data.root

@@ -4,11 +4,11 @@ sweep tables written where the sweep step writes them; the report section's tabl
 import numpy as np
 import pytest
 
+from pruneflow import config
 from pruneflow.claims import Claim
 from pruneflow.io import write_parquet
 from pruneflow.report.sdd import CLAIM, sdd_claims, sdd_section
 from pruneflow.sdd.evidence import descent_evidence
-from pruneflow.sdd.params import scoped, with_sdd
 from pruneflow.sdd.schedule import schedule
 from pruneflow.sdd.sweep import add_phases, sweep_table
 from pruneflow.stats import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
@@ -49,7 +49,7 @@ def _records(curves: dict[str, np.ndarray], seeds: int, spread: float, seed: int
 
 
 def _write(params, records) -> None:
-    p = scoped(params, "lenet300100")
+    p = config.scoped(params, "sdd:lenet300100")
     table, phases = add_phases(sweep_table(records))
     meta = {"noise_rate": 0.2, "noise_kind": "asymmetric"}
     write_parquet(sweep_file(p), table, metadata=meta)
@@ -63,7 +63,7 @@ def _claims(params, curves, seeds=5, spread=0.003, seed=0) -> list[Claim]:
 
 @pytest.fixture
 def params(workdir):
-    return with_sdd(modes=["finetune", "rewind", "reinit"], seeds=[0, 1, 2, 3, 4])
+    return config.updated(sdd=dict(modes=["finetune", "rewind", "reinit"], seeds=[0, 1, 2, 3, 4]))
 
 
 def test_no_sweep_table_no_claims(params):
@@ -112,7 +112,7 @@ def test_a_rise_near_the_margin_with_wide_seed_spread_is_inconclusive(params):
 
 
 def test_one_seed_uses_the_binomial_error(workdir):
-    params = with_sdd(modes=["finetune"], seeds=[0])
+    params = config.updated(sdd=dict(modes=["finetune"], seeds=[0]))
     [claim] = _claims(params, {"finetune": DESCENT}, seeds=1, spread=0.0)
     # a 4.2-point rise against sqrt(2) x 1.2 points of binomial error: above 3 points is
     # not established, nor ruled out

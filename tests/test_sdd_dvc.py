@@ -14,10 +14,10 @@ import pytest
 import yaml
 from test_sdd_sweep import _params
 
+from pruneflow import config
 from pruneflow.config import Params
 from pruneflow.io import parquet_metadata
 from pruneflow.sdd import exports
-from pruneflow.sdd.params import scoped, with_sdd
 from pruneflow.sdd.sweep import LOTTERY_COLUMNS
 from pruneflow.steps import STEPS
 from pruneflow.steps.sdd import curve_files, lottery_file, plot_files, run_sweep
@@ -59,9 +59,9 @@ def _tiny(**sdd) -> Params:
 )
 @pytest.mark.parametrize("methods", [["magnitude"], ["magnitude", "random"]])
 def test_declared_outputs_are_the_steps_outputs_for_every_mode(modes, methods):
-    params = with_sdd(modes=modes, methods=methods, seeds=[0, 3])
+    params = config.updated(sdd={"modes": modes, "methods": methods, "seeds": [0, 3]})
     for model in params.sdd.models:
-        view = scoped(params, model)
+        view = config.scoped(params, f"sdd:{model}")
         for name in ("sdd_sweep", "sdd_plots"):
             step, written = _declared(name, params, model)
             assert written == {str(p) for p in STEPS[step].output_paths(view)}, (name, modes)
@@ -86,7 +86,7 @@ def test_one_mode_sweep_writes_every_declared_file_and_dvc_plots_renders_the_csv
     # rewind without reinit: lottery.parquet and its CSV and figure exist all the same
     params = _tiny(modes=["finetune", "rewind"])
     run_sweep(params)
-    view = scoped(params, "lenet300100")
+    view = config.scoped(params, "sdd:lenet300100")
     for name in ("sdd_sweep", "sdd_plots"):
         _, written = _declared(name, params, "lenet300100")
         assert all(Path(path).is_file() for path in written), name

@@ -8,7 +8,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from test_sdd_sweep import _params
 
 import pruneflow.steps.sdd as sdd_steps
-from pruneflow.sdd.params import scoped
+from pruneflow import config
 from pruneflow.steps.sdd import level_file
 
 
@@ -35,7 +35,7 @@ def test_two_workers_run_two_chains_side_by_side_and_a_failed_chain_resumes(
     monkeypatch.setattr(sdd_steps, "retrain", retrain)
     with pytest.raises(RuntimeError, match="rewind level 2"):
         flow(params.model_dump(mode="json"))
-    view = scoped(params, "lenet300100")
+    view = config.scoped(params, "sdd:lenet300100")
     chain = {"method": "magnitude", "seed": 0}
     assert level_file(view, {**chain, "mode": "rewind", "level": 1}).exists()
     assert level_file(view, {**chain, "mode": "reinit", "level": 1}).exists()

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from pruneflow import config
 from pruneflow.errors import PruneflowError
-from pruneflow.sdd.params import from_dict, scoped, with_sdd
 from pruneflow.sdd.schedule import level_sparsity, num_levels, schedule
 
 
@@ -26,7 +26,7 @@ def test_exact_hits_do_not_add_a_level_and_the_last_level_is_not_clipped():
 
 
 def test_default_schedule_reaches_the_collapsed_region_of_lenet():
-    p = with_sdd()
+    p = config.updated()
     levels = schedule(p.sdd.prune_fraction, p.sdd.final_sparsity)
     assert levels[-1] > 0.995  # the collapsed phase of lenet300100 lies beyond 99.5 %
 
@@ -55,24 +55,24 @@ def test_schedule_rejects_fractions_outside_0_1(fraction):
 )
 def test_bad_sdd_params_fail_clearly_before_any_work(key, value, match):
     with pytest.raises(PruneflowError, match=match):
-        with_sdd(**{key: value})
+        config.updated(sdd={key: value})
 
 
 def test_rewind_epoch_is_checked_against_the_sections_own_training():
-    assert with_sdd(train={"epochs": 5}, rewind_epoch=5).sdd.rewind_epoch == 5
+    assert config.updated(sdd={"train": {"epochs": 5}, "rewind_epoch": 5}).sdd.rewind_epoch == 5
     with pytest.raises(PruneflowError, match="rewind_epoch"):
-        with_sdd(train={"epochs": 5}, rewind_epoch=6)
+        config.updated(sdd={"train": {"epochs": 5}, "rewind_epoch": 6})
 
 
 def test_unknown_sdd_key_is_rejected():
     with pytest.raises(PruneflowError, match="sdd.epochs"):
-        from_dict({"sdd": {"epochs": 3}})
+        config.from_dict({"sdd": {"epochs": 3}})
 
 
 def test_scoped_view_takes_data_noise_model_and_dense_training_from_sdd():
-    p = with_sdd(dataset="digits", noise_rate=0.3, train={"epochs": 7})
-    view = scoped(p, "lenet300100")
+    p = config.updated(sdd={"dataset": "digits", "noise_rate": 0.3, "train": {"epochs": 7}})
+    view = config.scoped(p, "sdd:lenet300100")
     assert (view.data.dataset, view.noise.rate, view.model.name) == ("digits", 0.3, "lenet300100")
     assert view.train.epochs == 7 and view.train.optimizer == p.sdd.train.optimizer
     with pytest.raises(PruneflowError, match="sdd.models"):
-        scoped(p, "resnet50")
+        config.scoped(p, "sdd:resnet50")

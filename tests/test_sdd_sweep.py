@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import pruneflow.steps.sdd as sdd_steps
+from pruneflow import config
 from pruneflow.errors import PruneflowError
 from pruneflow.io import read_parquet
-from pruneflow.sdd.params import scoped, with_sdd
 from pruneflow.sdd.state import load_state
 from pruneflow.sdd.sweep import SWEEP_COLUMNS, lottery_table
 from pruneflow.steps.data import PREPARE
@@ -18,8 +18,8 @@ from pruneflow.steps.sdd import SDD_LEVEL, chains, level_file, plot_files, run_s
 
 def _params(**sdd):
     torch.set_num_threads(1)
-    p = with_sdd(
-        **{
+    p = config.updated(
+        sdd={
             "dataset": "digits",
             "train": {"epochs": 2, "batch_size": 128},
             "retrain": {"epochs": 1, "batch_size": 128},
@@ -57,7 +57,7 @@ def test_sweep_crashes_at_a_level_and_resumes_there(workdir, monkeypatch):
     monkeypatch.setattr(sdd_steps, "retrain", crash_at_rewind_level_3)
     with pytest.raises(RuntimeError, match="level 3"):
         run_sweep(p, plots=False)
-    view = scoped(p, "lenet300100")
+    view = config.scoped(p, "sdd:lenet300100")
     item = {"method": "magnitude", "mode": "rewind", "seed": 0}
     assert level_file(view, {**item, "level": 2}).exists()
     assert not level_file(view, {**item, "level": 3}).exists()  # nothing half-written
@@ -107,7 +107,7 @@ def test_sweep_crashes_at_a_level_and_resumes_there(workdir, monkeypatch):
 
 
 def test_bad_level_items_fail_before_any_training(workdir):
-    p = scoped(_params(), "lenet300100")
+    p = config.scoped(_params(), "sdd:lenet300100")
     PREPARE.run(p)
     bad = [
         ({"method": "magnitude", "mode": "lottery", "seed": 0, "level": 1}, "retrain mode"),
@@ -123,11 +123,11 @@ def test_bad_level_items_fail_before_any_training(workdir):
 
 
 def test_chains_are_independent_per_method_and_seed_with_reinit_beside_rewind():
-    p = scoped(
+    p = config.scoped(
         _params(
             methods=["magnitude", "random"], seeds=[0, 1], modes=["finetune", "rewind", "reinit"]
         ),
-        "lenet300100",
+        "sdd:lenet300100",
     )
     all_chains = chains(p)
     assert len(all_chains) == 2 * 2 * 2  # (seed, method) x {finetune, rewind + reinit}
@@ -150,7 +150,7 @@ def test_chains_are_independent_per_method_and_seed_with_reinit_beside_rewind():
 def test_reinit_retrains_the_rewind_masks_from_fresh_weights(workdir):
     p = _params(final_sparsity=0.8, seeds=[0, 1])  # levels 1-3, rewind + reinit
     run_sweep(p, plots=False)
-    view = scoped(p, "lenet300100")
+    view = config.scoped(p, "sdd:lenet300100")
     for seed in (0, 1):
         for level in (1, 2, 3):
             item = {"method": "magnitude", "seed": seed, "level": level}

@@ -28,9 +28,8 @@ from pruneflow.chex.explore import ChexExplorer, ExploreSettings
 from pruneflow.chex.extract import extract
 from pruneflow.chex.flops import count_flops, count_params
 from pruneflow.chex.groups import find_groups
-from pruneflow.chex.params import ChexParams
 from pruneflow.chex.schedule import exploration_iterations
-from pruneflow.config import TrainParams
+from pruneflow.config import ChexParams, TrainParams
 from pruneflow.data import ImageData
 from pruneflow.errors import PruneflowError
 from pruneflow.train import History, StepHook, evaluate, train

@@ -1,7 +1,7 @@
 """The report: every method's Parquet tables -> ``report.md`` + a self-contained ``report.html``.
 
 Small modules, one idea each:
-  ``schemas``      the SPDY tables as read: the producers' columns and paths, allowed values
+  ``schemas``      the SPDY tables as read: columns and paths (pruneflow.spdy.paths), values
   ``doc``          the report as blocks (headings, text, tables, figures)
   ``render_md``    blocks -> Markdown, figures as relative PNG links
   ``render_html``  blocks -> one HTML page, PNGs inlined, no script or external resource
@@ -20,7 +20,7 @@ __all__ = ["ReportPaths", "build_report"]
 
 
 def __getattr__(name: str) -> Any:
-    # lazy: producers import pruneflow.report.schemas without pulling in matplotlib
+    # lazy: a reader of one submodule (schemas) does not pull in matplotlib
     if name in __all__:
         from pruneflow.report import build
 

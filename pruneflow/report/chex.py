@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pruneflow import config
 from pruneflow.chex import paths
-from pruneflow.chex.params import chex_scoped
 from pruneflow.chex.report import (
     COMPARISON_COLUMNS,
     plot_ablation,
@@ -166,7 +166,7 @@ def _ablation(sec: Section, model: str, path: Path, figures: Path, title: str) -
 def chex_section(params: Params, figures: Path) -> Section:
     sec = Section("CHEX", "chex", RUN)
     for model in params.chex.models:
-        p = chex_scoped(params, model)
+        p = config.scoped(params, f"chex:{model}")
         title = f"{model} on {p.data.dataset}, {p.train.epochs} epochs"
         sec.blocks.append(Heading(title, 3, f"chex-{model}"))
         if sec.look(paths.comparison_table(p)):

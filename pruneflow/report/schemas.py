@@ -1,12 +1,12 @@
 """The SPDY tables as the report reads them: the producers' own column sets and paths.
 
-The steps that write the tables define their columns and file names
-(:mod:`pruneflow.steps.spdy`: ``profile.parquet``, ``search.parquet``, ``oneshot.parquet``,
-``profiles.parquet``; :mod:`pruneflow.steps.spdy_gmp`: ``results.parquet``); the folders come
-from :mod:`pruneflow.layout` (``layout.spdy_dir``, ``layout.spdy_target_dir``,
-``layout.target_name``). This module only adds what a reader checks beyond dtypes: the values
-the categorical columns may take. One definition each, so a column renamed by a producer fails
-here at once, naming the file, never as a silently empty figure.
+:mod:`pruneflow.spdy.paths` names the tables and their columns (``profile.parquet``,
+``search.parquet``, ``oneshot.parquet``, ``profiles.parquet``, ``results.parquet``), for the
+steps that write them and for this reader; the folders come from :mod:`pruneflow.layout`
+(``layout.spdy_dir``, ``layout.spdy_target_dir``, ``layout.target_name``). This module only
+adds what a reader checks beyond dtypes: the values the categorical columns may take. One
+definition each, so a column renamed by a producer fails here at once, naming the file, never
+as a silently empty figure.
 
 ``p`` is always the SPDY view of one model, ``config.scoped(params, "spdy:MODEL")``.
 """
@@ -20,17 +20,18 @@ import pandas as pd
 
 from pruneflow.errors import PruneflowError
 from pruneflow.io import read_parquet
-from pruneflow.steps.spdy import (
+from pruneflow.spdy.paths import (
     ONESHOT_COLUMNS,
     PROFILE_COLUMNS,
     PROFILES_COLUMNS,
+    RESULTS_COLUMNS,
     SEARCH_COLUMNS,
     oneshot_file,
     profile_file,
     profiles_file,
+    results_file,
     search_file,
 )
-from pruneflow.steps.spdy_gmp import RESULTS_COLUMNS, results_file
 
 __all__ = [
     "ONESHOT",

@@ -16,17 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pruneflow import config
 from pruneflow.claims import Claim
+from pruneflow.config import SDD_METHODS as METHODS
+from pruneflow.config import SDD_MODES as MODES
 from pruneflow.config import Params
 from pruneflow.report import fmt
 from pruneflow.report.doc import Figure, Heading, Note, Table, Text
 from pruneflow.report.section import Section
 from pruneflow.sdd import plots
 from pruneflow.sdd.evidence import MIN_CHANGE, Evidence, descent_evidence
-from pruneflow.sdd.params import METHODS, MODES, scoped
+from pruneflow.sdd.paths import phases_file, read_sweep, sweep_file
 from pruneflow.sdd.sweep import curve_phases, test_acc_by_seed, test_size
 from pruneflow.stats import Estimate, mean_interval, paired_difference
-from pruneflow.steps.sdd import phases_file, plot_title, read_sweep, sweep_file
 
 RUN = "uv run pruneflow run sdd"
 PAPER = "Sparse double descent (He et al., ICML 2022)"
@@ -89,7 +91,7 @@ def sdd_claims(params: Params) -> list[Claim]:
     mode (:func:`main_mode`); [] when no sweep table exists yet."""
     claims = []
     for model in params.sdd.models:
-        p = scoped(params, model)
+        p = config.scoped(params, f"sdd:{model}")
         if not (sweep_file(p).is_file() and phases_file(p).is_file()):
             continue
         table, _, _ = read_sweep(p)
@@ -307,7 +309,7 @@ def sdd_section(params: Params, figures: Path) -> Section:
     sec = Section("Sparse double descent", "sdd", RUN)
     blocks = sec.blocks
     for model in params.sdd.models:
-        p = scoped(params, model)
+        p = config.scoped(params, f"sdd:{model}")
         needed = [sweep_file(p), phases_file(p)]
         present = [sec.look(path) for path in needed]
         if not all(present):
@@ -315,7 +317,7 @@ def sdd_section(params: Params, figures: Path) -> Section:
             blocks.append(Note(f"{model}: not produced yet: {absent}. `{RUN}` makes them."))
             continue
         table, phases, meta = read_sweep(p)
-        title = plot_title(p, meta)
+        title = plots.plot_title(p, meta)
         blocks.append(Heading(title, 3, f"sdd-{model}"))
         stem = f"sdd-{p.data.dataset}-{model}"
         plots.accuracy_figure(

@@ -10,6 +10,7 @@ error); the training-set curves' bands are the seed range.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,8 +19,8 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
+from pruneflow.config import SDD_METHODS, SDD_MODES
 from pruneflow.figures import save_figure
-from pruneflow.sdd.params import METHODS, MODES
 from pruneflow.sdd.sweep import (
     LOTTERY_MODES,
     curve_intervals,
@@ -87,7 +88,7 @@ def _ordered(values: pd.Series, order: tuple[str, ...]) -> list[str]:
 
 def _grid(table: pd.DataFrame) -> tuple[list[str], list[str]]:
     """Panels: one row per method, one column per retrain mode, in the params' canonical order."""
-    return _ordered(table["method"], METHODS), _ordered(table["retrain"], MODES)
+    return _ordered(table["method"], SDD_METHODS), _ordered(table["retrain"], SDD_MODES)
 
 
 def _panels(table: pd.DataFrame, phases: pd.DataFrame) -> tuple[Figure, list[tuple]]:
@@ -184,7 +185,7 @@ def lottery_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title:
     that ran and names the missing one; with neither it says there is nothing to compare.
     """
     comparison = lottery_table(table, phases)
-    methods = _ordered(comparison["method"], METHODS) or ["-"]
+    methods = _ordered(comparison["method"], SDD_METHODS) or ["-"]
     fig = Figure(figsize=(5.6 * len(methods), 3.8), layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
     styles = {
@@ -236,3 +237,11 @@ def lottery_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title:
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(title)
     return save_figure(fig, path)
+
+
+def plot_title(p: Any, meta: dict[str, Any]) -> str:
+    """``lenet300100 on mnist5k, 20% symmetric label noise``: the noise the sweep ran with."""
+    return (
+        f"{p.model.name} on {p.data.dataset}, {float(meta['noise_rate']):.0%} "
+        f"{meta['noise_kind']} label noise"
+    )

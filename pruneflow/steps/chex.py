@@ -1,4 +1,4 @@
-"""Steps of the CHEX pipeline (run them on ``chex_scoped(params, MODEL)``, i.e. ``--scope
+"""Steps of the CHEX pipeline (run them on ``config.scoped(params, "chex:MODEL")``, i.e. ``--scope
 chex:MODEL`` once config.py knows the section).
 
 * ``chex_train``: CHEX training from scratch at ``chex.flops_reduction`` (or ``chex.sparsity``)
@@ -33,7 +33,6 @@ from pruneflow.chex.extract import extract
 from pruneflow.chex.flops import FlopsModel, count_flops, count_params, measure_latency
 from pruneflow.chex.groups import find_groups
 from pruneflow.chex.methods import Split, run_method, train_chex
-from pruneflow.chex.params import chex_section
 from pruneflow.chex.report import (
     ablation_frame,
     comparison_frame,
@@ -84,7 +83,6 @@ _CORE = tuple(
         "groups",
         "masks",
         "methods",
-        "params",
         "paths",
         "realloc",
         "regrow",
@@ -117,7 +115,7 @@ def _arch(p: Params, data: Any) -> dict[str, Any]:
 
 def _train(p: Params) -> dict[str, Any]:
     data, split = _setup(p)
-    chex = chex_section(p)
+    chex = p.chex
     model, explorer, history = train_chex(
         p.model.name, data, split, p.train, chex, progress=progress_enabled(p.runtime.progress)
     )
@@ -183,7 +181,7 @@ def _max_abs_diff(a: torch.nn.Module, b: torch.nn.Module, images: torch.Tensor) 
 
 def _extract(p: Params) -> dict[str, Any]:
     data, split = _setup(p)
-    lat = chex_section(p).latency
+    lat = p.chex.latency
     masked, meta = load_masked(paths.masked_checkpoint(p))
     example = data.images(split.train[:2])
     in_shape = tuple(data.in_shape)
@@ -245,7 +243,7 @@ CHEX_EXTRACT = Step(
 
 def compare_items(p: Params) -> list[dict[str, Any]]:
     """Every comparison run: ``{method, target, seed}`` (dense reference runs at target 0)."""
-    c = chex_section(p).compare
+    c = p.chex.compare
     items = [
         {"method": m, "target": float(t), "seed": int(s)}
         for t in c.targets
@@ -285,7 +283,7 @@ def _compare(p: Params, item: dict[str, Any]) -> dict[str, Any]:
         data,
         split,
         p.train,
-        chex_section(p),
+        p.chex,
         float(item["target"]),
         int(item["seed"]),
         progress=progress_enabled(p.runtime.progress),

@@ -24,7 +24,7 @@ from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.models import build
 from pruneflow.recon import ReconstructionDB, capture_hessians, solve_layer, write_index
-from pruneflow.recon.database import layer_file, read_layer_rows, write_layer
+from pruneflow.recon.database import INDEX_NAME, layer_file, read_layer_rows, write_layer
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.steps.base import Item, Step
 from pruneflow.steps.spdy_inputs import (
@@ -69,7 +69,7 @@ def layer_path(p: Params, layer: str) -> Path:
 
 
 def index_path(p: Params) -> Path:
-    return layout.recondb_dir(p) / "index.parquet"
+    return layout.recondb_dir(p) / INDEX_NAME
 
 
 # layer names depend on the architecture only, not on the input shape or the class count, so

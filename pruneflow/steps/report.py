@@ -12,12 +12,21 @@ from typing import Any
 
 from pruneflow import config, layout
 from pruneflow.chex import paths as chex_paths
+from pruneflow.claims import claims_metrics, claims_rows
 from pruneflow.config import Params
 from pruneflow.io import write_json
+from pruneflow.report import build_report
+from pruneflow.report.build import FIGURES
+from pruneflow.report.claims import all_claims, claims_file
+from pruneflow.sdd.paths import lottery_file, phases_file, sweep_file
+from pruneflow.spdy.paths import (
+    oneshot_file,
+    profile_file,
+    profiles_file,
+    results_file,
+    search_file,
+)
 from pruneflow.steps.base import Step
-from pruneflow.steps.sdd import lottery_file, phases_file, sweep_file
-from pruneflow.steps.spdy import oneshot_file, profile_file, profiles_file, search_file
-from pruneflow.steps.spdy_gmp import results_file
 
 # the report describes every section of params in its header
 SECTIONS = (
@@ -54,23 +63,12 @@ def report_tables(params: Params) -> list[Path]:
     return tables
 
 
-# pruneflow.report reads the producers' schemas from pruneflow.steps, so it is imported when
-# used, not at import time (a cycle otherwise)
-
-
 def _outputs(p: Params) -> list[Path]:
-    from pruneflow.report.build import FIGURES
-    from pruneflow.report.claims import claims_file
-
     out = layout.reports_dir(p)
     return [out / "report.md", out / "report.html", out / FIGURES, claims_file(p)]
 
 
 def _compute(p: Params) -> dict[str, Any]:
-    from pruneflow.claims import claims_metrics, claims_rows
-    from pruneflow.report import build_report
-    from pruneflow.report.claims import all_claims, claims_file
-
     paths = build_report(p)
     claims = all_claims(p)
     write_json(claims_file(p), claims_metrics(claims))

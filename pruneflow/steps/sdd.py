@@ -52,16 +52,26 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pruneflow import layout
-from pruneflow.config import Params
+from pruneflow import config, layout
+from pruneflow.config import SDD_METHODS, SDD_MODES, Params
 from pruneflow.errors import PruneflowError
-from pruneflow.io import parquet_metadata, read_json, read_parquet, write_json, write_parquet
+from pruneflow.io import read_json, write_json, write_parquet
 from pruneflow.models import build, prunable_layers
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.sdd import exports, plots
 from pruneflow.sdd.distance import learning_distance
 from pruneflow.sdd.evaluation import Splits, level_metrics
-from pruneflow.sdd.params import METHODS, MODES, scoped
+from pruneflow.sdd.paths import (
+    curve_files,
+    dense_file,
+    level_file,
+    lottery_file,
+    phases_file,
+    plot_files,
+    read_sweep,
+    record_file,
+    sweep_file,
+)
 from pruneflow.sdd.retrain import (
     apply_start,
     clone_state,
@@ -77,8 +87,6 @@ from pruneflow.sdd.schedule import level_sparsity, num_levels
 from pruneflow.sdd.state import load_state, require, save_state
 from pruneflow.sdd.sweep import (
     LOTTERY_MODES,
-    PHASE_COLUMNS,
-    SWEEP_COLUMNS,
     add_phases,
     boundaries,
     lottery_table,
@@ -108,59 +116,6 @@ _CORE = (
 _LEVEL_KEYS = {"method", "mode", "seed", "level"}
 # reinit retrains the masks this mode's chain found at the same level
 _MASK_SOURCE = {"reinit": "rewind"}
-PLOT_NAMES = ("accuracy", "distance", "lottery")
-
-
-# ---- where things live ----------------------------------------------------------------------
-def sweep_dir(p: Params) -> Path:
-    return layout.artifacts(p) / "sdd" / f"{p.data.dataset}-{p.model.name}"
-
-
-def dense_dir(p: Params) -> Path:
-    return sweep_dir(p) / "dense"
-
-
-def levels_dir(p: Params) -> Path:
-    return sweep_dir(p) / "levels"
-
-
-def dense_file(p: Params, seed: int) -> Path:
-    return dense_dir(p) / f"seed{seed}.safetensors"
-
-
-def level_file(p: Params, item: Item) -> Path:
-    """Level ``item["level"]``'s checkpoint; level 0 is the seed's dense file."""
-    if item["level"] == 0:
-        return dense_file(p, item["seed"])
-    chain = f"{item['method']}-{item['mode']}"
-    return levels_dir(p) / f"seed{item['seed']}" / chain / f"level{item['level']:02d}.safetensors"
-
-
-def record_file(checkpoint: Path) -> Path:
-    return checkpoint.with_suffix(".json")
-
-
-def sweep_file(p: Params) -> Path:
-    return sweep_dir(p) / "sweep.parquet"
-
-
-def phases_file(p: Params) -> Path:
-    return sweep_dir(p) / "phases.parquet"
-
-
-def lottery_file(p: Params) -> Path:
-    return sweep_dir(p) / "lottery.parquet"
-
-
-def plot_files(p: Params) -> dict[str, Path]:
-    """The PNG figures (always all three, see the module docstring)."""
-    stem = layout.artifacts(p) / "reports" / f"sdd-{p.data.dataset}-{p.model.name}"
-    return {name: stem.with_name(f"{stem.name}-{name}.png") for name in PLOT_NAMES}
-
-
-def curve_files(p: Params) -> dict[str, Path]:
-    """The CSV exports DVC plots (:mod:`pruneflow.sdd.exports`)."""
-    return {name: sweep_dir(p) / "curves" / f"{name}.csv" for name in exports.FILES}
 
 
 # ---- items ----------------------------------------------------------------------------------
@@ -217,15 +172,15 @@ def _check_level_item(item: Item) -> None:
         raise PruneflowError(
             f"sdd_level item {item}: expected keys {sorted(_LEVEL_KEYS)}, got {sorted(item)}"
         )
-    if item["method"] not in METHODS:
+    if item["method"] not in SDD_METHODS:
         raise PruneflowError(
             f"sdd_level item {item}: unknown pruning method '{item['method']}' "
-            f"(choose {', '.join(METHODS)})"
+            f"(choose {', '.join(SDD_METHODS)})"
         )
-    if item["mode"] not in MODES:
+    if item["mode"] not in SDD_MODES:
         raise PruneflowError(
             f"sdd_level item {item}: unknown retrain mode '{item['mode']}' "
-            f"(choose {', '.join(MODES)})"
+            f"(choose {', '.join(SDD_MODES)})"
         )
     _check_seed(item)
     level = item["level"]
@@ -582,24 +537,9 @@ SDD_SWEEP = Step(
 
 
 # ---- sdd_plots ------------------------------------------------------------------------------
-def read_sweep(p: Params) -> tuple[Any, Any, dict[str, Any]]:
-    """(sweep table, phases table, sweep metadata), schema-checked."""
-    table = read_parquet(sweep_file(p), SWEEP_COLUMNS)
-    phases = read_parquet(phases_file(p), PHASE_COLUMNS)
-    return table, phases, parquet_metadata(sweep_file(p))
-
-
-def plot_title(p: Params, meta: dict[str, Any]) -> str:
-    """``lenet300100 on mnist5k, 20% symmetric label noise``: the noise the sweep ran with."""
-    return (
-        f"{p.model.name} on {p.data.dataset}, {float(meta['noise_rate']):.0%} "
-        f"{meta['noise_kind']} label noise"
-    )
-
-
 def _plots_compute(p: Params) -> dict[str, Any]:
     table, phases, meta = read_sweep(p)
-    title = plot_title(p, meta)
+    title = plots.plot_title(p, meta)
     files = plot_files(p)
     plots.accuracy_figure(table, phases, files["accuracy"], f"Sparse double descent: {title}")
     plots.distance_figure(table, phases, files["distance"], f"Learning distance: {title}")
@@ -616,7 +556,6 @@ SDD_PLOTS = Step(
         "pruneflow/sdd/plots.py",
         "pruneflow/sdd/exports.py",
         "pruneflow/sdd/sweep.py",
-        "pruneflow/sdd/params.py",
         "pruneflow/stats.py",
         "pruneflow/steps/sdd.py",
     ),
@@ -656,7 +595,7 @@ def run_sweep(
     the chains concurrent.
     """
     model = model or params.sdd.models[0]  # type: ignore[attr-defined]
-    p = scoped(params, model)
+    p = config.scoped(params, f"sdd:{model}")
     records = [PREPARE.run(p)]
     records += [SDD_DENSE.run(p, force=force, item=item) for item in dense_items(p)]
     all_chains = chains(p)

@@ -39,6 +39,17 @@ from pruneflow.recon import ReconstructionDB
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.spdy.baselines import global_magnitude_profile, prior_profile, uniform_profile
 from pruneflow.spdy.dp import Discretized, DPSolver, discretize
+from pruneflow.spdy.paths import (
+    ONESHOT_COLUMNS,
+    PROFILE_COLUMNS,
+    PROFILES_COLUMNS,
+    SEARCH_COLUMNS,
+    figure_files,
+    oneshot_file,
+    profile_file,
+    profiles_file,
+    search_file,
+)
 from pruneflow.spdy.plots import plot_profiles, plot_search
 from pruneflow.spdy.scoring import CalibrationLoss
 from pruneflow.spdy.search import (
@@ -63,35 +74,6 @@ from pruneflow.steps.spdy_inputs import (
 from pruneflow.steps.timing import grid_levels
 from pruneflow.timing import read_timing_table, time_matrix
 
-PROFILE_COLUMNS = {"layer": "O", "level": "iu", "sparsity": "f", "time_ms": "f", "error_score": "f"}
-SEARCH_COLUMNS = {
-    "eval": "iu",
-    "phase": "O",
-    "d": "iu",
-    "calib_loss": "f",
-    "pred_time_ms": "f",
-    "best": "f",
-    "new_profile": "b",
-    "improved": "b",
-}
-ONESHOT_COLUMNS = {
-    "model": "O",
-    "target": "f",
-    "profile": "O",
-    "calib_loss": "f",
-    "test_acc": "f",
-    "predicted_speedup": "f",
-    "dp_calls": "iu",
-    "profiles_scored": "iu",
-    "seed": "iu",
-}
-PROFILES_COLUMNS = {
-    "target": "f",
-    "profile": "O",
-    "layer": "O",
-    "level": "iu",
-    "sparsity": "f",
-}
 SEARCH_KEYS = tuple(
     f"spdy.search.{k}"
     for k in (
@@ -123,27 +105,6 @@ CODE = (
     "pruneflow/steps/spdy.py",
     "pruneflow/steps/spdy_inputs.py",
 )
-
-
-def profile_file(p: Params, target: float) -> Path:
-    return layout.spdy_target_dir(p, target) / "profile.parquet"
-
-
-def search_file(p: Params, target: float) -> Path:
-    return layout.spdy_target_dir(p, target) / "search.parquet"
-
-
-def oneshot_file(p: Params) -> Path:
-    return layout.spdy_dir(p) / "oneshot.parquet"
-
-
-def profiles_file(p: Params) -> Path:
-    return layout.spdy_dir(p) / "profiles.parquet"
-
-
-def figure_files(p: Params) -> dict[str, Path]:
-    stem = layout.reports_dir(p) / f"spdy-{layout.model_key(p)}"
-    return {"search": Path(f"{stem}-search.png"), "profiles": Path(f"{stem}-profiles.png")}
 
 
 def target_items(p: Params) -> list[dict[str, Any]]:

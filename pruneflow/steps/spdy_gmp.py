@@ -37,7 +37,9 @@ from pruneflow.recon import ReconstructionDB
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.sparsity.gmp import GmpSchedule, check_schedule, gradual_prune
 from pruneflow.spdy.dp import predicted_speedup
+from pruneflow.spdy.paths import RESULTS_COLUMNS, results_file, results_markdown
 from pruneflow.stats import mean_interval, paired_difference
+from pruneflow.steps import recondb as recondb_step
 from pruneflow.steps import spdy as spdy_step
 from pruneflow.steps.base import Item, Step
 from pruneflow.steps.data import load_data, read_labels
@@ -53,16 +55,6 @@ from pruneflow.timing import (
 )
 from pruneflow.train import evaluate
 
-RESULTS_COLUMNS = {
-    "model": "O",
-    "target": "f",
-    "profile": "O",
-    "dense_acc": "f",
-    "acc": "f",
-    "predicted_speedup": "f",
-    "measured_speedup": "f",
-    "seed": "iu",
-}
 GMP_KEYS = tuple(
     f"spdy.gmp.{k}"
     for k in (
@@ -98,14 +90,6 @@ def run_checkpoint(p: Params, item: Item) -> Path:
     it = _check_item(p, item)
     name = f"{layout.target_name(it['target'])}-{it['profile']}-s{it['seed']}.safetensors"
     return layout.spdy_dir(p) / "gmp" / name
-
-
-def results_file(p: Params) -> Path:
-    return layout.spdy_dir(p) / "results.parquet"
-
-
-def results_markdown(p: Params) -> Path:
-    return layout.spdy_dir(p) / "results.md"
 
 
 def run_epochs(p: Params) -> float:
@@ -188,7 +172,7 @@ def _run_compute(p: Params, item: Item) -> dict[str, Any]:
 
 def _run_inputs(p: Params, item: Item) -> list[Path]:
     _check_item(p, item)  # a wrong item is named before any missing input
-    db = [layout.recondb_dir(p) / "index.parquet"] if p.spdy.gmp.init_from_db else []
+    db = [recondb_step.index_path(p)] if p.spdy.gmp.init_from_db else []
     return [*inputs_of_dense(p), spdy_step.profiles_file(p), *db]
 
 
