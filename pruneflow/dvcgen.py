@@ -373,6 +373,8 @@ def _resolve(stage: Stage, template: Params) -> _Resolved:
     body: dict[str, Any] = {"cmd": cmd}
     keys = _unique([k for k in (scoped_source(scope, key) for key in step.reads) if k])
     keys = _unique([*keys, *stage.items_from])
+    if "spdy.targets" in keys:  # a model's view takes its targets from either key
+        keys = _unique([*keys, "spdy.model_targets"])
     # a listed section ("chex.compare") covers every key under it
     body["params"] = [k for k in keys if not any(k.startswith(s + ".") for s in keys)]
     metrics_dir = template.paths.metrics

@@ -31,3 +31,19 @@ def test_scoped_source_keys():
     assert config.scoped_source("spdy", "data.dataset") == "spdy.dataset"
     assert config.scoped_source("spdy", "noise.kind") == "noise.kind"
     assert config.scoped_source(None, "train.lr") == "train.lr"
+
+
+def test_a_spdy_model_view_takes_its_own_targets():
+    from pruneflow import config
+
+    p = config.updated(
+        spdy={
+            "models": ["smallcnn", "mlp1024"],
+            "targets": [1.5, 2.0],
+            "model_targets": {"mlp1024": [10.0, 20.0]},
+        }
+    )
+    assert config.scoped(p, "spdy:mlp1024").spdy.targets == [10.0, 20.0]
+    assert config.scoped(p, "spdy:smallcnn").spdy.targets == [1.5, 2.0]
+    with pytest.raises(PruneflowError, match="speedup targets must be > 1"):
+        config.updated(spdy={"model_targets": {"mlp1024": [0.5]}})

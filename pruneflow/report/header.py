@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from pruneflow.config import Params
+from pruneflow.config import Params, SpdyParams
 from pruneflow.io import file_hash
 from pruneflow.report import fmt
 from pruneflow.report.doc import Block, Code, Heading, Table, Text
@@ -39,11 +39,20 @@ def _floors(per_model: dict[str, float]) -> str:
     return "".join(f" ({m} from {v:g})" for m, v in sorted(per_model.items()))
 
 
+def _targets(s: SpdyParams) -> str:
+    """``2x, 3x``, or per model where a model has its own (``mlp1024 10x, 20x; ...``)."""
+    if not s.model_targets:
+        return fmt.joined(fmt.target(t) for t in s.targets)
+    return "; ".join(
+        f"{m} " + fmt.joined(fmt.target(t) for t in s.targets_for(m)) for m in s.models
+    )
+
+
 def _knobs(params: Params) -> list[str]:
     s, d, c = params.spdy, params.sdd, params.chex
     return [
-        f"SPDY         models {fmt.joined(s.models)} on {s.dataset}; targets "
-        f"{fmt.joined(fmt.target(t) for t in s.targets)}; grid {s.grid.steps} levels "
+        f"SPDY         models {fmt.joined(s.models)} on {s.dataset}; targets {_targets(s)}; "
+        f"grid {s.grid.steps} levels "
         f"{s.grid.min_sparsity:g}..{s.grid.max_sparsity:g}{_floors(s.grid.model_min_sparsity)}; "
         f"seeds: dense training "
         f"{s.train.seed}, search {s.search.seed}, gradual pruning {fmt.joined(s.gmp.seeds)} "

@@ -209,12 +209,13 @@ def _chosen(p: Params, targets: list[float], sec: Section) -> pd.DataFrame | Non
     return pd.concat(frames, ignore_index=True) if frames else None
 
 
-def _search(sec: Section, views: dict[str, Params], targets: list[float], figures: Path) -> None:
+def _search(sec: Section, views: dict[str, Params], figures: Path) -> None:
     sec.blocks.append(Heading("Sensitivity search and chosen profiles", 3, "spdy-search"))
     absent: list[Path] = []
     rows, shown = [], []
     for model, p in views.items():
         histories: dict[float, pd.DataFrame] = {}
+        targets = sorted(float(t) for t in p.spdy.targets)  # the model's own
         for target in targets:
             path = schemas.search_file(p, target)
             if not sec.look(path):
@@ -386,14 +387,18 @@ def _gradual(sec: Section, views: dict[str, Params], figures: Path) -> None:
 def spdy_section(params: Params, figures: Path) -> Section:
     sec = Section("SPDY", "spdy", f"{PROFILE_CMD} && {RUN}", run=RUN)
     views = {m: config.scoped(params, f"spdy:{m}") for m in params.spdy.models}
-    targets = sorted(float(t) for t in params.spdy.targets)
     _timing(sec, views, figures)
     _oneshot(sec, views, figures)
-    _search(sec, views, targets, figures)
+    _search(sec, views, figures)
     _gradual(sec, views, figures)
     intro = Text(
-        f"Models {fmt.joined(views)} on `{params.spdy.dataset}`; targets "
-        f"{fmt.joined(fmt.target(t) for t in targets)} end-to-end speedup over dense."
+        f"Models {fmt.joined(views)} on `{params.spdy.dataset}`; end-to-end speedup targets "
+        "over dense: "
+        + "; ".join(
+            f"{m} {fmt.joined(fmt.target(t) for t in sorted(v.spdy.targets))}"
+            for m, v in views.items()
+        )
+        + "."
     )
     return sec.finish("SPDY: layer-wise sparsity for a target speedup", intro)
 
