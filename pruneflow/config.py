@@ -258,18 +258,20 @@ class GmpParams(_Section):
     profiles: list[Literal["spdy", "uniform", "gmp"]] = Field(
         ["spdy", "uniform", "gmp"], min_length=1, description="which one-shot profiles to train"
     )
-    seeds: list[int] = Field([0], min_length=1, description="one gradual-pruning run per seed")
+    seeds: list[int] = Field(
+        [0, 1, 2], min_length=1, description="one gradual-pruning run per seed"
+    )
     start_epoch: float = Field(
         0.0, ge=0.0, description="pruning starts here (epochs of this run; fractions allowed)"
     )
     end_epoch: float = Field(
-        0.5, gt=0.0, le=10_000, description="every layer reaches its sparsity here"
+        6.0, gt=0.0, le=10_000, description="every layer reaches its sparsity here"
     )
     finetune_epochs: float = Field(
-        0.5, ge=0.0, le=10_000, description="epochs with fixed masks after end_epoch"
+        2.0, ge=0.0, le=10_000, description="epochs with fixed masks after end_epoch"
     )
-    every_steps: int = Field(5, ge=1, description="dt: optimizer steps between mask updates")
-    batch_size: int | None = Field(64, ge=1, description="images per step (null: spdy.train's)")
+    every_steps: int = Field(4, ge=1, description="dt: optimizer steps between mask updates")
+    batch_size: int | None = Field(None, ge=1, description="images per step (null: spdy.train's)")
     lr: float = Field(0.01, gt=0.0, le=10.0)
     init_from_db: bool = Field(
         False, description="start from the database's stitched weights for the profile"
@@ -315,7 +317,7 @@ class SpdyParams(_Section):
 
     dataset: DatasetName = "mnist5k"
     noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
-    models: list[ModelName] = ["smallcnn"]
+    models: list[ModelName] = ["mlp1024"]
     weights: dict[str, str] = Field(
         {},
         description="a trained checkpoint per model (MODEL: path): that model's dense "
@@ -331,7 +333,7 @@ class SpdyParams(_Section):
         [1.5, 2.0, 2.5, 3.0], min_length=1, description="end-to-end speedup targets"
     )
     model_targets: dict[str, list[float]] = Field(
-        {},
+        {"mlp1024": [5.0, 10.0, 15.0, 20.0]},
         description="per model, its own targets instead of `targets` (MODEL: [..]): models "
         "reach very different speedups on one runtime (a CSR MLP 20x, a narrow CNN 2-5x)",
     )
@@ -551,7 +553,7 @@ class ExportParams(_Section):
     profile: Literal["spdy", "uniform", "gmp"] = Field(
         "spdy", description="SPDY: which profile's gradual-pruning run (spdy.gmp.profiles)"
     )
-    target: float = Field(2.0, gt=1.0, description="SPDY: which speedup target (spdy.targets)")
+    target: float = Field(10.0, gt=1.0, description="SPDY: which speedup target (spdy.targets)")
     seed: int = Field(0, ge=0, description="SPDY: which gradual-pruning seed (spdy.gmp.seeds)")
     opset: int = Field(17, ge=17, le=23, description="ONNX opset")
     check_samples: int = Field(

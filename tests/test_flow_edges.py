@@ -21,7 +21,7 @@ def _record(*paths) -> dict:
 
 def test_a_task_waits_for_exactly_the_records_whose_files_it_reads():
     params = Params().model_dump(mode="json")
-    scope = "spdy:smallcnn"
+    scope = "spdy:mlp1024"
     view = config.scoped(Params(), scope)
     labels = _record(layout.labels_table(view))
     dense = _record(layout.dense_checkpoint(view), sidecar(layout.dense_checkpoint(view)))
@@ -38,9 +38,9 @@ def test_a_task_waits_for_exactly_the_records_whose_files_it_reads():
 
 def test_an_output_folder_feeds_the_files_under_it():
     params = Params().model_dump(mode="json")
-    view = config.scoped(Params(), "spdy:smallcnn")
+    view = config.scoped(Params(), "spdy:mlp1024")
     folder = _record(layout.recondb_dir(view) / "layers")
-    assert feeding(TASKS["recondb"], params, "spdy:smallcnn", None, [folder]) == [folder]
+    assert feeding(TASKS["recondb"], params, "spdy:mlp1024", None, [folder]) == [folder]
 
 
 def test_every_step_has_its_task_and_every_flow_name_one_flow():

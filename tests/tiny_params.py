@@ -19,6 +19,10 @@ SPDY = {
     "targets": [1.5, 2.0],
     "search": {"candidates": 20, "max_no_improvement": 10},
     "gmp": {
+        "seeds": [0],
+        "end_epoch": 0.5,
+        "finetune_epochs": 0.5,
+        "batch_size": 64,
         "every_steps": 3,
         "measure_repeats": 5,
         "measure_passes": 1,
