@@ -88,7 +88,8 @@ def test_stage_matches_step_declaration(name, stage, variables):
         }
         assert not uncovered, (name, uncovered)
         # the code it runs: a listed folder covers the files in it
-        assert all(any(c == d or c.startswith(d + "/") for d in deps) for c in step.code), name
+        code = step.code_files(params)
+        assert all(any(c == d or c.startswith(d + "/") for d in deps) for c in code), name
         for item in step.items(params):
             for path in step.output_paths(params, item):
                 assert any(str(path).startswith(out + "/") for out in written), (name, path)
@@ -98,7 +99,7 @@ def test_stage_matches_step_declaration(name, stage, variables):
                 ), (name, path)
         return
     assert sorted(stage["params"]) == sorted(expected), name
-    assert set(step.code) <= deps, name
+    assert set(step.code_files(params)) <= deps, name
     for path in map(str, step.input_paths(params)):
         assert any(path == d or path.startswith(d + "/") for d in deps), (name, path)
     assert written == {str(p) for p in step.output_paths(params)}, name

@@ -1,7 +1,8 @@
 """Pipeline steps: one unit of work with declared params, code, inputs and outputs.
 
-A :class:`Step` knows which dotted params keys it reads, which source files it runs, which
-files it reads and which it writes. From these it computes a *fingerprint*: a hash of the step's
+A :class:`Step` knows which dotted params keys it reads, which files it reads and which it writes;
+the source files it runs are read off its compute function's imports (:meth:`Step.code_files`,
+:mod:`pruneflow.steps.code_deps`). From these it computes a *fingerprint*: a hash of the step's
 name, the values of its params keys, the content hashes of its input files and of its code.
 Equal fingerprints mean equal outputs (every random choice takes a seed from params).
 
@@ -46,6 +47,7 @@ from pruneflow.io import (
     write_json,
 )
 from pruneflow.runtime import device_scope
+from pruneflow.steps import code_deps
 
 CODE_ROOT = Path(pruneflow.__file__).resolve().parent.parent
 STATE_DIR_NAME = ".pruneflow"
@@ -93,17 +95,29 @@ def hash_cache() -> HashCache:
     return HashCache(state_dir() / "hashes")
 
 
+_code_digests: dict[Path, tuple[list[int] | None, bytes]] = {}
+
+
 def code_hash(paths: tuple[str, ...]) -> str:
+    """One hash of the files ``paths`` (relative to CODE_ROOT, or absolute): names and bytes.
+    A file's digest is remembered per process while its (size, mtime, inode) stay."""
     h = hashlib.blake2b(digest_size=16)
     for rel in sorted(paths):
         path = CODE_ROOT / rel
-        if not path.exists():
+        stat = _stat_key(path)
+        if stat is None:
             raise PruneflowError(f"step code {rel} not found under {CODE_ROOT}")
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            h.update(f.relative_to(CODE_ROOT).as_posix().encode())
-            h.update(f.read_bytes())
+        known = _code_digests.get(path)
+        if known is None or known[0] != stat:
+            known = (stat, hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
+            _code_digests[path] = known
+        h.update(rel.encode() + b"\0" + known[1])
     return h.hexdigest()
+
+
+# params keys whose value may name code by import path (``package.module:factory``): that
+# module's closure joins the code of every step that reads the key
+IMPORT_PATH_KEYS = ("model.name",)
 
 
 def _stat_key(path: Path) -> list[int] | None:
@@ -146,7 +160,6 @@ class Step:
 
     name: str
     reads: tuple[str, ...]
-    code: tuple[str, ...]
     inputs: Callable[[Params], list[Path]]
     outputs: Callable[[Params], list[Path]]
     compute: Callable[[Params], dict[str, Any]]
@@ -157,6 +170,35 @@ class Step:
     fan_out: bool = False
     # a fan-out step's items in the order they must run (what `pruneflow stage NAME` runs)
     items: Callable[[Params], list[dict[str, Any]]] | None = None
+    # files other than Python source that the step's code reads (a template, a table shipped
+    # with the package), relative to CODE_ROOT: the import closure cannot see them
+    data_files: tuple[str, ...] = ()
+
+    def code_files(self, params: Params | None = None) -> tuple[str, ...]:
+        """The files this step runs, relative to CODE_ROOT (absolute outside it), sorted.
+
+        The project modules that ``compute`` imports, transitively (read from the source, see
+        :mod:`pruneflow.steps.code_deps`), plus :attr:`data_files`. With ``params``, a module
+        named by import path in a key the step reads (:data:`IMPORT_PATH_KEYS`, a user's model
+        ``package.module:factory``) joins with its own closure. The fingerprint hashes exactly
+        these files; DVC's ``deps:`` list them. Cheap after the first call in a process (parsed
+        files are cached by size, mtime and inode).
+        """
+        fn = self.compute
+        try:
+            files = code_deps.closure(fn.__module__, fn.__qualname__, CODE_ROOT)
+        except (FileNotFoundError, SyntaxError) as exc:
+            raise PruneflowError(f"step '{self.name}': cannot read its code: {exc}") from None
+        if params is not None:
+            for key in IMPORT_PATH_KEYS:
+                if key not in self.reads:
+                    continue
+                module = code_deps.import_path_module(params.get(key))
+                if module is None or code_deps.module_file(module, CODE_ROOT) is None:
+                    continue  # a zoo name; an unknown module fails where the step loads it
+                files |= code_deps.closure(module, None, CODE_ROOT)
+        names = {code_deps.relative_name(f, CODE_ROOT) for f in files} | set(self.data_files)
+        return tuple(sorted(names))
 
     def _call(self, fn: Callable[..., Any], params: Params, item: Item) -> Any:
         if self.fan_out:
@@ -189,7 +231,7 @@ class Step:
             "params": self.params_subset(params),
             "item": item,
             "inputs": {str(p): file_hash(p, hash_cache()) for p in inputs},
-            "code": code_hash(self.code),
+            "code": code_hash(self.code_files(params)),
             "outputs": [str(p) for p in self.output_paths(params, item)],
             "environment": self.environment(params) if self.environment else None,
         }

@@ -100,7 +100,6 @@ PREPARE = Step(
         "noise.kind",
         "noise.seed",
     ),
-    code=("pruneflow/data", "pruneflow/steps/data.py"),
     inputs=lambda p: [],
     outputs=lambda p: [layout.labels_table(p)],
     compute=_compute,

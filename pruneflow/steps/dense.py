@@ -82,13 +82,6 @@ def _compute(p: Params) -> dict[str, Any]:
 TRAIN_DENSE = Step(
     name="train_dense",
     reads=(*DATA_KEYS, "model.name", *TRAIN_KEYS),
-    code=(
-        "pruneflow/data",
-        "pruneflow/models",
-        "pruneflow/train.py",
-        "pruneflow/checkpoint.py",
-        "pruneflow/steps/dense.py",
-    ),
     inputs=lambda p: [layout.labels_table(p)],
     outputs=lambda p: [
         layout.dense_checkpoint(p),
