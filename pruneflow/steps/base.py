@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pruneflow
+from pruneflow import memory_format
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.io import (
@@ -321,7 +322,8 @@ class Step:
         say(f"  > {label}: running")
         for path in self.output_paths(params, item):
             remove_stale_temporaries(path)
-        with device_scope(params.runtime.device):
+        # the step's conv work runs under one oneDNN setting whatever other threads run
+        with device_scope(params.runtime.device), memory_format.default_scope():
             summary = self._call(self.compute, params, item)
         outputs = []
         for path in self.output_paths(params, item):

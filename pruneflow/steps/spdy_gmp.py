@@ -157,7 +157,6 @@ def _run_compute(p: Params, item: Item) -> dict[str, Any]:
     data = load_data(p)
     split = frame["split"].to_numpy()
     train_idx = np.flatnonzero(split == "train")
-    torch.manual_seed(it["seed"])
     masks, history = gradual_prune(
         model,
         data,
