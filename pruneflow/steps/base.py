@@ -14,6 +14,12 @@ output hashes. Running a step whose fingerprint has a record:
 * outputs missing or edited, but the cache copies intact -> relinked ("restored");
 * otherwise -> computed again.
 
+Two runs in one folder (two terminals, a scheduled deployment firing while someone works)
+share the step cache and the artifacts: a step holds a lock on its outputs
+(``.pruneflow/locks/``, ``flock``) from the cache check to the stored record, so the second
+run waits for the step they share and then finds it cached, and no artifact is written by two
+runs at once.
+
 The Prefect task wrapper (``tasks/``) and ``pruneflow stage NAME`` (what DVC stages call) both
 go through :meth:`Step.run`, so the flow, DVC and a plain CLI call share one cache and one
 notion of up to date, and a DVC stage needs no Prefect server. DVC deletes a stage's outputs
@@ -24,13 +30,15 @@ This module imports no Prefect.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,10 +315,44 @@ class Step:
             raise PruneflowError(f"step '{self.name}' does not list its items")
         return [self.run(params, force=force, item=item) for item in self.items(params)]
 
+    @contextlib.contextmanager
+    def _outputs_lock(self, params: Params, item: Item, label: str) -> Iterator[None]:
+        """Hold this step's outputs against every other run and thread in this folder.
+
+        Keyed by the output paths, not the fingerprint: two runs with other params write the
+        same files. ``flock`` on a file of its own per step and outputs: threads of one process
+        exclude each other too (each opens the file anew), and a killed holder's lock goes with
+        its process. The holder's pid is in the file, for the waiter's one line.
+        """
+        outputs = sorted(os.path.abspath(p) for p in self.output_paths(params, item))
+        key = hashlib.blake2b("\0".join(outputs).encode(), digest_size=12).hexdigest()
+        path = state_dir() / "locks" / f"{self.name}-{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+                who = f"process {holder}" if holder else "another run"
+                say(f"  ~ {label}: waiting for {who}, which is computing it in this folder")
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def run(self, params: Params, force: bool = False, item: Item = None) -> Record:
         """Bring this step's outputs up to date; returns the step's record (with ``status``)."""
         fingerprint = self.fingerprint(params, item)
         label = f"{self.name}{_label(item)}"
+        with self._outputs_lock(params, item, label):
+            return self._run_locked(params, force, item, fingerprint, label)
+
+    def _run_locked(
+        self, params: Params, force: bool, item: Item, fingerprint: str, label: str
+    ) -> Record:
         started = time.perf_counter()
         record = None if force else self._cached_record(fingerprint)
         if record is not None and self._outputs_match(record):
