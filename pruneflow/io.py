@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,44 @@ def file_hash(path: str | os.PathLike[str], cache: HashCache | None = None) -> s
     if cached:
         cache.put(path, stat, h.hexdigest())
     return h.hexdigest()
+
+
+_verified_lock = threading.Lock()
+_verified: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def verified_hash(path: str | os.PathLike[str]) -> str:
+    """:func:`file_hash` read from the file's bytes once per process, then remembered while its
+    (size, mtime, ctime, inode) stay.
+
+    What the pipeline trusts a file by: a step's fingerprint (its inputs) and whether its
+    outputs are still what it wrote. A key of (size, mtime, inode) alone, as :class:`HashCache`
+    keeps across processes, misses a same-size edit whose mtime was put back (``touch -d``,
+    ``cp -p`` over a hard link) and bit rot, and the pipeline went on from the bad value; each
+    run reads every file it trusts once instead. ctime, which no user can set, catches an
+    edit within the run.
+    """
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.blake2b(digest_size=16)
+        for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(sub.relative_to(path).as_posix().encode())
+            h.update(verified_hash(sub).encode())
+        return h.hexdigest()
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise PruneflowError(f"missing file {path}") from exc
+    key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    name = str(path.resolve())
+    with _verified_lock:
+        known = _verified.get(name)
+    if known is not None and known[0] == key:
+        return known[1]
+    digest = file_hash(path)
+    with _verified_lock:
+        _verified[name] = (key, digest)
+    return digest
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:

@@ -53,6 +53,7 @@ from pruneflow.io import (
     file_hash,
     read_json,
     remove_stale_temporaries,
+    verified_hash,
     write_json,
 )
 from pruneflow.runtime import device_scope
@@ -239,7 +240,7 @@ class Step:
             "step": self.name,
             "params": self.params_subset(params),
             "item": item,
-            "inputs": {str(p): file_hash(p, hash_cache()) for p in inputs},
+            "inputs": {str(p): verified_hash(p) for p in inputs},
             "code": code_hash(self.code_files(params)),
             "outputs": [str(p) for p in self.output_paths(params, item)],
             "environment": self.environment(params) if self.environment else None,
@@ -251,13 +252,13 @@ class Step:
         return state_dir() / "stepcache" / f"{self.name}-{fingerprint}"
 
     def _outputs_match(self, record: Record) -> bool:
+        """Every recorded output is there with the content recorded (read once per run: an
+        unchanged (size, mtime, inode) does not vouch for the bytes, see verified_hash)."""
         for out in record["outputs"]:
             path = Path(out["path"])
             if not path.exists():
                 return False
-            if out.get("stat") is not None and _stat_key(path) == out["stat"]:
-                continue  # unchanged since hashed: skip re-reading it
-            if file_hash(path, hash_cache()) != out["hash"]:
+            if verified_hash(path) != out["hash"]:
                 return False
         return True
 
@@ -372,7 +373,7 @@ class Step:
             if not path.exists():
                 raise PruneflowError(f"step '{self.name}' did not write its output {path}")
             outputs.append(
-                {"path": str(path), "hash": file_hash(path, hash_cache()), "stat": _stat_key(path)}
+                {"path": str(path), "hash": verified_hash(path), "stat": _stat_key(path)}
             )
         seconds = time.perf_counter() - started
         record = {
