@@ -258,7 +258,7 @@ def read_parquet(
         raise PruneflowError(f"missing Parquet file {path}")
     try:
         frame = pq.read_table(path).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: damaged metadata
         raise PruneflowError(f"corrupt or truncated Parquet file {path}: {exc}") from exc
     for name, kinds in (columns or {}).items():
         if name not in frame.columns:
@@ -280,7 +280,10 @@ def parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (pa.ArrowException, OSError) as exc:
         raise PruneflowError(f"corrupt or truncated Parquet file {path}: {exc}") from exc
     raw = meta.get(b"pruneflow")
-    return json.loads(raw) if raw else {}
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: damaged bytes
+        raise PruneflowError(f"corrupt metadata in Parquet file {path}: {exc}") from exc
 
 
 def save_tensors(
