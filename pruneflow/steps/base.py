@@ -46,6 +46,7 @@ from typing import Any
 import pruneflow
 from pruneflow import memory_format
 from pruneflow.config import Params
+from pruneflow.data.manifest import manifest_digest
 from pruneflow.errors import PruneflowError
 from pruneflow.io import (
     HashCache,
@@ -98,6 +99,16 @@ def cache_generation() -> str:
     finally:
         tmp.unlink()
     return path.read_text(encoding="utf-8").strip()
+
+
+def data_manifest(params: Params) -> str | None:
+    """The hash of the files of ``params``' on-disk data set (None for a built-in one)."""
+    try:
+        return manifest_digest(params.data.dataset, params.data.root, state_dir())
+    except OSError as exc:
+        raise PruneflowError(
+            f"data.root {params.data.root}: cannot read the data set: {exc}"
+        ) from None
 
 
 def hash_cache() -> HashCache:
@@ -244,6 +255,8 @@ class Step:
             "code": code_hash(self.code_files(params)),
             "outputs": [str(p) for p in self.output_paths(params, item)],
             "environment": self.environment(params) if self.environment else None,
+            # a step that reads data.root reads the files under it
+            "data_files": data_manifest(params) if "data.root" in self.reads else None,
         }
         blob = json.dumps(payload, sort_keys=True, default=str).encode()
         return hashlib.blake2b(blob, digest_size=16).hexdigest()
