@@ -93,6 +93,10 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             _replace_folder(tmp, final)
         else:
             os.replace(tmp, final)
+            # rename(2) between two links to one inode (a restore relinking the file already
+            # there) does nothing and leaves the temporary: it is the same file, drop it
+            if tmp.exists() or tmp.is_symlink():
+                tmp.unlink()
     except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)

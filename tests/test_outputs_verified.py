@@ -5,6 +5,7 @@ step that reads it. Each file is read once per run for this, not once per read."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from test_steps import _chain
 from toy_steps import count
@@ -44,3 +45,37 @@ def test_a_file_is_read_once_per_run_however_often_it_is_trusted(tmp_path, monke
     assert io.verified_hash(path) == digest and len(reads) == 1
     path.write_bytes(b"y" * 100)  # rewritten: read again
     assert io.verified_hash(path) != digest and len(reads) == 2
+
+
+def test_an_item_spelt_with_an_int_is_the_listed_float_item(workdir):
+    from pruneflow.io import atomic_path
+    from pruneflow.steps import Step
+
+    def write(p, item):
+        with atomic_path(f"out-{item['target']:g}.txt") as tmp:
+            tmp.write_text(str(item))
+        return {}
+
+    step = Step(
+        "targets",
+        (),
+        lambda p, item: [],
+        lambda p, item: [Path(f"out-{item['target']:g}.txt")],
+        write,
+        fan_out=True,
+        items=lambda p: [{"target": 2.0}],
+    )
+    assert step.run(Params(), item={"target": 2.0})["status"] == "computed"
+    assert step.run(Params(), item={"target": 2})["status"] == "cached"  # `--item target=2`
+
+
+def test_restoring_an_output_that_is_still_there_leaves_no_temporary(workdir):
+    """A restore relinks every output, also one still linked to its cache copy (a partial
+    restore: another output was missing): renaming a link over a link to the same inode does
+    nothing, and its temporary was left beside the output, where DVC counts it."""
+    first, _, a, _ = _chain()
+    p = Params()
+    first.run(p)
+    fingerprint = first.fingerprint(p)
+    assert first._restore(fingerprint, first._cached_record(fingerprint))
+    assert sorted(q.name for q in a.parent.iterdir()) == [a.name]

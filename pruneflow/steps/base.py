@@ -230,6 +230,15 @@ class Step:
             raise PruneflowError(f"step '{self.name}' takes no item, got {item}")
         return fn(params)
 
+    def canonical_item(self, params: Params, item: Item) -> Item:
+        """``item`` as :attr:`items` spells it: ``--item target=2`` is the item ``target=2.0``
+        (equal values, but another fingerprint)."""
+        if item is None or self.items is None:
+            return item
+        if not any(isinstance(v, int | float) and not isinstance(v, bool) for v in item.values()):
+            return item  # only numbers have two spellings (and a layer list may build a model)
+        return next((known for known in self.items(params) if known == item), item)
+
     def input_paths(self, params: Params, item: Item = None) -> list[Path]:
         return list(self._call(self.inputs, params, item))
 
@@ -240,6 +249,7 @@ class Step:
         return {key: params.get(key) for key in self.reads}
 
     def fingerprint(self, params: Params, item: Item = None) -> str:
+        item = self.canonical_item(params, item)
         inputs = self.input_paths(params, item)
         missing = [str(p) for p in inputs if not p.exists()]
         if missing:
@@ -359,6 +369,7 @@ class Step:
 
     def run(self, params: Params, force: bool = False, item: Item = None) -> Record:
         """Bring this step's outputs up to date; returns the step's record (with ``status``)."""
+        item = self.canonical_item(params, item)
         fingerprint = self.fingerprint(params, item)
         label = f"{self.name}{_label(item)}"
         with self._outputs_lock(params, item, label):
