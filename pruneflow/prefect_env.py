@@ -55,6 +55,17 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+def require_server(api_url: str, timeout: float = 5.0) -> None:
+    """Raise one line when no Prefect server answers at ``api_url``: before the flow starts,
+    not after minutes of Prefect's own retries and a traceback of hundreds of lines."""
+    if not healthy(api_url, timeout):
+        raise PruneflowError(
+            f"no Prefect server answers at {api_url}: start one (`pruneflow server start`, "
+            "or `prefect server start` and export its PREFECT_API_URL), or set "
+            "orchestration.server: local to let pruneflow start and reuse its own"
+        )
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
