@@ -298,7 +298,10 @@ def save_tensors(
     """Save tensors as safetensors, atomically (contiguous CPU copies are made as needed)."""
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(clean, str(tmp), metadata=dict(metadata) if metadata else None)
+        try:
+            save_file(clean, str(tmp), metadata=dict(metadata) if metadata else None)
+        except SafetensorError as exc:  # a full disk: the library's error names no file
+            raise PruneflowError(f"cannot write {path}: {exc}") from exc
         _sort_metadata(tmp)
     return Path(path)
 
