@@ -199,9 +199,11 @@ def run(
         from flows.chex import chex as chosen
     else:
         from flows.pipeline import pipeline as chosen
+    from pruneflow.prefect_env import server_watchdog
     from tasks.runner import with_runner
 
-    records = with_runner(chosen, params)(params.model_dump(mode="json"))
+    with server_watchdog(os.environ.get("PREFECT_API_URL")):
+        records = with_runner(chosen, params)(params.model_dump(mode="json"))
     _summary(target, records, time.perf_counter() - started)
 
 

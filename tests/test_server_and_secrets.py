@@ -42,3 +42,15 @@ def test_a_server_that_does_not_answer_is_one_line_before_the_flow(workdir):
     assert "pruneflow server start" in lines[0] and "Traceback" not in result.stderr
     assert time.monotonic() - started < 60  # the CLI's start-up, not Prefect's retries
     assert not (workdir / "artifacts").exists()
+
+
+def test_a_server_lost_mid_run_ends_the_run_with_one_line_within_the_grace():
+    from pruneflow.prefect_env import server_watchdog
+
+    lines: list[str] = []
+    started = time.monotonic()
+    with server_watchdog("http://127.0.0.1:9/api", grace=0.6, every=0.1, on_loss=lines.append):
+        while not lines and time.monotonic() - started < 10:
+            time.sleep(0.05)
+    assert len(lines) == 1 and "http://127.0.0.1:9/api" in lines[0]
+    assert 0.6 <= time.monotonic() - started < 5
