@@ -3,8 +3,11 @@
 A :class:`Step` knows which dotted params keys it reads, which files it reads and which it writes;
 the source files it runs are read off its compute function's imports (:meth:`Step.code_files`,
 :mod:`pruneflow.steps.code_deps`). From these it computes a *fingerprint*: a hash of the step's
-name, the values of its params keys, the content hashes of its input files and of its code.
-Equal fingerprints mean equal outputs (every random choice takes a seed from params).
+name, the values of its params keys, the content hashes of its input files and of its code,
+and for a step that reads ``data.root`` of the data set's files (:mod:`pruneflow.data.manifest`).
+Equal fingerprints mean equal outputs (every random choice draws from a generator made from a
+seed in params: :mod:`pruneflow.seeding`). Files are trusted by their bytes, read once per run
+(:func:`pruneflow.io.verified_hash`), not by their size and mtime.
 
 After computing, the step stores its outputs in a content-addressed *step cache*
 (``.pruneflow/stepcache/<fingerprint>/``, hard links, so no extra disk) with a small record of
@@ -49,7 +52,6 @@ from pruneflow.config import Params
 from pruneflow.data.manifest import manifest_digest
 from pruneflow.errors import PruneflowError
 from pruneflow.io import (
-    HashCache,
     atomic_path,
     file_hash,
     read_json,
@@ -109,11 +111,6 @@ def data_manifest(params: Params) -> str | None:
         raise PruneflowError(
             f"data.root {params.data.root}: cannot read the data set: {exc}"
         ) from None
-
-
-def hash_cache() -> HashCache:
-    """Where large files' content hashes are remembered between runs (see HashCache)."""
-    return HashCache(state_dir() / "hashes")
 
 
 _code_digests: dict[Path, tuple[list[int] | None, bytes]] = {}
