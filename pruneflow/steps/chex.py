@@ -70,6 +70,8 @@ _TRAIN = tuple(
 _EXPLORE = tuple(
     f"chex.{k}" for k in ("shift", "delta_t", "t_max", "delta0", "min_fraction", "realloc")
 )
+
+
 def _setup(p: Params) -> tuple[ImageData, Split]:
     configure(p.runtime.threads, p.runtime.flush_denormal)
     frame, _ = read_labels(p)
