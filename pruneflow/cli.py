@@ -83,12 +83,15 @@ def _load(params_file: Path, overrides: list[str] | None) -> config.Params:
 
 
 def _connect(params: config.Params) -> None:
-    from pruneflow.prefect_env import configure_environment, ensure_local_server
+    from pruneflow.prefect_env import configure_environment, ensure_local_server, require_server
     from pruneflow.steps.base import say, state_dir
 
     configure_environment(state_dir())
     mode = params.orchestration.server
-    if os.environ.get("PREFECT_API_URL") or mode == "ephemeral":
+    if os.environ.get("PREFECT_API_URL"):
+        require_server(os.environ["PREFECT_API_URL"])
+        return
+    if mode == "ephemeral":
         return
     if mode == "local":
         started = time.perf_counter()
@@ -100,6 +103,7 @@ def _connect(params: config.Params) -> None:
             )
         os.environ["PREFECT_API_URL"] = url
     else:
+        require_server(mode)
         os.environ["PREFECT_API_URL"] = mode
 
 
@@ -213,11 +217,13 @@ def run(
     started = time.perf_counter()
     _connect(params)
     from pruneflow.deploy import load_flow
+    from pruneflow.prefect_env import server_watchdog
     from tasks.runner import with_runner
 
     chosen = load_flow(target)
 
-    records = with_runner(chosen, params)(params.model_dump(mode="json"))
+    with server_watchdog(os.environ.get("PREFECT_API_URL")):
+        records = with_runner(chosen, params)(params.model_dump(mode="json"))
     _summary(target, records, time.perf_counter() - started)
 
 

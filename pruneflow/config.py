@@ -817,10 +817,14 @@ def updated(params: Params | None = None, **sections: dict[str, Any] | None) -> 
 
 
 def _read_tree(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise PruneflowError(f"params file {path} is a folder, not a YAML file")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise PruneflowError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from exc
+    except (UnicodeDecodeError, OSError) as exc:  # a binary file, an unreadable one
+        raise PruneflowError(f"params file {path} is not readable YAML text: {exc}") from exc
     if not isinstance(tree, dict):
         raise PruneflowError(f"{path}: expected a mapping of sections, got {type(tree).__name__}")
     return tree

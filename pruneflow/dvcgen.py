@@ -268,7 +268,7 @@ ARTIFACTS: dict[str, dict[str, Any]] = {
 
 def _code_deps(step: Step) -> list[str]:
     """The source files and folders a step runs (DVC reruns the stage when one changes)."""
-    return list(step.code)
+    return list(step.code_files())
 
 
 def _replace(section: Any, dotted: str, value: Any) -> Any:

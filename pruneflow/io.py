@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,10 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
             _replace_folder(tmp, final)
         else:
             os.replace(tmp, final)
+            # rename(2) between two links to one inode (a restore relinking the file already
+            # there) does nothing and leaves the temporary: it is the same file, drop it
+            if tmp.exists() or tmp.is_symlink():
+                tmp.unlink()
     except BaseException as exc:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -166,6 +171,44 @@ def file_hash(path: str | os.PathLike[str], cache: HashCache | None = None) -> s
     return h.hexdigest()
 
 
+_verified_lock = threading.Lock()
+_verified: dict[str, tuple[tuple[int, ...], str]] = {}
+
+
+def verified_hash(path: str | os.PathLike[str]) -> str:
+    """:func:`file_hash` read from the file's bytes once per process, then remembered while its
+    (size, mtime, ctime, inode) stay.
+
+    What the pipeline trusts a file by: a step's fingerprint (its inputs) and whether its
+    outputs are still what it wrote. A key of (size, mtime, inode) alone, as :class:`HashCache`
+    keeps across processes, misses a same-size edit whose mtime was put back (``touch -d``,
+    ``cp -p`` over a hard link) and bit rot, and the pipeline went on from the bad value; each
+    run reads every file it trusts once instead. ctime, which no user can set, catches an
+    edit within the run.
+    """
+    path = Path(path)
+    if path.is_dir():
+        h = hashlib.blake2b(digest_size=16)
+        for sub in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(sub.relative_to(path).as_posix().encode())
+            h.update(verified_hash(sub).encode())
+        return h.hexdigest()
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise PruneflowError(f"missing file {path}") from exc
+    key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    name = str(path.resolve())
+    with _verified_lock:
+        known = _verified.get(name)
+    if known is not None and known[0] == key:
+        return known[1]
+    digest = file_hash(path)
+    with _verified_lock:
+        _verified[name] = (key, digest)
+    return digest
+
+
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
@@ -219,7 +262,7 @@ def read_parquet(
         raise PruneflowError(f"missing Parquet file {path}")
     try:
         frame = pq.read_table(path).to_pandas()
-    except (pa.ArrowException, OSError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:  # ValueError: damaged metadata
         raise PruneflowError(f"corrupt or truncated Parquet file {path}: {exc}") from exc
     for name, kinds in (columns or {}).items():
         if name not in frame.columns:
@@ -241,7 +284,10 @@ def parquet_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (pa.ArrowException, OSError) as exc:
         raise PruneflowError(f"corrupt or truncated Parquet file {path}: {exc}") from exc
     raw = meta.get(b"pruneflow")
-    return json.loads(raw) if raw else {}
+    try:
+        return json.loads(raw) if raw else {}
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError: damaged bytes
+        raise PruneflowError(f"corrupt metadata in Parquet file {path}: {exc}") from exc
 
 
 def save_tensors(
@@ -252,7 +298,10 @@ def save_tensors(
     """Save tensors as safetensors, atomically (contiguous CPU copies are made as needed)."""
     clean = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        save_file(clean, str(tmp), metadata=dict(metadata) if metadata else None)
+        try:
+            save_file(clean, str(tmp), metadata=dict(metadata) if metadata else None)
+        except SafetensorError as exc:  # a full disk: the library's error names no file
+            raise PruneflowError(f"cannot write {path}: {exc}") from exc
         _sort_metadata(tmp)
     return Path(path)
 

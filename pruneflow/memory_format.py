@@ -69,35 +69,117 @@ def onednn_trains_safely(model: nn.Module) -> bool:
     return not onednn_unsafe_convs(model)
 
 
-_training_lock = threading.Lock()
-_unsafe_loops = 0  # loops inside training_backend() with an unsafe model, over all threads
-_onednn_before: bool | None = None
+class _OnednnGate:
+    """Which oneDNN setting the process's convolutions run under, one setting at a time.
+
+    ``torch.backends.mkldnn.enabled`` is process-wide, and oneDNN's convolutions sum in another
+    order than torch's native ones: a step whose evaluation ran while another thread trained a
+    model oneDNN cannot train (:func:`training_backend`) got slightly different losses, and the
+    results of the thread runner depended on which items overlapped (the CHEX comparison's
+    items, 7th digit of the test loss). So conv work holds the setting it runs under (a
+    *mode*): threads in one mode run side by side, a thread that needs the other mode waits
+    until the current one has no holder left (and, for fairness, new holders of the current
+    mode wait behind it). A thread asking for another mode gives up its own first, so it never
+    waits while holding one; a block nested in another of its thread's modes switches for its
+    duration. Mode ``None``: the block runs no convolution and holds nothing.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._mode: bool | None = None
+        self._holders = 0
+        self._waiting = {True: 0, False: 0}
+        self._turn: bool | None = None  # the mode that enters next when both wait
+        self._local = threading.local()
+        self._default: bool | None = None
+
+    def default(self) -> bool:
+        """oneDNN as the process has it outside any mode (torch's flag when first asked)."""
+        with self._cond:
+            if self._default is None:
+                self._default = bool(torch.backends.mkldnn.enabled)
+            return self._default
+
+    def _may_enter(self, mode: bool) -> bool:
+        if self._holders == 0:
+            return self._turn is None or self._turn is mode
+        return self._mode is mode and self._waiting[not mode] == 0
+
+    def _acquire(self, mode: bool) -> None:
+        with self._cond:
+            self._waiting[mode] += 1
+            while not self._may_enter(mode):
+                self._cond.wait()
+            self._waiting[mode] -= 1
+            if self._holders == 0:
+                self._mode, self._turn = mode, None
+                torch.backends.mkldnn.enabled = mode
+            self._holders += 1
+
+    def _release(self, mode: bool) -> None:
+        with self._cond:
+            self._holders -= 1
+            if self._holders == 0:
+                self._mode = None
+                torch.backends.mkldnn.enabled = self.default()
+                # the other mode's waiters go next: a loop leaving and at once re-entering
+                # its mode must not keep them out forever
+                self._turn = (not mode) if self._waiting[not mode] else None
+            self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def hold(self, mode: bool | None) -> Iterator[None]:
+        self.default()
+        stack: list[bool | None] = self._local.__dict__.setdefault("stack", [])
+        outer = stack[-1] if stack else None
+        if mode is not outer:
+            if outer is not None:
+                self._release(outer)
+            if mode is not None:
+                self._acquire(mode)
+        stack.append(mode)
+        try:
+            yield
+        finally:
+            stack.pop()
+            if mode is not outer:
+                if mode is not None:
+                    self._release(mode)
+                if outer is not None:
+                    self._acquire(outer)
+
+
+_GATE = _OnednnGate()
+
+
+def onednn_scope(enabled: bool | None) -> contextlib.AbstractContextManager[None]:
+    """Run the block with oneDNN ``enabled`` (True, False), held against other threads (see
+    :class:`_OnednnGate`); None: the block runs no convolution and holds no mode."""
+    return _GATE.hold(enabled)
+
+
+def default_scope() -> contextlib.AbstractContextManager[None]:
+    """The mode a step's work runs in unless a loop inside needs another: oneDNN as the
+    process has it. A step holds it (:meth:`pruneflow.steps.base.Step.run`), so its
+    forward-only conv work never runs under another thread's setting."""
+    return _GATE.hold(_GATE.default())
 
 
 @contextlib.contextmanager
 def training_backend(model: nn.Module) -> Iterator[bool]:
     """Gradients of ``model`` flow inside. Where oneDNN does not train ``model`` safely
-    (:func:`onednn_trains_safely`), oneDNN is off while any such loop of the process is
-    inside (fan-out items train on threads of one process, and the flag is process-wide), and
-    back on when the last one leaves. Yields whether oneDNN is on as the loop starts, so
-    callers use channels-last only then; a safe loop that overlaps an unsafe one runs the
-    overlap on native kernels, which is slower but correct."""
-    global _unsafe_loops, _onednn_before
-    if onednn_trains_safely(model):
-        yield bool(torch.backends.mkldnn.enabled)
-        return
-    with _training_lock:
-        if _unsafe_loops == 0:
-            _onednn_before = bool(torch.backends.mkldnn.enabled)
-            torch.backends.mkldnn.enabled = False
-        _unsafe_loops += 1
-    try:
-        yield False
-    finally:
-        with _training_lock:
-            _unsafe_loops -= 1
-            if _unsafe_loops == 0:
-                torch.backends.mkldnn.enabled = bool(_onednn_before)
+    (:func:`onednn_trains_safely`), oneDNN is off inside; a conv model that trains safely keeps
+    the process's setting; a model without convolutions holds no mode (the setting changes
+    nothing for it). Process-wide, each setting is held while a loop runs (fan-out items train on
+    threads of one process, and the flag is process-wide: :class:`_OnednnGate`), so a loop's
+    numbers never depend on what other threads run. Yields whether oneDNN is on as the loop
+    starts, so callers use channels-last only then."""
+    if not has_conv2d(model):
+        mode = None
+    else:
+        mode = _GATE.default() and onednn_trains_safely(model)
+    with _GATE.hold(mode):
+        yield bool(torch.backends.mkldnn.enabled) if mode is None else mode
 
 
 def convert(model: nn.Module) -> bool:

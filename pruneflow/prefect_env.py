@@ -20,9 +20,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pruneflow.errors import PruneflowError
@@ -53,6 +55,65 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
             return resp.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def require_server(api_url: str, timeout: float = 5.0) -> None:
+    """Raise one line when no Prefect server answers at ``api_url``: before the flow starts,
+    not after minutes of Prefect's own retries and a traceback of hundreds of lines."""
+    if not healthy(api_url, timeout):
+        raise PruneflowError(
+            f"no Prefect server answers at {api_url}: start one (`pruneflow server start`, "
+            "or `prefect server start` and export its PREFECT_API_URL), or set "
+            "orchestration.server: local to let pruneflow start and reuse its own"
+        )
+
+
+# how long a flow goes on after its server stopped answering, and how often it asks
+SERVER_GRACE_S = 30.0
+SERVER_POLL_S = 5.0
+
+
+def _stop_run(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+    os._exit(2)  # Prefect's client would retry for minutes and end in a traceback
+
+
+@contextlib.contextmanager
+def server_watchdog(
+    api_url: str | None,
+    grace: float = SERVER_GRACE_S,
+    every: float = SERVER_POLL_S,
+    on_loss: Callable[[str], None] = _stop_run,
+) -> Iterator[None]:
+    """While the block runs a flow, ask the server at ``api_url`` every ``every`` seconds;
+    when it has not answered for ``grace`` seconds, ``on_loss`` gets one line (by default it
+    is printed and the process ends, exit 2). Finished steps are in the step cache, so the
+    re-run resumes. ``api_url`` None (an ephemeral server in this process): nothing to watch.
+    """
+    if not api_url:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        last_seen = time.monotonic()
+        while not done.wait(every):
+            if healthy(api_url, timeout=min(5.0, every)):
+                last_seen = time.monotonic()
+            elif time.monotonic() - last_seen >= grace:
+                on_loss(
+                    f"error: the Prefect server at {api_url} stopped answering "
+                    f"{grace:.0f} s ago; the finished steps are kept (step cache): start it "
+                    "again (`pruneflow server start`) and re-run to resume"
+                )
+                return
+
+    thread = threading.Thread(target=watch, name="prefect-server-watchdog", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
 
 
 def _free_port() -> int:

@@ -1,10 +1,10 @@
 """Training and evaluation loops shared by every method.
 
-Deterministic on CPU: the model's initial weights come from ``torch.manual_seed(seed)`` before
-it is built (see :func:`seeded_build`), batches are shuffled with a generator seeded from the
-same seed, the optional random shifts (:func:`random_shift`) draw from their own generator
-seeded from it too, and nothing else draws random numbers. The loops take any iterable of
-(images, labels) batches through :class:`pruneflow.data.ImageData`.
+Deterministic on CPU: the model's initial weights come from torch's generator seeded ``seed``
+for this build alone (see :func:`seeded_build`, :mod:`pruneflow.seeding`), batches are shuffled
+with a generator seeded from the same seed, the optional random shifts (:func:`random_shift`)
+draw from their own generator seeded from it too, and nothing else draws random numbers. The
+loops take any iterable of (images, labels) batches through :class:`pruneflow.data.ImageData`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pruneflow.config import TrainParams
 from pruneflow.data import ImageData
 from pruneflow.errors import PruneflowError
 from pruneflow.models import build
-from pruneflow.models.zoo import BUILD_LOCK
 from pruneflow.runtime import current_device, report_progress
+from pruneflow.seeding import torch_seeded
 
 # the seed offset of the shift generator: its own stream, so shifting leaves the batch order
 SHIFT_SEED_OFFSET = 7919
@@ -45,8 +45,7 @@ class History:
 def seeded_build(
     name: str, num_classes: int, in_shape: tuple[int, int, int], seed: int
 ) -> nn.Module:
-    with BUILD_LOCK:  # no other thread's build may draw between the seed and this one
-        torch.manual_seed(seed)
+    with torch_seeded(seed):  # see pruneflow.seeding
         return build(name, num_classes, in_shape)
 
 

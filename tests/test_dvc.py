@@ -103,7 +103,9 @@ def test_every_stage_declares_what_its_step_reads_and_writes(params):
         listed = set(stage["params"])
         for key in {scoped_source(scope, k) for k in step.reads} - {None}:
             assert any(key == x or key.startswith(x + ".") for x in listed), (name, key)
-        assert all(any(c == d or c.startswith(d + "/") for d in deps) for c in step.code), name
+        assert all(any(c == d or c.startswith(d + "/") for d in deps) for c in step.code_files()), (
+            name
+        )
         for it in items:
             for path in map(str, step.output_paths(view, it)):
                 assert any(path == o or path.startswith(o + "/") for o in written), (name, path)

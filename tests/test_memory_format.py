@@ -97,11 +97,14 @@ def test_onednn_is_off_while_any_loop_trains_an_unsafe_model(monkeypatch):
         assert onednn and torch.backends.mkldnn.enabled
     with memory_format.training_backend(unsafe) as first:
         assert not first and not torch.backends.mkldnn.enabled
-        with memory_format.training_backend(unsafe) as second:  # a concurrent fan-out item
+        with memory_format.training_backend(unsafe) as second:  # nested: the same setting
             assert not second
         assert not torch.backends.mkldnn.enabled  # the first loop still trains
-        with memory_format.training_backend(safe) as overlapping:
-            assert not overlapping  # so it trains NCHW, on native kernels
+        # a safe loop nested in it runs as it would alone (another thread's would wait for the
+        # unsafe one: tests/test_determinism.py), then the outer loop's setting is back
+        with memory_format.training_backend(safe) as nested:
+            assert nested and torch.backends.mkldnn.enabled
+        assert not torch.backends.mkldnn.enabled
     assert torch.backends.mkldnn.enabled  # forward-only work and safe models get it back
 
 

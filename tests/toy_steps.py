@@ -41,7 +41,6 @@ def make_step(
     return Step(
         name=name,
         reads=reads,
-        code=("tests/toy_steps.py",),
         inputs=lambda p: [upstream] if upstream else [],
         outputs=lambda p: [out],
         compute=compute,
@@ -65,7 +64,6 @@ def make_fanout_step(name: str, fail_flag: Path | None = None):
     return Step(
         name=name,
         reads=("noise.rate",),
-        code=("tests/toy_steps.py",),
         inputs=lambda p, item: [],
         outputs=lambda p, item: [out(p, item)],
         compute=compute,

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from pruneflow.models import MODEL_NAMES
 from pruneflow.models.resnet_mini import resnet_mini
-from pruneflow.models.zoo import BUILD_LOCK
+from pruneflow.seeding import torch_seeded
 from pruneflow.train import seeded_build
 
 
@@ -16,7 +15,6 @@ def build_model(
 ) -> nn.Module:
     """A freshly initialised model ``name`` with weights drawn after ``torch.manual_seed(seed)``."""
     if name == "resnet_mini" and name not in MODEL_NAMES:
-        with BUILD_LOCK:  # see pruneflow.models.zoo.BUILD_LOCK
-            torch.manual_seed(seed)
+        with torch_seeded(seed):  # see pruneflow.seeding
             return resnet_mini(tuple(int(v) for v in in_shape), int(num_classes))
     return seeded_build(name, num_classes, in_shape, seed)

@@ -18,7 +18,7 @@ from pruneflow.chex.flops import FlopsModel
 from pruneflow.chex.groups import ChannelGroup, find_groups
 from pruneflow.chex.masks import MaskState
 from pruneflow.chex.realloc import uniform_allocation
-from pruneflow.models.zoo import BUILD_LOCK
+from pruneflow.seeding import torch_seeded
 
 
 def uniform_counts(
@@ -44,8 +44,7 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
     This is the ResNets' rule (torchvision's and resnet_mini's), so a thinned ResNet starts
     exactly as a narrower ResNet built from scratch would.
     """
-    with BUILD_LOCK:  # the global generator: see pruneflow.models.zoo.BUILD_LOCK
-        torch.manual_seed(seed)
+    with torch_seeded(seed):  # nn.init draws from the global generator: see pruneflow.seeding
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

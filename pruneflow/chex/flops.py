@@ -24,22 +24,36 @@ InShape = tuple[int, int, int]
 
 
 def module_flops(model: nn.Module, in_shape: InShape) -> dict[str, int]:
-    """FLOPs of one image through each Conv2d/Linear of ``model``, by module name."""
-    leaves = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    """FLOPs of one image through each Conv2d/Linear of ``model``, by module name.
+
+    The counter's own per-module figures come from process-wide module hooks, which every other
+    thread's forward passes fire too (a CHEX item calibrating its widths beside another item's
+    training got other counts, and other widths): this thread's running total (the counter's
+    dispatch mode is per thread) is read before and after each layer by the model's own hooks.
+    """
+    leaves = {m: n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    counter = FlopCounterMode(display=False)
+    started: dict[nn.Module, int] = {}
+    out: dict[str, int] = {}
+
+    def before(module: nn.Module, args: object) -> None:
+        started[module] = counter.get_total_flops()
+
+    def after(module: nn.Module, args: object, output: object) -> None:
+        name = leaves[module]
+        out[name] = out.get(name, 0) + int(counter.get_total_flops() - started.pop(module))
+
+    handles = [m.register_forward_pre_hook(before) for m in leaves]
+    handles += [m.register_forward_hook(after) for m in leaves]
     was_training = model.training
     model.eval()
     try:
-        counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
             model(torch.zeros(1, *in_shape))
     finally:
         model.train(was_training)
-    prefix = type(model).__name__ + "."
-    out: dict[str, int] = {}
-    for name, ops in counter.get_flop_counts().items():
-        name = name.removeprefix(prefix)
-        if name in leaves:
-            out[name] = int(sum(ops.values()))
+        for handle in handles:
+            handle.remove()
     return out
 
 

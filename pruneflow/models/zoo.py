@@ -11,7 +11,6 @@ All models take image batches ``[N, C, H, W]``; the MLPs flatten them.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import torch
@@ -19,6 +18,7 @@ from torch import nn
 
 from pruneflow.errors import PruneflowError
 from pruneflow.models.resnet_mini import resnet_mini
+from pruneflow.seeding import GLOBAL_RNG_LOCK
 
 InShape = tuple[int, int, int]
 
@@ -145,16 +145,13 @@ _BUILDERS: dict[str, Callable[[InShape, int], nn.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-# Module constructors draw their initial weights from torch's one global generator, which the
-# thread task runner's concurrent steps share: a build in one thread took draws from between
-# another's `manual_seed` and its build (sparse double descent's re-initialised chain came out
-# different beside the rewinding one). Every build, and every seed-then-build, holds this lock.
-BUILD_LOCK = threading.RLock()
-
-
 def build(name: str, num_classes: int, in_shape: InShape) -> nn.Module:
-    """A freshly initialised model ``name`` for ``in_shape = (C, H, W)`` and ``num_classes``."""
-    with BUILD_LOCK:
+    """A freshly initialised model ``name`` for ``in_shape = (C, H, W)`` and ``num_classes``.
+
+    Its initial weights come from torch's global generator: build inside
+    :func:`pruneflow.seeding.torch_seeded` for weights that a seed decides (``seeded_build``).
+    """
+    with GLOBAL_RNG_LOCK:  # module constructors draw from the global generator
         return _build(name, num_classes, in_shape)
 
 

@@ -69,35 +69,6 @@ _TRAIN = tuple(
 _EXPLORE = tuple(
     f"chex.{k}" for k in ("shift", "delta_t", "t_max", "delta0", "min_fraction", "realloc")
 )
-# what training runs execute: not report.py, so a figure's edit keeps the runs cached
-_CORE = tuple(
-    f"pruneflow/chex/{m}.py"
-    for m in (
-        "__init__",
-        "arch",
-        "baselines",
-        "css",
-        "explore",
-        "extract",
-        "flops",
-        "groups",
-        "masks",
-        "methods",
-        "paths",
-        "realloc",
-        "regrow",
-        "schedule",
-        "store",
-    )
-)
-_CODE = (
-    *_CORE,
-    "pruneflow/data",
-    "pruneflow/models",
-    "pruneflow/train.py",
-    "pruneflow/checkpoint.py",
-    "pruneflow/steps/chex.py",
-)
 
 
 def _setup(p: Params) -> tuple[ImageData, Split]:
@@ -154,7 +125,6 @@ def _train(p: Params) -> dict[str, Any]:
 CHEX_TRAIN = Step(
     name="chex_train",
     reads=(*_DATA, *_TRAIN, "train.seed", *_EXPLORE, "chex.flops_reduction", "chex.sparsity"),
-    code=_CODE,
     inputs=lambda p: [layout.labels_table(p)],
     outputs=lambda p: [
         paths.masked_checkpoint(p),
@@ -221,7 +191,6 @@ def _extract(p: Params) -> dict[str, Any]:
 CHEX_EXTRACT = Step(
     name="chex_extract",
     reads=(*_DATA, "chex.latency"),
-    code=_CODE,
     inputs=lambda p: [
         layout.labels_table(p),
         paths.masked_checkpoint(p),
@@ -307,7 +276,6 @@ CHEX_COMPARE = Step(
         "chex.compare.pretrain_fraction",
         "chex.compare.finetune_lr",
     ),
-    code=_CODE,
     inputs=_compare_inputs,  # arch_scratch items also read their CHEX run's record
     outputs=lambda p, item: [paths.run_record(p, item)],
     compute=_compare,
@@ -376,7 +344,6 @@ def comparison_metrics(summary: pd.DataFrame, dense_mean: float | None) -> dict[
 CHEX_REPORT = Step(
     name="chex_report",
     reads=("data.dataset", "model.name", "train.epochs", "chex.compare"),
-    code=("pruneflow/chex/report.py", "pruneflow/chex/paths.py", "pruneflow/steps/chex.py"),
     inputs=lambda p: [paths.run_record(p, item) for item in compare_items(p)],
     outputs=lambda p: [
         paths.comparison_table(p),

@@ -19,7 +19,7 @@ from pruneflow.data import ImageData, load_dataset, make_noisy_labels, make_spli
 from pruneflow.errors import PruneflowError
 from pruneflow.io import parquet_metadata, read_parquet, write_parquet
 from pruneflow.models.sources import user_code
-from pruneflow.steps.base import Step
+from pruneflow.steps.base import Step, data_manifest
 
 LABEL_COLUMNS = {"index": "iu", "split": "O", "true_label": "iu", "label": "iu", "is_noisy": "b"}
 
@@ -64,6 +64,7 @@ def _compute(p: Params) -> dict[str, Any]:
         "official_test_split": data.official_test is not None,
         "noise": p.noise.model_dump(),
         "counts": counts,
+        "data_files": data_manifest(p),
     }
     write_parquet(layout.labels_table(p), frame, metadata=meta)
     train = frame["split"] == "train"
@@ -85,6 +86,11 @@ def read_labels(p: Params) -> tuple[pd.DataFrame, dict[str, Any]]:
         raise PruneflowError(
             f"{path} is for data set {meta.get('dataset')!r}, not {p.data.dataset!r}"
         )
+    if (files := data_manifest(p)) is not None and meta.get("data_files") != files:
+        raise PruneflowError(
+            f"{path} was made from other files than those under data.root={p.data.root} "
+            f"(images added, removed or replaced since): run `pruneflow stage prepare` again"
+        )
     return frame, meta
 
 
@@ -101,7 +107,6 @@ PREPARE = Step(
         "noise.kind",
         "noise.seed",
     ),
-    code=("pruneflow/data", "pruneflow/steps/data.py"),
     inputs=lambda p: [],
     outputs=lambda p: [layout.labels_table(p)],
     compute=_compute,

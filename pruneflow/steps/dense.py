@@ -122,13 +122,6 @@ def _inputs(p: Params) -> list[Path]:
 TRAIN_DENSE = Step(
     name="train_dense",
     reads=(*DATA_KEYS, "model.name", "model.weights", *TRAIN_KEYS),
-    code=(
-        "pruneflow/data",
-        "pruneflow/models",
-        "pruneflow/train.py",
-        "pruneflow/checkpoint.py",
-        "pruneflow/steps/dense.py",
-    ),
     inputs=_inputs,
     outputs=lambda p: [
         layout.dense_checkpoint(p),

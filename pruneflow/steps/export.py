@@ -39,12 +39,6 @@ from pruneflow.steps.spdy_inputs import dense_model, inputs_of_dense
 
 FILES = ("model.safetensors", "masks.safetensors", "model.onnx", "dense.onnx")
 _DATA = ("data.dataset", "data.root", "data.image_size", "model.name")
-_CODE = (
-    "pruneflow/export",
-    "pruneflow/models",
-    "pruneflow/checkpoint.py",
-    "pruneflow/steps/export.py",
-)
 
 
 def spdy_run(p: Params) -> dict[str, Any]:
@@ -137,7 +131,6 @@ def _outputs(folder: Path, p: Params, step: str) -> list[Path]:
 SPDY_EXPORT = Step(
     name="spdy_export",
     reads=(*_DATA, "spdy.targets", "spdy.gmp.profiles", "spdy.gmp.seeds", "export"),
-    code=(*_CODE, "pruneflow/steps/spdy_inputs.py", "pruneflow/steps/spdy_gmp.py"),
     inputs=_spdy_inputs,
     outputs=lambda p: _outputs(spdy_export_dir(p), p, "spdy_export"),
     compute=_spdy_compute,
@@ -181,7 +174,6 @@ def _chex_inputs(p: Params) -> list[Path]:
 CHEX_EXPORT = Step(
     name="chex_export",
     reads=(*_DATA, "export"),
-    code=(*_CODE, "pruneflow/chex"),
     inputs=_chex_inputs,
     outputs=lambda p: _outputs(chex_export_dir(p), p, "chex_export"),
     compute=_chex_compute,

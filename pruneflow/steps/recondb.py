@@ -54,14 +54,6 @@ LAYER_READS = (
     *RECON_KEYS,
     "spdy.recon.device",
 )
-CODE = (
-    "pruneflow/recon",
-    "pruneflow/models",
-    "pruneflow/checkpoint.py",
-    "pruneflow/sparsity/grid.py",
-    "pruneflow/steps/recondb.py",
-    "pruneflow/steps/spdy_inputs.py",
-)
 
 
 def layer_path(p: Params, layer: str) -> Path:
@@ -154,7 +146,6 @@ def _layer_compute(p: Params, item: Item) -> dict[str, Any]:
 RECONDB_LAYER = Step(
     name="recondb_layer",
     reads=LAYER_READS,
-    code=CODE,
     inputs=lambda p, item: inputs_of_dense(p),
     outputs=lambda p, item: [layer_path(p, _check_item(p, item))],
     compute=_layer_compute,
@@ -194,7 +185,6 @@ def _index_compute(p: Params) -> dict[str, Any]:
 RECONDB = Step(
     name="recondb",
     reads=("data.dataset", "model.name", "spdy.grid", "spdy.recon.damp"),
-    code=("pruneflow/recon", "pruneflow/steps/recondb.py"),
     inputs=_index_inputs,
     outputs=lambda p: [index_path(p)],
     compute=_index_compute,

@@ -84,7 +84,6 @@ def _compute(p: Params) -> dict[str, Any]:
 REPORT = Step(
     name="report",
     reads=SECTIONS,
-    code=("pruneflow/report", "pruneflow/steps/report.py"),
     inputs=lambda p: [t for t in report_tables(p) if t.exists()],
     outputs=_outputs,
     compute=_compute,

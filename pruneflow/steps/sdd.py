@@ -100,19 +100,6 @@ from pruneflow.steps.dense import DATA_KEYS, TRAIN_KEYS
 from pruneflow.train import seeded_build
 
 Item = dict[str, Any]
-# what the dense and level steps run: editing the sweep, phase or plot code must not retrain
-_CORE = (
-    "pruneflow/sdd/retrain.py",
-    "pruneflow/sdd/distance.py",
-    "pruneflow/sdd/evaluation.py",
-    "pruneflow/sdd/schedule.py",
-    "pruneflow/sdd/state.py",
-    "pruneflow/sparsity/masks.py",
-    "pruneflow/train.py",
-    "pruneflow/models",
-    "pruneflow/data",
-    "pruneflow/steps/sdd.py",
-)
 _LEVEL_KEYS = {"method", "mode", "seed", "level"}
 # reinit retrains the masks this mode's chain found at the same level
 _MASK_SOURCE = {"reinit": "rewind"}
@@ -268,7 +255,6 @@ _DENSE_READS = (
 SDD_DENSE = Step(
     name="sdd_dense",
     reads=_DENSE_READS,
-    code=_CORE,
     inputs=lambda p, item: [layout.labels_table(p)],
     outputs=lambda p, item: [dense_file(p, item["seed"]), record_file(dense_file(p, item["seed"]))],
     compute=_dense_compute,
@@ -414,7 +400,6 @@ SDD_LEVEL = Step(
         "sdd.prune_fraction",
         "sdd.gradient_batches",
     ),
-    code=_CORE,
     inputs=_level_inputs,
     outputs=_level_outputs,
     compute=_level_compute,
@@ -523,12 +508,6 @@ SDD_SWEEP = Step(
         "sdd.rewind_epoch",
         "sdd.retrain",
     ),
-    code=(
-        "pruneflow/sdd/sweep.py",
-        "pruneflow/sdd/phases.py",
-        "pruneflow/sdd/schedule.py",
-        "pruneflow/steps/sdd.py",
-    ),
     inputs=_sweep_inputs,
     outputs=_sweep_outputs,
     compute=_sweep_compute,
@@ -552,16 +531,10 @@ def _plots_compute(p: Params) -> dict[str, Any]:
 SDD_PLOTS = Step(
     name="sdd_plots",
     reads=("data.dataset", "model.name", "noise.rate"),
-    code=(
-        "pruneflow/sdd/plots.py",
-        "pruneflow/sdd/exports.py",
-        "pruneflow/sdd/sweep.py",
-        "pruneflow/stats.py",
-        "pruneflow/steps/sdd.py",
-    ),
     inputs=lambda p: [sweep_file(p), phases_file(p)],
     outputs=lambda p: [*plot_files(p).values(), *curve_files(p).values()],
     compute=_plots_compute,
+    data_files=("pruneflow/sdd/dvc_curves.json",),  # exports.TEMPLATE
     description="sdd: accuracy / learning-distance / lottery figures (PNG) and their CSVs",
 )
 

@@ -96,15 +96,6 @@ READS = (
     *CALIB_KEYS,
     *SEARCH_KEYS,
 )
-CODE = (
-    "pruneflow/spdy",
-    "pruneflow/recon",
-    "pruneflow/timing/table.py",
-    "pruneflow/models",
-    "pruneflow/checkpoint.py",
-    "pruneflow/steps/spdy.py",
-    "pruneflow/steps/spdy_inputs.py",
-)
 
 
 def target_items(p: Params) -> list[dict[str, Any]]:
@@ -256,7 +247,6 @@ def _search_compute(p: Params, item: Item) -> dict[str, Any]:
 SPDY_SEARCH = Step(
     name="spdy_search",
     reads=READS,
-    code=CODE,
     inputs=lambda p, item: _inputs(p),
     outputs=lambda p, item: [profile_file(p, _target(p, item)), search_file(p, _target(p, item))],
     compute=_search_compute,
@@ -341,7 +331,6 @@ def _oneshot_compute(p: Params) -> dict[str, Any]:
 SPDY_ONESHOT = Step(
     name="spdy_oneshot",
     reads=READS + ("spdy.targets",),
-    code=CODE,
     inputs=lambda p: (
         _inputs(p) + [f for t in p.spdy.targets for f in (profile_file(p, t), search_file(p, t))]
     ),

@@ -142,7 +142,6 @@ def _run_compute(p: Params, item: Item) -> dict[str, Any]:
     data = load_data(p)
     split = frame["split"].to_numpy()
     train_idx = np.flatnonzero(split == "train")
-    torch.manual_seed(it["seed"])
     masks, history = gradual_prune(
         model,
         data,
@@ -202,15 +201,6 @@ SPDY_GMP = Step(
             )
         ),
         *GMP_KEYS,
-    ),
-    code=(
-        "pruneflow/sparsity",
-        "pruneflow/train.py",
-        "pruneflow/models",
-        "pruneflow/checkpoint.py",
-        "pruneflow/recon/database.py",
-        "pruneflow/steps/spdy_gmp.py",
-        "pruneflow/steps/spdy_inputs.py",
     ),
     inputs=_run_inputs,
     outputs=_run_outputs,
@@ -357,13 +347,6 @@ SPDY_RESULTS = Step(
         "spdy.grid",
         "spdy.targets",
         "spdy.gmp",
-    ),
-    code=(
-        "pruneflow/timing",
-        "pruneflow/spdy/dp.py",
-        "pruneflow/checkpoint.py",
-        "pruneflow/metrics.py",
-        "pruneflow/steps/spdy_gmp.py",
     ),
     inputs=lambda p: [
         *inputs_of_dense(p),

@@ -115,12 +115,6 @@ PROFILE = Step(
         "spdy.grid",
         "spdy.timing",
     ),
-    code=(
-        "pruneflow/timing",
-        "pruneflow/sparsity/grid.py",
-        "pruneflow/models",
-        "pruneflow/steps/timing.py",
-    ),
     inputs=lambda p: [layout.labels_table(p)],
     outputs=lambda p: [layout.timing_table(p)],
     compute=_compute,

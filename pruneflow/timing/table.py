@@ -58,6 +58,8 @@ COLUMNS: dict[str, str] = {
     "repeats": "iu",
 }
 
+# the range of a layer's time as a share of the dense model's (validate_timing_table)
+PLAUSIBLE_SHARE = (1e-7, 10.0)
 REQUIRED_META = (
     "format",
     "model",
@@ -131,6 +133,20 @@ def validate_timing_table(table: pd.DataFrame, meta: Mapping[str, Any], where: s
         )
     if not np.isfinite(table["time_ms"]).all() or (table["time_ms"] < 0).any():
         raise PruneflowError(f"timing table{at}: time_ms must be finite and >= 0")
+    dense = meta["dense_total_ms"]
+    if not isinstance(dense, int | float) or not np.isfinite(dense) or dense <= 0:
+        raise PruneflowError(f"timing table{at}: dense_total_ms must be a positive time")
+    # a layer at any sparsity takes a share of the dense model's time, not 1e-300 of it nor
+    # ten times all of it: one flipped bit of a float64's exponent lands there
+    ratio = table["time_ms"] / dense
+    implausible = table[(ratio < PLAUSIBLE_SHARE[0]) | (ratio > PLAUSIBLE_SHARE[1])]
+    if len(implausible):
+        row = implausible.iloc[0]
+        raise PruneflowError(
+            f"timing table{at}: layer {row['layer']} at level {int(row['level'])} takes "
+            f"{row['time_ms']:.3g} ms against {dense:.3g} ms for the dense model: not a "
+            "plausible time (a damaged file?); profile again (`pruneflow profile --force`)"
+        )
 
 
 def write_timing_table(
