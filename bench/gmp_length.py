@@ -48,6 +48,13 @@ def main() -> None:
     target = args.target if args.target is not None else max(base.spdy.targets)
     for text in args.lengths:
         prune, finetune = _length(text)
+        run = {
+            "model": model,
+            "target": target,
+            "profile": args.profile,
+            "prune_epochs": prune,
+            "finetune_epochs": finetune,
+        }
         accs = []
         for seed in args.seeds:
             overrides = [
@@ -62,36 +69,17 @@ def main() -> None:
             record = SPDY_GMP.run(p, item=item)
             acc = float(read_json(sidecar(run_checkpoint(p, item)))["test_acc"])
             accs.append(acc)
-            print(
-                json.dumps(
-                    {
-                        "model": model,
-                        "target": target,
-                        "profile": args.profile,
-                        "prune_epochs": prune,
-                        "finetune_epochs": finetune,
-                        "seed": seed,
-                        "test_acc": acc,
-                        "status": record["status"],
-                        "seconds": round(time.perf_counter() - started, 1),
-                    }
-                ),
-                flush=True,
-            )
-        print(
-            json.dumps(
-                {
-                    "model": model,
-                    "target": target,
-                    "profile": args.profile,
-                    "prune_epochs": prune,
-                    "finetune_epochs": finetune,
-                    "seeds": len(accs),
-                    "mean_test_acc": sum(accs) / len(accs),
-                }
-            ),
-            flush=True,
-        )
+            seconds = round(time.perf_counter() - started, 1)
+            figure = {
+                **run,
+                "seed": seed,
+                "test_acc": acc,
+                "status": record["status"],
+                "seconds": seconds,
+            }
+            print(json.dumps(figure), flush=True)
+        summary = {**run, "seeds": len(accs), "mean_test_acc": sum(accs) / len(accs)}
+        print(json.dumps(summary), flush=True)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from pruneflow.chex.params import chex_scoped, with_chex
-from pruneflow.sdd.params import scoped
 from test_sdd_sweep import _params as sdd_params
 from tiny_params import CHEX
 from torch import nn
 
 import pruneflow
-from pruneflow import memory_format
+from pruneflow import config, memory_format
 from pruneflow.chex import paths
 from pruneflow.chex.flops import module_flops
 from pruneflow.config import Params
@@ -159,12 +157,14 @@ def _without_timings(path: Path) -> dict:
 
 def test_chex_comparison_items_give_the_same_results_on_one_or_two_threads(two_folders):
     chex = {**CHEX, "compare": {**CHEX["compare"], "methods": ["chex", "static", "prune_finetune"]}}
-    params = with_chex(Params.model_validate({"runtime": {"threads": 1, "progress": "off"}}), chex)
+    params = config.updated(
+        Params.model_validate({"runtime": {"threads": 1, "progress": "off"}}), chex=chex
+    )
     results = []
     for name, workers in (("serial", 1), ("threads", 2)):
         two_folders(name)
-        PREPARE.run(chex_scoped(params))
-        q = chex_scoped(params, "resnet_mini")
+        PREPARE.run(config.scoped(params, "chex"))
+        q = config.scoped(params, "chex:resnet_mini")
         items = compare_items(q)
         if workers == 1:
             for item in items:
@@ -182,7 +182,7 @@ def test_sdd_chains_write_the_same_files_on_one_or_two_threads(two_folders):
     files = []
     for name, workers in (("serial", 1), ("threads", 2)):
         root = two_folders(name)
-        p = scoped(params, "lenet300100")
+        p = config.scoped(params, "sdd:lenet300100")
         PREPARE.run(p)
         for item in dense_items(p):
             SDD_DENSE.run(p, item=item)

@@ -18,7 +18,6 @@ from pruneflow.report.section import Section
 from pruneflow.report.spdy_plots import (
     PROFILE_LABELS,
     accuracy_vs_speedup,
-    headroom_curve,
     timing_heatmap,
 )
 from pruneflow.report.stats_table import COMPARISON_NOTE, comparison_rows, paired, test_size
@@ -358,7 +357,16 @@ def _gradual(sec: Section, views: dict[str, Params], figures: Path) -> None:
                 )
             )
         name = "spdy-headroom.png"
-        headroom_curve(frame, figures / name, dense_by_model)
+        accuracy_vs_speedup(
+            frame,
+            "target",
+            "acc",
+            figures / name,
+            "target end-to-end speedup (x)",
+            "headroom: uniform against dense",
+            ["uniform"],
+            dense=dense_by_model,
+        )
         sec.blocks.append(
             Figure(
                 "spdy-headroom",

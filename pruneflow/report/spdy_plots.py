@@ -121,35 +121,3 @@ def accuracy_vs_speedup(
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, path)
-
-
-def headroom_curve(
-    frame: pd.DataFrame, path: Path, dense: Mapping[str, float], profile: str = "uniform"
-) -> Path:
-    """Dense and ``profile`` accuracy (mean, whiskers: std over seeds) against the target:
-    how much a comparison of profiles has to work with at each target (a profile that loses
-    nothing against dense leaves no room for another to do better)."""
-    models = list(dict.fromkeys(frame["model"]))
-    fig = Figure(layout="constrained", figsize=(6.0 * len(models), 4.2))
-    axes = fig.subplots(1, len(models), squeeze=False)[0]
-    for ax, model in zip(axes, models, strict=True):
-        sub = frame[(frame["model"] == model) & (frame["profile"] == profile)]
-        stats = sub.groupby("target").agg(acc=("acc", "mean"), std=("acc", "std")).sort_index()
-        color, marker = PROFILE_STYLE.get(profile, ("black", "x"))
-        ax.errorbar(
-            stats.index,
-            100 * stats["acc"],
-            yerr=100 * stats["std"].fillna(0.0),
-            color=color,
-            marker=marker,
-            capsize=3,
-            label=PROFILE_LABELS.get(profile, profile),
-        )
-        if model in dense:
-            ax.axhline(100 * dense[model], color="black", ls="--", lw=1, label="dense")
-        ax.set_xlabel("target end-to-end speedup (x)")
-        ax.set_ylabel("test accuracy after gradual pruning (%)")
-        ax.set_title(f"{model}: headroom (dense against {PROFILE_LABELS.get(profile, profile)})")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-    return save_figure(fig, path)
