@@ -363,7 +363,7 @@ class SddParams(_Section):
         return value
 
 
-CHEX_METHODS = ("chex", "static", "prune_finetune")
+CHEX_METHODS = ("chex", "static", "l1_norm", "slimming")
 # CHEX ablations and diagnostics (pruneflow.chex.methods): which ingredient a result depends on
 CHEX_VARIANTS = (
     "no_realloc",
@@ -384,17 +384,20 @@ class ChexLatencyParams(_Section):
 
 
 class ChexCompareParams(_Section):
-    """CHEX against static and prune-then-fine-tune networks at equal FLOPs."""
+    """CHEX against static and prune-then-fine-tune networks at equal FLOPs and epochs."""
 
     targets: list[float] = Field([0.7, 0.9], min_length=1, description="FLOPs reductions")
     seeds: list[int] = Field([0, 1, 2], min_length=1)
     methods: list[Literal[CHEX_METHODS]] = list(CHEX_METHODS)  # type: ignore[valid-type]
     dense_reference: bool = Field(True, description="also train the dense model per seed")
     pretrain_fraction: float = Field(
-        0.5, gt=0.0, lt=1.0, description="prune_finetune: share of the epochs trained dense"
+        0.5, gt=0.0, lt=1.0, description="l1_norm, slimming: share of the epochs pre-trained"
     )
     finetune_lr: float = Field(
-        0.1, gt=0.0, le=10.0, description="prune_finetune: fine-tune LR (0.1 beat 0.01 on val)"
+        0.1, gt=0.0, le=10.0, description="l1_norm, slimming: fine-tune LR (chosen on val)"
+    )
+    slimming_l1: float = Field(
+        1e-5, ge=0.0, le=1.0, description="slimming: L1 penalty on BN scales while pre-training"
     )
     ablations: list[Literal[CHEX_VARIANTS]] = Field(  # type: ignore[valid-type]
         [], description="CHEX variants to run too (see pruneflow.chex.methods.apply_variant)"

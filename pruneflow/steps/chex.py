@@ -308,6 +308,7 @@ CHEX_COMPARE = Step(
         *_EXPLORE,
         "chex.compare.pretrain_fraction",
         "chex.compare.finetune_lr",
+        "chex.compare.slimming_l1",
     ),
     code=_CODE,
     inputs=_compare_inputs,  # arch_scratch items also read their CHEX run's record
