@@ -344,12 +344,19 @@ def chex_section(params: Params, figures: Path) -> Section:
         if absent:
             listed = ", ".join(f"`{q}`" for q in absent)
             sec.blocks.append(Note(f"Not produced yet: {listed}. `{RUN}` makes them."))
-    c = params.chex.compare
+    ch = params.chex
+    c = ch.compare
     intro = Text(
         "Training from scratch with channel exploration against prune-then-fine-tune methods "
         "(L1-norm filter pruning, Li et al., ICLR 2017; network slimming, Liu et al., ICCV "
         "2017) and the same-FLOPs network trained from scratch (static; Liu et al., ICLR 2019) "
         "at equal FLOPs and epochs: targets "
-        f"{fmt.joined(f'−{t:.0%}' for t in c.targets)} FLOPs, seeds {fmt.joined(c.seeds)}."
+        f"{fmt.joined(f'−{t:.0%}' for t in c.targets)} FLOPs, seeds {fmt.joined(c.seeds)}. "
+        f"CHEX explores every {ch.delta_t:g} epochs for the first {ch.t_max:g} of "
+        f"{ch.train.epochs} (T_max at {ch.t_max / ch.train.epochs:.0%} of training, delta_0 = "
+        f"{ch.delta0:g}: the paper's choices, not tuned here); network slimming's L1 strength "
+        f"({c.slimming_l1:g}) is Liu et al.'s for ResNets and the fine-tuning LR "
+        f"({c.finetune_lr:g}) was chosen on the validation split. Nothing is chosen on the test "
+        "split, which only scores the final models."
     )
     return sec.finish("CHEX: channel exploration", intro)
