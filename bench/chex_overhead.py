@@ -7,8 +7,14 @@ T_max). Runs alternate dense/CHEX so a
 neighbour's load hits both alike; the hook's own time is measured too, which is the overhead
 free of that noise. Prints one JSON line.
 
-    uv run python bench/chex_overhead.py                # the default chex params (20 epochs)
+``--methods`` times instead one short run of every method of the comparison at every target
+(seconds per epoch, one JSON line each, with its ratio to dense), and projects the default
+comparison's cost from them: every ``chex_compare`` item plus ``chex_train``, run one after
+the other (the flow runs items concurrently, so its wall time is lower on more cores).
+
+    uv run python bench/chex_overhead.py                # params.yaml's chex section
     uv run python bench/chex_overhead.py --epochs 4 --repeats 2
+    nice -n 5 uv run python bench/chex_overhead.py --methods --epochs 2
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import torch
 
 from pruneflow import config
 from pruneflow.chex.arch import build_model
+from pruneflow.chex.baselines import uniform_counts
 from pruneflow.chex.explore import ChexExplorer
-from pruneflow.chex.methods import Split, explore_settings
+from pruneflow.chex.methods import Split, explore_settings, run_method
 from pruneflow.config import Params
 from pruneflow.data import load_dataset
 from pruneflow.runtime import configure
@@ -50,9 +57,13 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=None, help="default: chex.train.epochs")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--methods", action="store_true", help="seconds per epoch of every method")
     args = ap.parse_args()
     configure(args.threads, True)
-    p = Params()
+    p = config.load("params.yaml", [])
+    if args.methods:
+        per_method(p, args.model, args.epochs or 2)
+        return
     if args.epochs is not None:
         ratio = args.epochs / p.chex.train.epochs
         p = config.updated(
@@ -106,6 +117,75 @@ def main() -> None:
                 "hook_s": round(hook, 3),
                 "ratio_from_hook_time": round((dense + hook) / dense, 3),
                 "goal": "<= 1.15",
+            }
+        )
+    )
+
+
+def per_method(p: Params, model: str, epochs: int) -> None:
+    """Seconds per training epoch of every method at every target, and the projected cost of
+    the default comparison (params.yaml's epochs) run item after item."""
+    from pruneflow.steps.chex import compare_items
+
+    full = config.scoped(p, f"chex:{model}")
+    default_epochs = full.train.epochs
+    scale = epochs / default_epochs
+    short = config.updated(
+        p,
+        chex={
+            "train": {**p.chex.train.model_dump(), "epochs": epochs},
+            "t_max": p.chex.t_max * scale,
+            "delta_t": min(p.chex.delta_t * scale, p.chex.t_max * scale),
+        },
+    )
+    q = config.scoped(short, f"chex:{model}")
+    data = load_dataset(q.data.dataset, q.data.root)
+    split = Split.from_frame(build_labels(q, data))
+    compare = q.chex.compare
+    runs = [("dense", 0.0)] + [(m, t) for t in compare.targets for m in compare.methods]
+    # warm-up: the first FLOPs count of a process pays seconds of one-off set-up
+    dense_model = build_model(model, data.num_classes, data.in_shape, 0)
+    uniform_counts(dense_model, data.images(split.train[:2]), compare.targets[0], 0.1)
+    per_epoch = {}
+    for method, target in runs:
+        start = time.perf_counter()
+        run_method(method, model, data, split, q.train, q.chex, target, q.train.seed)
+        per_epoch[(method, target)] = (time.perf_counter() - start) / epochs
+    dense = per_epoch[("dense", 0.0)]
+    for (method, target), seconds in per_epoch.items():
+        print(
+            json.dumps(
+                {
+                    "bench": "chex_method_epoch",
+                    "model": model,
+                    "method": method,
+                    "target": target,
+                    "epochs": epochs,
+                    "s_per_epoch": round(seconds, 3),
+                    "ratio_to_dense": round(seconds / dense, 3),
+                }
+            )
+        )
+    items = compare_items(full)
+    projected = default_epochs * (
+        per_epoch[("chex", full.chex.flops_reduction)]
+        if ("chex", full.chex.flops_reduction) in per_epoch
+        else dense
+    )
+    projected += sum(
+        default_epochs * per_epoch[(i["method"], float(i["target"]))]
+        for i in items
+        if not i.get("variant")
+    )
+    print(
+        json.dumps(
+            {
+                "bench": "chex_default_projection",
+                "model": model,
+                "epochs": default_epochs,
+                "runs": len(items) + 1,
+                "dense_epoch_equivalents": round(projected / dense, 1),
+                "projected_serial_s": round(projected, 1),
             }
         )
     )

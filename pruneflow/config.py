@@ -24,7 +24,7 @@ from pydantic import (
 
 from pruneflow.errors import PruneflowError
 from pruneflow.models.sources import is_import_path, parse_model_name
-from pruneflow.models.zoo import MODEL_NAMES as MODEL_NAMES  # re-exported (chex.params)
+from pruneflow.models.zoo import MODEL_NAMES as MODEL_NAMES  # re-exported
 
 DATASETS = ("digits", "mnist5k", "mnist", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
 
@@ -455,7 +455,7 @@ class SddParams(_Section):
         return value
 
 
-CHEX_METHODS = ("chex", "static", "prune_finetune")
+CHEX_METHODS = ("chex", "static", "l1_norm", "slimming")
 # CHEX ablations and diagnostics (pruneflow.chex.methods): which ingredient a result depends on
 CHEX_VARIANTS = (
     "no_realloc",
@@ -476,17 +476,20 @@ class ChexLatencyParams(_Section):
 
 
 class ChexCompareParams(_Section):
-    """CHEX against static and prune-then-fine-tune networks at equal FLOPs."""
+    """CHEX against static and prune-then-fine-tune networks at equal FLOPs and epochs."""
 
     targets: list[float] = Field([0.7], min_length=1, description="FLOPs reductions")
     seeds: list[int] = Field([0], min_length=1)
     methods: list[Literal[CHEX_METHODS]] = list(CHEX_METHODS)  # type: ignore[valid-type]
     dense_reference: bool = Field(True, description="also train the dense model per seed")
     pretrain_fraction: float = Field(
-        0.5, gt=0.0, lt=1.0, description="prune_finetune: share of the epochs trained dense"
+        0.5, gt=0.0, lt=1.0, description="l1_norm, slimming: share of the epochs pre-trained"
     )
     finetune_lr: float = Field(
-        0.1, gt=0.0, le=10.0, description="prune_finetune: fine-tune LR (0.1 beat 0.01 on val)"
+        0.1, gt=0.0, le=10.0, description="l1_norm, slimming: fine-tune LR (chosen on val)"
+    )
+    slimming_l1: float = Field(
+        1e-5, ge=0.0, le=1.0, description="slimming: L1 penalty on BN scales while pre-training"
     )
     ablations: list[Literal[CHEX_VARIANTS]] = Field(  # type: ignore[valid-type]
         [], description="CHEX variants to run too (see pruneflow.chex.methods.apply_variant)"

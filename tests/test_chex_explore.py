@@ -6,6 +6,7 @@ from torch import nn
 
 from pruneflow import config
 from pruneflow.chex import ChexExplorer, ExploreSettings, count_flops, extract, find_groups
+from pruneflow.chex.explore import regrow_count
 from pruneflow.errors import PruneflowError
 from pruneflow.models import build
 from pruneflow.models.resnet_mini import resnet_mini
@@ -46,6 +47,26 @@ def test_exploration_prunes_regrows_and_ends_on_the_flops_budget():
     assert explorer.effective_flops() > 0.3 * explorer.dense_flops  # close to, not far below
     sub = extract(model, explorer.groups, explorer.state.active, example)
     assert count_flops(sub, (1, 12, 12)) == explorer.effective_flops()
+
+
+def test_regrow_count_is_delta_times_the_full_width_not_the_pruned_channels():
+    assert regrow_count(0.25, 32, 20) == 8  # delta x C, where delta x pruned would give 5
+    assert regrow_count(0.25, 32, 3) == 3  # capped at what there is to regrow
+    assert regrow_count(0.0, 32, 20) == 0
+    torch.manual_seed(0)
+    model = resnet_mini((1, 12, 12), 10, width=8)
+    settings = ExploreSettings(delta_t=1, t_max=4, sparsity=0.6, delta0=0.3, min_fraction=0.1)
+    explorer = ChexExplorer(model, torch.randn(2, 1, 12, 12), settings)
+    _train(explorer, model, 4)
+    for row in explorer.history:
+        pruned = row["size"] - row["allocated"]
+        assert row["regrown"] == min(pruned, round(row["delta"] * row["size"]))
+        assert row["active"] == row["allocated"] + row["regrown"]
+    first = [r for r in explorer.history if r["step"] == 1]
+    # at step 1 (delta ~ 0.26) a 32-channel group regrows 8 channels, not 26% of its pruned ones
+    wide = [r for r in first if r["size"] == 32 and r["size"] - r["allocated"] >= 9]
+    assert wide and all(r["regrown"] == round(r["delta"] * 32) for r in wide)
+    assert all(r["regrown"] > round(r["delta"] * (r["size"] - r["allocated"])) for r in wide)
 
 
 def test_channel_sparsity_target_keeps_one_minus_s_of_the_channels():

@@ -74,7 +74,7 @@ def test_compare_items_run_one_by_one_and_report(workdir):
     PREPARE.run(config.scoped(p, "chex"))
     q = config.scoped(p, "chex:resnet_mini")
     items = compare_items(q)
-    assert {i["method"] for i in items} == {"chex", "static", "prune_finetune", "dense"}
+    assert {i["method"] for i in items} == {"chex", "static", "l1_norm", "slimming", "dense"}
     assert [i for i in items if i.get("variant")] == [
         {"method": "chex", "target": 0.7, "seed": 0, "variant": "no_regrow"},
         {"method": "chex", "target": 0.7, "seed": 0, "variant": "arch_scratch"},
@@ -87,7 +87,7 @@ def test_compare_items_run_one_by_one_and_report(workdir):
     assert CHEX_COMPARE.run(q, item=items[0])["status"] == "restored"
     CHEX_REPORT.run(q)
     frame = pd.read_parquet(paths.comparison_table(q))
-    assert set(frame["method"]) == {"chex", "static", "prune_finetune"}
+    assert set(frame["method"]) == {"chex", "static", "l1_norm", "slimming"}
     assert {"method", "flops_reduction_target", "flops_reduction", "seed", "test_acc"} <= set(
         frame.columns
     )

@@ -156,7 +156,7 @@ def _without_timings(path: Path) -> dict:
 
 
 def test_chex_comparison_items_give_the_same_results_on_one_or_two_threads(two_folders):
-    chex = {**CHEX, "compare": {**CHEX["compare"], "methods": ["chex", "static", "prune_finetune"]}}
+    chex = {**CHEX, "compare": {**CHEX["compare"], "methods": ["chex", "static", "l1_norm"]}}
     params = config.updated(
         Params.model_validate({"runtime": {"threads": 1, "progress": "off"}}), chex=chex
     )

@@ -24,8 +24,6 @@ FULL_ONLY = {
     "sdd.prune_fraction",
     "chex.train.epochs",
     "chex.t_max",
-    "chex.compare.targets",
-    "chex.compare.seeds",
 }
 
 

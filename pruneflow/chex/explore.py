@@ -6,8 +6,9 @@ holds masked channels in place; every ``Delta_T`` iterations up to ``T_max`` it
 1. re-allocates the channel count of every group from the global ranking of BN |gamma|
    (budget: a channel sparsity ``S`` or a FLOPs ceiling; per-group minimums),
 2. prunes every group to its count by column subset selection (leverage scores),
-3. regrows a cosine-decaying fraction ``delta_t`` of each group's pruned channels, sampled by
-   orthogonal-projection error, restoring their most recently used weights.
+3. regrows ``delta_t x C`` of each group's pruned channels (``C`` the group's full channel
+   count; ``delta_t`` cosine-decaying), sampled by orthogonal-projection error, restoring their
+   most recently used weights.
 
 The last step regrows nothing, so from ``T_max`` on the sub-model is fixed and meets the budget;
 training simply continues with the masks in place. Every step is recorded (:attr:`history`).
@@ -74,6 +75,17 @@ class ExploreSettings:
             raise PruneflowError(f"chex.min_fraction = {self.min_fraction}: must be in (0, 1]")
 
 
+def regrow_count(delta: float, size: int, pruned: int) -> int:
+    """Channels to regrow in a group of ``size`` channels with ``pruned`` of them pruned.
+
+    ``delta`` is a fraction of the layer's full width, not of its pruned channels: the paper's
+    sub-model keeps ``C (1 - S)`` channels and grows to ``C (1 - S + delta_t)`` (Hou et al.,
+    CVPR 2022, Sec. 3, channel regrowing, and Algorithm 1; the authors' code regrows
+    ``delta_t x C``). Capped at the channels there are to regrow.
+    """
+    return min(pruned, round(delta * size))
+
+
 class ChexExplorer:
     """Masks, allocation and the prune/regrow schedule of one model; call :meth:`after_step`
     after every optimizer step."""
@@ -132,7 +144,7 @@ class ChexExplorer:
             pruned_mask = torch.ones(g.size, dtype=torch.bool)
             pruned_mask[kept] = False
             pruned = pruned_mask.nonzero().flatten()
-            n_regrow = round(delta * pruned.numel())
+            n_regrow = regrow_count(delta, g.size, pruned.numel())
             grown = pruned[:0]
             if n_regrow > 0:
                 errors = projection_errors(matrix, kept, pruned, gram)

@@ -6,8 +6,13 @@ CHEX adds its explorer as the loop's ``on_step`` hook.
 * ``dense``: the full model (the reference the FLOPs reductions are relative to).
 * ``chex``: the full model trained from scratch with channel exploration, then extracted.
 * ``static``: the uniformly thinned model at the target FLOPs, trained from scratch.
-* ``prune_finetune``: dense training for part of the epochs, one-shot L1-norm pruning to the
-  same uniform widths, fine-tuning for the rest: the same total epochs.
+* ``l1_norm``: dense training for part of the epochs (``chex.compare.pretrain_fraction``),
+  one-shot L1-norm filter pruning to the same uniform widths, fine-tuning for the rest.
+* ``slimming``: the same, with an L1 penalty on the BN scales while pre-training
+  (``chex.compare.slimming_l1``) and one global |gamma| ranking choosing the widths.
+
+The prune-then-fine-tune methods train for the same total epochs as CHEX and ``static``
+(pre-training plus fine-tuning), as the paper's comparison at equal FLOPs does.
 """
 
 from __future__ import annotations
@@ -23,18 +28,25 @@ import torch
 from torch import nn
 
 from pruneflow.chex.arch import build_model
-from pruneflow.chex.baselines import l1_prune, static_model, uniform_counts
+from pruneflow.chex.baselines import (
+    bn_l1_penalty,
+    l1_masks,
+    slimming_masks,
+    static_model,
+    uniform_counts,
+)
 from pruneflow.chex.explore import ChexExplorer, ExploreSettings
 from pruneflow.chex.extract import extract
 from pruneflow.chex.flops import count_flops, count_params
-from pruneflow.chex.groups import find_groups
+from pruneflow.chex.groups import ChannelGroup, find_groups
 from pruneflow.chex.schedule import exploration_iterations
 from pruneflow.config import ChexParams, TrainParams
 from pruneflow.data import ImageData
 from pruneflow.errors import PruneflowError
 from pruneflow.train import History, StepHook, evaluate, train
 
-METHOD_NAMES = ("dense", "chex", "static", "prune_finetune")
+METHOD_NAMES = ("dense", "chex", "static", "l1_norm", "slimming")
+PRUNE_FINETUNE = ("l1_norm", "slimming")  # pre-train, prune once, fine-tune
 
 
 @dataclass(frozen=True)
@@ -243,13 +255,14 @@ def run_method(
         masked, explorer, h = train_chex(model_name, data, split, cfg, chex, target, progress)
         model = extract(masked, explorer.groups, explorer.state.active, example)
         counts, hist, exploration = explorer.counts(), _history(h), explorer.history
-    else:
+    elif method == "static":
         counts = uniform_counts(dense, example, target, chex.min_fraction, groups)
-        if method == "static":
-            model = static_model(dense, example, counts, seed)
-            hist = _history(fit(model, data, split, cfg, chex.shift, progress, label))
-        else:
-            model, hist = _prune_finetune(dense, data, split, cfg, chex, example, counts, progress)
+        model = static_model(dense, example, counts, seed)
+        hist = _history(fit(model, data, split, cfg, chex.shift, progress, label))
+    else:
+        model, counts, hist = _prune_finetune(
+            method, dense, data, split, cfg, chex, example, target, groups, progress
+        )
     seconds = time.perf_counter() - started
     test_loss, test_acc = evaluate(model, data, split.test, split.true)
     _, val_acc = evaluate(model, data, split.val, split.true)
@@ -275,21 +288,33 @@ def run_method(
 
 
 def _prune_finetune(
+    method: str,
     dense: nn.Module,
     data: ImageData,
     split: Split,
     cfg: TrainParams,
     chex: ChexParams,
     example: torch.Tensor,
-    counts: dict[str, int],
+    target: float,
+    groups: list[ChannelGroup],
     progress: bool,
-) -> tuple[nn.Module, dict[str, list[float]]]:
+) -> tuple[nn.Module, dict[str, int], dict[str, list[float]]]:
+    """Pre-train ``dense``, prune it once to the FLOPs target by ``method``'s criterion,
+    fine-tune: ``cfg.epochs`` in all, each phase with its own cosine schedule."""
+    c = chex.compare
     if cfg.epochs < 2:
-        raise PruneflowError("prune_finetune needs train.epochs >= 2 (dense, then fine-tune)")
-    pre = min(cfg.epochs - 1, max(1, round(cfg.epochs * chex.compare.pretrain_fraction)))
+        raise PruneflowError(f"{method} needs train.epochs >= 2 (pre-train, then fine-tune)")
+    pre = min(cfg.epochs - 1, max(1, round(cfg.epochs * c.pretrain_fraction)))
     pre_cfg = cfg.model_copy(update={"epochs": pre})
-    ft_cfg = cfg.model_copy(update={"epochs": cfg.epochs - pre, "lr": chex.compare.finetune_lr})
-    h1 = fit(dense, data, split, pre_cfg, chex.shift, progress, "dense")
-    model = l1_prune(dense, example, counts)
-    h2 = fit(model, data, split, ft_cfg, chex.shift, progress, "finetune")
-    return model, {k: v + _history(h2)[k] for k, v in _history(h1).items()}
+    ft_cfg = cfg.model_copy(update={"epochs": cfg.epochs - pre, "lr": c.finetune_lr})
+    penalty = c.slimming_l1 if method == "slimming" else 0.0
+    with bn_l1_penalty(dense, penalty):
+        h1 = fit(dense, data, split, pre_cfg, chex.shift, progress, f"{method} pre-train")
+    if method == "slimming":
+        masks = slimming_masks(dense, example, target, chex.min_fraction, groups)
+    else:
+        masks = l1_masks(dense, example, uniform_counts(dense, example, target, chex.min_fraction))
+    model = extract(dense, groups, masks, example)
+    h2 = fit(model, data, split, ft_cfg, chex.shift, progress, f"{method} fine-tune")
+    counts = {name: int(mask.sum()) for name, mask in masks.items()}
+    return model, counts, {k: v + _history(h2)[k] for k, v in _history(h1).items()}

@@ -31,7 +31,8 @@ _VARIANT_LABELS = {
 _STYLE = {
     "chex": ("tab:red", "o"),
     "static": ("tab:blue", "s"),
-    "prune_finetune": ("tab:green", "^"),
+    "l1_norm": ("tab:green", "^"),
+    "slimming": ("tab:purple", "v"),
 }
 
 
@@ -146,7 +147,7 @@ def plot_channels(records: Sequence[dict[str, Any]], path: Path, title: str) -> 
         uniform = [
             r
             for r in records
-            if r["method"] in ("static", "prune_finetune") and float(r["target"]) == target
+            if r["method"] in ("static", "l1_norm") and float(r["target"]) == target
         ]
         ref = (chex or uniform)[0]
         names = list(ref["sizes"])
@@ -165,7 +166,7 @@ def plot_channels(records: Sequence[dict[str, Any]], path: Path, title: str) -> 
                 [uniform[0]["channels"][n] for n in names],
                 width=0.4,
                 color="tab:blue",
-                label="static / prune_finetune (uniform)",
+                label="static / l1_norm (uniform)",
             )
         if chex:
             counts = np.array([[r["channels"][n] for n in names] for r in chex], dtype=float)
@@ -268,7 +269,7 @@ def plot_ablation(frame: pd.DataFrame, path: Path, title: str) -> None:
                 capsize=3,
             )
             ax.plot([i] * len(acc), acc, "k.", markersize=4)
-        for method in ("static", "prune_finetune"):
+        for method in ("static", "l1_norm", "slimming"):
             acc = rows.loc[rows["method"] == method, "test_acc"]
             if len(acc):
                 color = _STYLE[method][0]

@@ -211,16 +211,18 @@ CHEX_EXTRACT = Step(
 
 
 def compare_items(p: Params) -> list[dict[str, Any]]:
-    """Every comparison run: ``{method, target, seed}`` (dense reference runs at target 0)."""
+    """Every comparison run: ``{method, target, seed}`` (dense reference runs at target 0).
+
+    Seed by seed (every method and target of a seed before the next seed), so a run stopped
+    part-way leaves complete, paired seeds rather than some methods with every seed."""
     c = p.chex.compare
-    items = [
-        {"method": m, "target": float(t), "seed": int(s)}
-        for t in c.targets
-        for m in c.methods
-        for s in c.seeds
-    ]
-    if c.dense_reference:
-        items += [{"method": "dense", "target": 0.0, "seed": int(s)} for s in c.seeds]
+    items = []
+    for s in c.seeds:
+        items += [
+            {"method": m, "target": float(t), "seed": int(s)} for t in c.targets for m in c.methods
+        ]
+        if c.dense_reference:
+            items.append({"method": "dense", "target": 0.0, "seed": int(s)})
     targets = c.targets if c.ablation_targets is None else c.ablation_targets
     items += [
         {"method": "chex", "target": float(t), "seed": int(s), "variant": v}
@@ -275,6 +277,7 @@ CHEX_COMPARE = Step(
         *_EXPLORE,
         "chex.compare.pretrain_fraction",
         "chex.compare.finetune_lr",
+        "chex.compare.slimming_l1",
     ),
     inputs=_compare_inputs,  # arch_scratch items also read their CHEX run's record
     outputs=lambda p, item: [paths.run_record(p, item)],
