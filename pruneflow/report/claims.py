@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pruneflow.claims import Claim
 from pruneflow.config import Params
+from pruneflow.report.chex import chex_claims
 from pruneflow.report.doc import Block, Heading, Note, Table
 from pruneflow.report.sdd import sdd_claims
 from pruneflow.report.spdy import spdy_claims
@@ -23,7 +24,7 @@ def claims_file(params: Params) -> Path:
 
 def all_claims(params: Params) -> list[Claim]:
     """Every paper's claims that this run's tables can answer, in the report's order."""
-    return [*spdy_claims(params), *sdd_claims(params)]
+    return [*spdy_claims(params), *sdd_claims(params), *chex_claims(params)]
 
 
 CLAIMS_COLUMNS = ["paper", "claim", "this run measured", "verdict"]
