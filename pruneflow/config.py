@@ -478,8 +478,8 @@ class ChexLatencyParams(_Section):
 class ChexCompareParams(_Section):
     """CHEX against static and prune-then-fine-tune networks at equal FLOPs and epochs."""
 
-    targets: list[float] = Field([0.7], min_length=1, description="FLOPs reductions")
-    seeds: list[int] = Field([0], min_length=1)
+    targets: list[float] = Field([0.7, 0.9], min_length=1, description="FLOPs reductions")
+    seeds: list[int] = Field([0, 1, 2], min_length=1)
     methods: list[Literal[CHEX_METHODS]] = list(CHEX_METHODS)  # type: ignore[valid-type]
     dense_reference: bool = Field(True, description="also train the dense model per seed")
     pretrain_fraction: float = Field(
@@ -513,7 +513,7 @@ class ChexParams(_Section):
     noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
     models: list[ModelName] = ["resnet_mini"]
     train: TrainParams = TrainParams(
-        epochs=10, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine"
+        epochs=30, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine"
     )
     shift: int = Field(2, ge=0, le=16, description="random shifts of up to this many pixels")
     flops_reduction: float | None = Field(
@@ -523,7 +523,7 @@ class ChexParams(_Section):
         None, ge=0.0, lt=1.0, description="target channel sparsity S (when flops_reduction is null)"
     )
     delta_t: float = Field(1.0, gt=0.0, description="epochs between prune/regrow steps")
-    t_max: float = Field(5.0, gt=0.0, description="epochs of exploration (then fixed)")
+    t_max: float = Field(21.0, gt=0.0, description="epochs of exploration (then fixed)")
     delta0: float = Field(0.3, ge=0.0, le=1.0, description="initial regrowing fraction")
     min_fraction: float = Field(
         0.1, gt=0.0, le=1.0, description="every layer keeps this share of its channels (>= 1)"

@@ -44,7 +44,7 @@ from pruneflow.steps.sdd import SDD_SWEEP, chains, dense_file, level_file, recor
 from pruneflow.timing.table import FORMAT, host_description, write_timing_table
 
 TREE = {
-    "spdy": {"models": ["smallcnn", "mlp1024"], "targets": [2.0, 3.0]},
+    "spdy": {"models": ["smallcnn", "mlp1024"], "targets": [2.0, 3.0], "model_targets": {}},
     "sdd": {"seeds": [0, 1], "final_sparsity": 0.99},
     "chex": {"compare": {"targets": [0.7, 0.9], "seeds": [0, 1]}},
 }
