@@ -556,7 +556,9 @@ class ExportParams(_Section):
     profile: Literal["spdy", "uniform", "gmp"] = Field(
         "spdy", description="SPDY: which profile's gradual-pruning run (spdy.gmp.profiles)"
     )
-    target: float = Field(10.0, gt=1.0, description="SPDY: which speedup target (spdy.targets)")
+    target: float | None = Field(
+        None, gt=1.0, description="SPDY: which speedup target (null: the model's highest)"
+    )
     seed: int = Field(0, ge=0, description="SPDY: which gradual-pruning seed (spdy.gmp.seeds)")
     opset: int = Field(17, ge=17, le=23, description="ONNX opset")
     check_samples: int = Field(

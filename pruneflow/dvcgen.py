@@ -123,18 +123,19 @@ STAGES: tuple[Stage, ...] = (
         "spdy",
         "spdy_search",
         "spdy:",
-        matrix={"target": "spdy.targets"},
-        comment="SPDY's search: one stage per (model, speedup target); "
-        "`dvc exp run -S spdy.targets=[2.0]`",
+        items_from=("spdy.targets", "spdy.model_targets"),
+        comment="SPDY's search: one stage per model over its speedup targets (each target a "
+        "cached step of its own; a model may have its own targets, spdy.model_targets)",
     ),
     Stage("spdy_oneshot", "spdy_oneshot", "spdy:"),
     Stage(
         "gmp",
         "spdy_gmp",
         "spdy:",
-        matrix={"target": "spdy.targets", "profile": "spdy.gmp.profiles", "seed": "spdy.gmp.seeds"},
-        comment="gradual magnitude pruning to each one-shot profile: one stage per (model, "
-        "target, profile, seed), then the accuracy and measured-speedup table",
+        items_from=("spdy.targets", "spdy.model_targets", "spdy.gmp.profiles", "spdy.gmp.seeds"),
+        comment="gradual magnitude pruning to each one-shot profile: one stage per model over "
+        "its (target, profile, seed) runs, each a cached step, then the accuracy and "
+        "measured-speedup table",
     ),
     Stage("spdy_results", "spdy_results", "spdy:"),
     Stage(

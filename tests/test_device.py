@@ -36,7 +36,7 @@ def test_a_step_computes_inside_its_device_scope(workdir):
         return {}
 
     step = Step(
-        "probe", ("runtime.device",), (), lambda p: [], lambda p: [workdir / "out.txt"], compute
+        "probe", ("runtime.device",), lambda p: [], lambda p: [workdir / "out.txt"], compute
     )
     step.run(Params.model_validate({"runtime": {"device": "cpu"}}))
     assert seen == [torch.device("cpu")]

@@ -241,15 +241,15 @@ def test_dvc_reads_the_graph_and_the_artifacts(tmp_path):
     edges = set(re.findall(r'"([^"]+)" -> "([^"]+)"', dot))
     tree = yaml.safe_load((tmp_path / "params.yaml").read_text())
     spdy, sdd, chex = tree["spdy"], tree["sdd"]["models"][0], tree["chex"]["models"][0]
-    m, t = spdy["models"][0], spdy["targets"][0]
-    run = f"gmp@{m}-{t}-{spdy['gmp']['profiles'][0]}-{spdy['gmp']['seeds'][0]}"
+    m = spdy["models"][0]
+    run = f"gmp@{m}"
     for edge in [
         ("spdy_prepare", f"spdy_train_dense@{m}"),
         (f"spdy_train_dense@{m}", f"recondb_layers@{m}"),
         (f"recondb_layers@{m}", f"recondb@{m}"),
-        (f"recondb@{m}", f"spdy@{m}-{t}"),
-        (f"profile@{m}", f"spdy@{m}-{t}"),
-        (f"spdy@{m}-{t}", f"spdy_oneshot@{m}"),
+        (f"recondb@{m}", f"spdy@{m}"),
+        (f"profile@{m}", f"spdy@{m}"),
+        (f"spdy@{m}", f"spdy_oneshot@{m}"),
         (f"spdy_oneshot@{m}", run),
         (f"spdy_oneshot@{m}", f"spdy_results@{m}"),
         (run, f"spdy_results@{m}"),

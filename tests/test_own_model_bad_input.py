@@ -48,7 +48,7 @@ def project(workdir, monkeypatch):
     ],
 )
 def test_bad_own_inputs_stop_the_run_in_one_line(project, sets, message):
-    args = ["run", "spdy", "--set", "spdy.dataset=digits"]
+    args = ["run", "spdy", "--set", "spdy.dataset=digits", "--set", "spdy.models=[smallcnn]"]
     for s in sets:
         args += ["--set", s]
     result = CliRunner().invoke(app, args)

@@ -37,7 +37,7 @@ def _artifacts(flow_run_id) -> list:
 
 def test_published_files_are_outputs_of_their_steps_with_valid_keys():
     params = Params()
-    scopes = {"spdy": "spdy:smallcnn", "sdd": "sdd:lenet300100", "chex": "chex:resnet_mini"}
+    scopes = {"spdy": "spdy:mlp1024", "sdd": "sdd:lenet300100", "chex": "chex:resnet_mini"}
     for step, names in {**TABLES, **MARKDOWN}.items():
         p = config.scoped(params, scopes.get(step.partition("_")[0]))
         outputs = {path.name: path for path in STEPS[step].output_paths(p)}

@@ -44,7 +44,8 @@ _DATA = ("data.dataset", "data.root", "data.image_size", "model.name")
 def spdy_run(p: Params) -> dict[str, Any]:
     """The gradual-pruning run ``export`` names, as spdy_gmp's item."""
     e = p.export
-    return {"target": float(e.target), "profile": e.profile, "seed": int(e.seed)}
+    target = e.target if e.target is not None else max(p.spdy.targets)
+    return {"target": float(target), "profile": e.profile, "seed": int(e.seed)}
 
 
 def spdy_export_dir(p: Params) -> Path:
