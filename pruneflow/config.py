@@ -274,7 +274,7 @@ class GmpParams(_Section):
     batch_size: int | None = Field(None, ge=1, description="images per step (null: spdy.train's)")
     lr: float = Field(0.01, gt=0.0, le=10.0)
     init_from_db: bool = Field(
-        False, description="start from the database's stitched weights for the profile"
+        True, description="start from the database's stitched weights for the profile"
     )
     measure_repeats: int = Field(100, ge=3, description="timed runs per model (speedup check)")
     measure_passes: int = Field(
