@@ -174,13 +174,13 @@ def test_exp_run_with_one_speedup_target(project, tmp_path):
     run = _dvc(repo, "exp", "run", "-S", "spdy.targets=[2.0]", oneshot_stage)
     assert yaml.safe_load((repo / "params.yaml").read_text())["spdy"]["targets"] == [2.0]
     after = _lock(repo)
-    # the search stage lists the targets, so DVC reruns it, but its 2.0x step was cached: only
-    # the comparison computes
+    # the search stage lists the targets, so DVC reruns it (deleting its outputs first), but its
+    # 2.0x step comes back from the step cache: only the comparison computes
     search_stage = f"spdy@{MODEL}"
     assert {s for s in after if after[s] != before.get(s)} == {search_stage, oneshot_stage}, (
         run.stdout
     )
-    assert "spdy_search[target=2.0]: up to date" in run.stderr
+    assert "spdy_search[target=2.0]: restored from the step cache" in run.stderr
     assert after[oneshot_stage]["params"]["params.yaml"]["spdy.targets"] == [2.0]
     assert "spdy_oneshot: running" in run.stderr  # computed: a new fingerprint
     oneshot = pd.read_parquet(repo / f"artifacts/spdy/{MODEL}/oneshot.parquet")
