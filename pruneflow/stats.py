@@ -20,7 +20,7 @@ claimed side, *not reproduced* when it is wholly on the other side, *inconclusiv
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from scipy import stats as _scipy_stats
@@ -113,6 +113,17 @@ def paired_difference(
         var = _binomial_var(xs[0], test_size) + _binomial_var(ys[0], test_size)
     half = _quantile(n) * math.sqrt(var)
     return Estimate(n, mean, mean - half, mean + half)
+
+
+def paired_by_seed(
+    a: Mapping[int, float], b: Mapping[int, float], test_size: int | None = None
+) -> Estimate | None:
+    """:func:`paired_difference` of two methods' runs keyed by seed, over the seeds both ran
+    (None when they share none)."""
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        return None
+    return paired_difference([a[s] for s in seeds], [b[s] for s in seeds], test_size)
 
 
 def verdict(interval: Estimate, margin: float = 0.0) -> str:

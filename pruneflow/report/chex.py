@@ -32,6 +32,7 @@ from pruneflow.io import parquet_metadata, read_parquet
 from pruneflow.report import fmt
 from pruneflow.report.doc import Figure, Heading, Note, Table, Text
 from pruneflow.report.section import Section
+from pruneflow.report.stats_table import test_size as labels_test_size
 
 RUN = "uv run pruneflow run chex"
 METHOD_ORDER = ("chex", "l1_norm", "slimming", "static")
@@ -71,15 +72,6 @@ class MethodEstimate:
     accuracy: stats.Estimate
     flops_reduction: float
     vs_chex: stats.Estimate | None  # CHEX minus this method, over the seeds both ran
-
-
-def _test_size(p: Params) -> int | None:
-    """Test images behind every accuracy (the binomial part of the intervals), when known."""
-    path = layout.labels_table(p)
-    if not path.is_file():
-        return None
-    split = pd.read_parquet(path, columns=["split"])["split"]
-    return int((split == "test").sum()) or None
 
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame, test_size: int | None) -> stats.Estimate | None:
@@ -129,7 +121,7 @@ def _comparison(sec: Section, p: Params, path: Path, figures: Path, title: str) 
     meta = parquet_metadata(path)
     dense_acc = [float(a) for a in meta.get("dense_test_acc", [])]
     flops_dense = float(meta.get("flops_dense", math.nan))
-    test_size = _test_size(p)
+    test_size = labels_test_size(layout.labels_table(p))
     rows = []
     if dense_acc:
         dense = stats.mean_interval(dense_acc, test_size)
@@ -234,7 +226,7 @@ def _ablation(sec: Section, p: Params, path: Path, figures: Path, title: str) ->
     frame = read_parquet(path, ABLATION_COLUMNS)
     if frame.empty:
         return
-    test_size = _test_size(p)
+    test_size = labels_test_size(layout.labels_table(p))
     chex = frame[frame["method"] == "chex"]
     rows = []
     for target, at in chex.groupby("flops_reduction_target", sort=True):
@@ -309,7 +301,9 @@ def chex_claims(params: Params) -> list[Claim]:
         path = paths.comparison_table(p)
         if not path.is_file():
             continue
-        estimates = comparison_estimates(read_parquet(path, COMPARISON_COLUMNS), _test_size(p))
+        estimates = comparison_estimates(
+            read_parquet(path, COMPARISON_COLUMNS), labels_test_size(layout.labels_table(p))
+        )
         parts = [
             stats.verdict(e.vs_chex) if e.vs_chex is not None else stats.INCONCLUSIVE
             for e in estimates

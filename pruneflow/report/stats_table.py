@@ -16,7 +16,7 @@ import pandas as pd
 
 from pruneflow.io import read_parquet
 from pruneflow.report import fmt
-from pruneflow.stats import Estimate, mean_interval, paired_difference
+from pruneflow.stats import Estimate, mean_interval, paired_by_seed
 
 
 def test_size(labels_path: Path) -> int | None:
@@ -31,20 +31,13 @@ def paired(
     runs: pd.DataFrame, method: str, baseline: str, *, by: str, value: str, seed: str = "seed"
 ) -> Estimate | None:
     """``method - baseline`` over the seeds both ran (None when they share no seed)."""
-    a = runs[runs[by] == method].set_index(seed)[value]
-    b = runs[runs[by] == baseline].set_index(seed)[value]
-    common = sorted(set(a.index) & set(b.index))
-    if not common:
-        return None
-    return paired_difference(a.loc[common].tolist(), b.loc[common].tolist(), _size(runs))
+    a = runs[runs[by] == method].set_index(seed)[value].to_dict()
+    b = runs[runs[by] == baseline].set_index(seed)[value].to_dict()
+    return paired_by_seed(a, b, _size(runs))
 
 
 def _size(runs: pd.DataFrame) -> int | None:
     return runs.attrs.get("test_size")
-
-
-def interval(values: Sequence[float], test_size: int | None) -> Estimate:
-    return mean_interval(list(values), test_size)
 
 
 def pct_interval(est: Estimate | None, signed: bool = False) -> str:
@@ -77,7 +70,7 @@ def comparison_rows(
             sub = part[part[method] == m]
             if sub.empty:
                 continue
-            est = interval(sub[value].tolist(), _size(runs))
+            est = mean_interval(sub[value].tolist(), _size(runs))
             diff = None if m == baseline else paired(part, m, baseline, by=method, value=value)
             rows.append(
                 [

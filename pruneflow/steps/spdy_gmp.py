@@ -38,7 +38,7 @@ from pruneflow.runtime import configure, progress_enabled
 from pruneflow.sparsity.gmp import GmpSchedule, check_schedule, gradual_prune
 from pruneflow.spdy.dp import predicted_speedup
 from pruneflow.spdy.paths import RESULTS_COLUMNS, results_file, results_markdown
-from pruneflow.stats import mean_interval, paired_difference
+from pruneflow.stats import mean_interval, paired_by_seed
 from pruneflow.steps import recondb as recondb_step
 from pruneflow.steps import spdy as spdy_step
 from pruneflow.steps.base import Item, Step
@@ -307,13 +307,12 @@ def results_table(
             acc = mean_interval(runs["acc"].tolist(), test_size)
             diff = None
             if name != "uniform":
-                mine = runs.set_index("seed")["acc"]
-                base = part[part["profile"] == "uniform"].set_index("seed")["acc"]
-                seeds = sorted(set(mine.index) & set(base.index))
-                if seeds:
-                    diff = paired_difference(
-                        mine.loc[seeds].tolist(), base.loc[seeds].tolist(), test_size
-                    )
+                base = part[part["profile"] == "uniform"]
+                diff = paired_by_seed(
+                    runs.set_index("seed")["acc"].to_dict(),
+                    base.set_index("seed")["acc"].to_dict(),
+                    test_size,
+                )
             rows.append(
                 [
                     str(model) if i == 0 else "",
