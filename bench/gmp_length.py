@@ -24,13 +24,20 @@ import time
 
 from pruneflow import config
 from pruneflow.checkpoint import sidecar
+from pruneflow.errors import PruneflowError
 from pruneflow.io import read_json
 from pruneflow.steps.spdy_gmp import SPDY_GMP, run_checkpoint
 
 
 def _length(text: str) -> tuple[float, float]:
+    """``"6:2"`` -> (6.0, 2.0): epochs of pruning, then of fine-tuning (``"6"``: no fine-tuning)."""
     prune, _, finetune = text.partition(":")
-    return float(prune), float(finetune or 0.0)
+    try:
+        return float(prune), float(finetune or 0.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"a length is PRUNE[:FINETUNE] epochs, got {text!r}"
+        ) from None
 
 
 def main() -> None:
@@ -41,13 +48,17 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=None)
     ap.add_argument("--profile", default="uniform")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--lengths", nargs="+", default=["0.5:0.5", "1:0.5", "2:1", "3:1", "5:2"])
+    ap.add_argument(
+        "--lengths",
+        nargs="+",
+        type=_length,
+        default=[(0.5, 0.5), (1.0, 0.5), (2.0, 1.0), (3.0, 1.0), (5.0, 2.0)],
+    )
     args = ap.parse_args()
     base = config.load(args.params, args.overrides)
     model = args.model or base.spdy.models[0]
     target = args.target if args.target is not None else max(base.spdy.targets)
-    for text in args.lengths:
-        prune, finetune = _length(text)
+    for prune, finetune in args.lengths:
         run = {
             "model": model,
             "target": target,
@@ -83,4 +94,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except PruneflowError as exc:  # bad params, a missing profile: one line
+        raise SystemExit(f"error: {exc}") from None
