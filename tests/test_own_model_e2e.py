@@ -71,7 +71,7 @@ def _tree(root: Path, size: int) -> dict:
             "weights": {RESNET: "resnet18.pt", USER: "branchy.safetensors"},
             "grid": {
                 "min_sparsity": 0.5,
-                "max_sparsity": 0.95,
+                "max_sparsity": 0.99,
                 "steps": 2,
                 "skip_first_last": True,
             },
