@@ -58,19 +58,60 @@ def test_evaluate_matches_a_plain_forward_pass_and_leaves_the_model_contiguous()
     assert not memory_format.is_channels_last(model)
 
 
+def _unsafe_model(size: int = 8) -> torch.nn.Module:
+    """A block with a strided 1x1 projection on 8 input channels (resnet_mini's shape before
+    its shortcut became a :class:`memory_format.SubsampledPointwiseConv2d`)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(8, 16, 1, stride=2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * ((size + 1) // 2) ** 2, 10),
+    )
+
+
 def test_the_unsafe_layers_are_the_strided_1x1_convolutions_with_few_input_channels():
-    assert memory_format.onednn_unsafe_convs(build("resnet_mini", 10, (1, 8, 8))) == [
-        "stage2.shortcut.0"  # 8 input channels; stage3's has 16, the widest block
-    ]
-    for safe in ("smallcnn", "resnet18_cifar", "mlp1024"):
+    assert memory_format.onednn_unsafe_convs(_unsafe_model()) == ["2"]
+    for safe in ("smallcnn", "resnet18_cifar", "mlp1024", "resnet_mini"):
         assert memory_format.onednn_trains_safely(build(safe, 10, (3, 32, 32)))
     layers = torch.nn.Sequential(
         torch.nn.Conv2d(4, 8, 1),  # stride 1: no reduce-to-unit-stride workspace
         torch.nn.Conv2d(8, 8, 3, stride=2),  # not 1x1
         torch.nn.Conv2d(32, 32, 1, stride=2, groups=4),  # 8 input channels per group
         torch.nn.Conv1d(4, 8, 1, stride=2),
+        memory_format.SubsampledPointwiseConv2d(4, 8, stride=2),  # never a strided kernel
     )
     assert memory_format.onednn_unsafe_convs(layers) == ["2", "3"]
+
+
+def test_a_subsampled_pointwise_conv_is_the_strided_1x1_convolution():
+    torch.manual_seed(0)
+    for stride, size in ((2, 8), (2, 7), (3, 10)):
+        strided = torch.nn.Conv2d(6, 5, 1, stride=stride, bias=True)
+        sub = memory_format.SubsampledPointwiseConv2d(6, 5, stride=stride, bias=True)
+        sub.load_state_dict(strided.state_dict())  # the same parameters and keys
+        x = torch.randn(3, 6, size, size)
+        torch.testing.assert_close(sub(x), strided(x))
+
+
+def test_onednn_trains_resnet_mini_with_the_native_kernels_gradients(monkeypatch):
+    """resnet_mini's projection shortcuts (8 and 16 input channels, stride 2) on channels-last
+    inputs: oneDNN's weight gradients equal torch's native ones layer by layer."""
+    torch.manual_seed(0)
+    model = build("resnet_mini", 10, (1, 16, 16))
+    assert memory_format.onednn_trains_safely(model)
+    x, y = torch.randn(64, 1, 16, 16), torch.randint(0, 10, (64,))
+    grads = {}
+    for onednn in (False, True):
+        monkeypatch.setattr(torch.backends.mkldnn, "enabled", onednn)
+        model.zero_grad(set_to_none=True)
+        with memory_format.channels_last(model):
+            out = model(memory_format.as_channels_last(x))
+            torch.nn.functional.cross_entropy(out, y).backward()
+        grads[onednn] = {n: p.grad.contiguous().clone() for n, p in model.named_parameters()}
+    for name, reference in grads[False].items():
+        error = (grads[True][name] - reference).norm() / reference.norm()
+        assert error < 1e-4, (name, error)
 
 
 def test_onednn_computes_the_weight_gradients_of_layers_the_rule_lets_it_train(monkeypatch):
@@ -92,7 +133,7 @@ def test_onednn_computes_the_weight_gradients_of_layers_the_rule_lets_it_train(m
 
 def test_onednn_is_off_while_any_loop_trains_an_unsafe_model(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", True)  # restored after the test
-    safe, unsafe = build("smallcnn", 10, (1, 8, 8)), build("resnet_mini", 10, (1, 8, 8))
+    safe, unsafe = build("smallcnn", 10, (1, 8, 8)), _unsafe_model()
     with memory_format.training_backend(safe) as onednn:
         assert onednn and torch.backends.mkldnn.enabled
     with memory_format.training_backend(unsafe) as first:
@@ -114,9 +155,9 @@ def test_training_runs_an_unsafe_model_without_onednn_and_a_safe_one_with_it(mon
     targets = np.arange(32) % 10
     data = ImageData("toy", 10, (1, 8, 8), targets, None, raw=raw)
     cfg = TrainParams(epochs=1, batch_size=16, lr=0.01)
-    for name, expected in (("resnet_mini", False), ("smallcnn", True)):
+    for name, expected in (("unsafe", False), ("resnet_mini", True), ("smallcnn", True)):
         seen = []
-        model = build(name, 10, (1, 8, 8))
+        model = _unsafe_model() if name == "unsafe" else build(name, 10, (1, 8, 8))
         train(
             model,
             data,

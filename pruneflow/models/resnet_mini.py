@@ -3,7 +3,9 @@
 A 3x3 stem to ``w`` channels, then three stages of one basic block each (widths ``w``, ``2w``,
 ``4w``; stride 2 at the start of stages 2 and 3), global average pooling and a linear
 classifier. A block is ``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` where the
-shortcut is the identity when shapes match and a 1x1 conv + BN projection where they change.
+shortcut is the identity when shapes match and a 1x1 conv + BN projection where they change
+(computed as subsample + unit-stride 1x1, which oneDNN trains correctly: see
+:mod:`pruneflow.memory_format`).
 Every conv is followed by a BatchNorm, which is what CHEX's BN-scale ranking needs.
 
 Initialisation follows torchvision's ResNets (He normal, fan-out, for convs; BN scale 1, shift 0),
@@ -16,6 +18,7 @@ import torch
 from torch import nn
 
 from pruneflow.errors import PruneflowError
+from pruneflow.memory_format import SubsampledPointwiseConv2d
 
 InShape = tuple[int, int, int]
 
@@ -32,7 +35,7 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+                SubsampledPointwiseConv2d(cin, cout, stride), nn.BatchNorm2d(cout)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
