@@ -243,6 +243,8 @@ def write_sdd(params: Params) -> None:
                     "test_loss": 0.9,
                     "test_size": 1000,
                     "learning_distance": 30.0,
+                    "target_sparsity": 0.0,
+                    "final_epoch_loss": 0.1,
                     "history": {"loss": [1.0, 0.1], "acc": [0.5, 0.98]},
                 },
             )
