@@ -222,7 +222,7 @@ def run(
 
     chosen = load_flow(target)
 
-    with server_watchdog(os.environ.get("PREFECT_API_URL")):
+    with server_watchdog(os.environ.get("PREFECT_API_URL"), params.orchestration.server_grace):
         records = with_runner(chosen, params)(params.model_dump(mode="json"))
     _summary(target, records, time.perf_counter() - started)
 

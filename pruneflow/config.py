@@ -620,6 +620,15 @@ class OrchestrationParams(_Section):
             "temporary server per process) or an http(s) URL"
         ),
     )
+    server_grace: float = Field(
+        30.0,
+        ge=1.0,
+        le=600.0,
+        description=(
+            "seconds a run goes on after its Prefect server stopped answering, then it stops "
+            "with one line (the finished steps are in the step cache: a re-run resumes)"
+        ),
+    )
 
     @field_validator("server")
     @classmethod

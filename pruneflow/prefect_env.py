@@ -68,8 +68,7 @@ def require_server(api_url: str, timeout: float = 5.0) -> None:
         )
 
 
-# how long a flow goes on after its server stopped answering, and how often it asks
-SERVER_GRACE_S = 30.0
+# how often a flow asks its server at most (orchestration.server_grace: how long it waits)
 SERVER_POLL_S = 5.0
 
 
@@ -81,11 +80,12 @@ def _stop_run(message: str) -> None:
 @contextlib.contextmanager
 def server_watchdog(
     api_url: str | None,
-    grace: float = SERVER_GRACE_S,
-    every: float = SERVER_POLL_S,
+    grace: float,
+    every: float | None = None,
     on_loss: Callable[[str], None] = _stop_run,
 ) -> Iterator[None]:
-    """While the block runs a flow, ask the server at ``api_url`` every ``every`` seconds;
+    """While the block runs a flow, ask the server at ``api_url`` every ``every`` seconds
+    (default: a third of ``grace``, at most :data:`SERVER_POLL_S`);
     when it has not answered for ``grace`` seconds, ``on_loss`` gets one line (by default it
     is printed and the process ends, exit 2). Finished steps are in the step cache, so the
     re-run resumes. ``api_url`` None (an ephemeral server in this process): nothing to watch.
@@ -93,6 +93,7 @@ def server_watchdog(
     if not api_url:
         yield
         return
+    every = every if every is not None else min(SERVER_POLL_S, grace / 3)
     done = threading.Event()
 
     def watch() -> None:

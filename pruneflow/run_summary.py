@@ -2,8 +2,9 @@
 
 One row per (step, model): how many of its runs (fan-out items) were computed, restored from
 the step cache or found cached, and the seconds this run spent computing them. The same rows
-go to ``.pruneflow/runs/last.json`` (with every record's status), so tests and benchmarks read
-what ran from a file instead of parsing the terminal.
+go to ``.pruneflow/runs/last.json`` (with every record's status and timings,
+:mod:`pruneflow.wallclock`), so tests and benchmarks read what ran from a file instead of
+parsing the terminal.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ def step_rows(records: list[Record]) -> list[dict[str, Any]]:
         model = (r.get("params") or {}).get("model.name", "")
         row = rows.setdefault(
             (r["step"], model),
-            {"step": r["step"], "model": model, "runs": 0, **dict.fromkeys(STATUSES, 0),
-             "seconds": 0.0},
+            {
+                "step": r["step"],
+                "model": model,
+                "runs": 0,
+                **dict.fromkeys(STATUSES, 0),
+                "seconds": 0.0,
+            },
         )
         row["runs"] += 1
         status = r.get("status", "computed")
@@ -58,6 +64,8 @@ def run_log(flow: str, records: list[Record], wall: float) -> dict[str, Any]:
                 "item": r.get("item"),
                 "status": r.get("status", "computed"),
                 "seconds": own_seconds(r),
+                # the computing run's parts (pruneflow.wallclock), also on a cache hit
+                "timings": r.get("timings", {}),
                 "fingerprint": r.get("fingerprint"),
             }
             for r in records

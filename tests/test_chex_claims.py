@@ -35,7 +35,6 @@ def _write(p: Params, acc: dict[tuple[str, float], list[float]]) -> None:
                     "val_acc": value,
                     "flops": int(FLOPS_DENSE * (1 - target - 0.002)),
                     "params": 1000,
-                    "train_seconds": 1.0,
                 }
             )
     write_parquet(

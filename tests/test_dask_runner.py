@@ -1,9 +1,8 @@
 """orchestration.runner: dask. `pruneflow run sdd` on a LocalCluster of 2 worker processes on
-loopback writes the same results, byte for byte (tensors, tables, plots; wall-clock fields
-aside), as the thread runner; the workers write into the
-run's folder and step cache (a rerun is all cache hits); an existing scheduler's workers are
-checked for the folder they run in; an address nobody answers on is one clear error within a
-bounded time, not a hang.
+loopback writes the same results, byte for byte (tensors, tables, records, plots), as the
+thread runner; the workers write into the run's folder and step cache (a rerun is all cache
+hits); an existing scheduler's workers are checked for the folder they run in; an address
+nobody answers on is one clear error within a bounded time, not a hang.
 
 Each run is its own `pruneflow` process in its own folder, as a user runs it: Prefect's result
 store is bound to the pipeline state dir when the tasks are imported, so two in-process runs in
@@ -13,58 +12,24 @@ two folders would share it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 import time
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 from conftest import run_cli
-from safetensors import safe_open
 from test_sdd_sweep import _params
 
 from pruneflow.config import DaskParams
 from pruneflow.errors import PruneflowError
 from pruneflow.prefect_env import _free_port
 
-# wall-clock measurements recorded beside the results: never equal between two runs
-WALL_CLOCK = re.compile(r"seconds$")
-
 
 def _digest(path: Path) -> str:
-    """A hash of what the file holds, byte for byte, minus wall-clock fields.
-
-    safetensors: every tensor's raw bytes and the metadata; the header's own byte order is not
-    compared (the writer keeps metadata in a hash map whose order differs per process).
-    """
-    h = hashlib.sha256()
-    if path.suffix == ".safetensors":
-        with safe_open(path, "pt") as f:
-            h.update(json.dumps(f.metadata(), sort_keys=True).encode())
-            for key in sorted(f.keys()):
-                h.update(key.encode() + f.get_tensor(key).numpy().tobytes())
-    elif path.suffix == ".json":
-        tree = json.loads(path.read_text())
-        h.update(json.dumps(_drop_wall_clock(tree), sort_keys=True).encode())
-    elif path.suffix == ".parquet":
-        table = pd.read_parquet(path)
-        table = table.drop(columns=[c for c in table.columns if WALL_CLOCK.search(c)])
-        h.update(pd.util.hash_pandas_object(table).values.tobytes())
-        h.update(",".join(map(str, table.columns)).encode())
-    else:
-        h.update(path.read_bytes())
-    return h.hexdigest()
-
-
-def _drop_wall_clock(tree: object) -> object:
-    if isinstance(tree, dict):
-        return {k: _drop_wall_clock(v) for k, v in tree.items() if not WALL_CLOCK.search(k)}
-    if isinstance(tree, list):
-        return [_drop_wall_clock(v) for v in tree]
-    return tree
+    """A hash of the file's bytes: no output carries a wall-clock figure, and safetensors
+    headers are written in one order (pruneflow.io.save_tensors)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _hashes(root: Path) -> dict[str, str]:

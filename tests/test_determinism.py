@@ -13,7 +13,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import torch
 from test_sdd_sweep import _params as sdd_params
@@ -28,6 +27,7 @@ from pruneflow.config import Params
 from pruneflow.models import build
 from pruneflow.steps.chex import CHEX_COMPARE, compare_items
 from pruneflow.steps.data import PREPARE
+from pruneflow.steps.dense import TRAIN_DENSE
 from pruneflow.steps.sdd import SDD_DENSE, SDD_SWEEP, chains, dense_items, run_chain
 
 PACKAGE = Path(pruneflow.__file__).parent
@@ -112,25 +112,14 @@ def test_no_module_draws_from_a_global_generator_outside_the_wrapper():
     assert uses == {}
 
 
-# wall-clock figures that outputs still carry (a table's train_seconds): the only values that
-# may differ between two runs of the same params
-WALL_CLOCK = ("train_seconds",)
-
-
-def _contents(path: Path) -> bytes | tuple:
-    """A safetensors file's bytes; a Parquet table's metadata and values but its timings."""
-    if path.suffix == ".safetensors":
-        return path.read_bytes()
-    table = pq.read_table(path)
-    kept = table.drop_columns([c for c in WALL_CLOCK if c in table.column_names])
-    return (table.schema.metadata, kept.to_pydict())
-
-
-def _files(root: Path) -> dict[str, bytes | tuple]:
+def _files(root: Path) -> dict[str, bytes]:
+    """Every tensor file, table and JSON record under ``root``'s artifacts and metrics, byte for
+    byte: no output carries a wall-clock figure (those go to the step record's ``timings``)."""
     return {
-        str(f.relative_to(root)): _contents(f)
-        for f in sorted((root / "artifacts").rglob("*"))
-        if f.suffix in (".safetensors", ".parquet")
+        str(f.relative_to(root)): f.read_bytes()
+        for folder in ("artifacts", "metrics")
+        for f in sorted((root / folder).rglob("*"))
+        if f.suffix in (".safetensors", ".parquet", ".json")
     }
 
 
@@ -146,13 +135,6 @@ def two_folders(tmp_path, monkeypatch):
         return folder
 
     return enter
-
-
-def _without_timings(path: Path) -> dict:
-    record = json.loads(path.read_text())
-    for key in WALL_CLOCK:
-        record.pop(key)
-    return record
 
 
 def test_chex_comparison_items_give_the_same_results_on_one_or_two_threads(two_folders):
@@ -172,7 +154,7 @@ def test_chex_comparison_items_give_the_same_results_on_one_or_two_threads(two_f
         else:  # the other order, two at a time: the conv models train beside each other
             with ThreadPoolExecutor(workers) as pool:
                 list(pool.map(lambda item, q=q: CHEX_COMPARE.run(q, item=item), items[::-1]))
-        results.append({json.dumps(i): _without_timings(paths.run_record(q, i)) for i in items})
+        results.append({json.dumps(i): paths.run_record(q, i).read_bytes() for i in items})
     assert len(results[0]) >= 3
     assert results[0] == results[1]
 
@@ -193,6 +175,7 @@ def test_sdd_chains_write_the_same_files_on_one_or_two_threads(two_folders):
         files.append(_files(root))
     assert any(f.endswith(".safetensors") for f in files[0])
     assert any(f.endswith("sweep.parquet") for f in files[0])
+    assert sum(f.endswith(".json") for f in files[0]) >= 7  # dense + 6 level records, metrics
     assert files[0].keys() == files[1].keys()
     assert [f for f in files[0] if files[0][f] != files[1][f]] == []
     assert os.environ["PRUNEFLOW_STATE_DIR"].endswith("threads/.pruneflow")
@@ -250,3 +233,29 @@ def test_a_step_sees_one_onednn_setting_while_another_thread_trains_without_it()
     assert seen and set(seen) == {default}
     assert inside_training and not any(inside_training)
     assert torch.backends.mkldnn.enabled == default
+
+
+def test_dense_training_in_two_folders_writes_byte_identical_files_and_times_the_record(
+    two_folders,
+):
+    params = Params.model_validate(
+        {"runtime": {"threads": 1, "progress": "off"}, "train": {"epochs": 1}}
+    )
+    files, records = [], []
+    for name in ("one", "two"):
+        root = two_folders(name)
+        PREPARE.run(params)
+        records.append(TRAIN_DENSE.run(params))
+        files.append(_files(root))
+    assert any(f.endswith(".safetensors") for f in files[0])
+    assert any(f.startswith("metrics/train_dense/") for f in files[0])
+    assert files[0].keys() == files[1].keys()
+    assert [f for f in files[0] if files[0][f] != files[1][f]] == []
+    # how long training took is in the step record (and the run log), never in an output
+    for record in records:
+        assert record["status"] == "computed"
+        assert 0 < record["timings"]["train"] <= record["timings"]["step"]
+        assert "train_seconds" not in record["summary"]
+    entry = f"stepcache/train_dense-{records[1]['fingerprint']}/record.json"
+    stored = json.loads((Path(os.environ["PRUNEFLOW_STATE_DIR"]) / entry).read_text())
+    assert stored["timings"] == records[1]["timings"]

@@ -127,3 +127,18 @@ def test_bad_input_names_the_problem(workdir):
     with pytest.raises(PruneflowError, match="fc2.safetensors"):
         RECONDB.run(p)
     assert not (layout.recondb_dir(p) / "index.parquet").exists()
+
+
+def test_a_recomputed_layer_is_the_same_file_so_the_index_downstream_stays_cached(workdir):
+    """The layer files once carried the solve's wall-clock seconds: every recomputed layer was
+    a new file, and everything downstream of the database ran again."""
+    p = _params()
+    _dense(p)
+    RECONDB_LAYER.run_all(p)
+    assert RECONDB.run(p)["status"] == "computed"
+    before = layer_path(p, "fc2").read_bytes()
+    forced = RECONDB_LAYER.run(p, force=True, item={"layer": "fc2"})
+    assert forced["status"] == "computed"
+    assert layer_path(p, "fc2").read_bytes() == before
+    assert forced["timings"]["solve"] > 0  # how long it took: in the step record only
+    assert RECONDB.run(p)["status"] == "cached"

@@ -243,6 +243,8 @@ def write_sdd(params: Params) -> None:
                     "test_loss": 0.9,
                     "test_size": 1000,
                     "learning_distance": 30.0,
+                    "target_sparsity": 0.0,
+                    "final_epoch_loss": 0.1,
                     "history": {"loss": [1.0, 0.1], "acc": [0.5, 0.98]},
                 },
             )
@@ -268,7 +270,6 @@ def write_sdd(params: Params) -> None:
                         "test_loss": 0.8,
                         "test_size": 1000,
                         "learning_distance": 30.0 * (1 - s) ** 0.5 + 2,
-                        "train_seconds": 1.0,
                         "final_epoch_loss": 0.1,
                     },
                 )
@@ -324,7 +325,6 @@ def write_chex(params: Params, rng: np.random.Generator) -> None:
                 params=int(23_000 * keep**2),
                 channels=channels,
                 sizes=CHEX_SIZES,
-                train_seconds=50.0,
                 history={"loss": [1.0], "acc": [0.9], "lr": [0.1]},
                 exploration=exploration if method == "chex" else [],
             )

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from pruneflow import wallclock
 from pruneflow.chex.arch import build_model
 from pruneflow.chex.baselines import (
     bn_l1_penalty,
@@ -88,7 +89,6 @@ class RunResult:
     params: int
     channels: dict[str, int]
     sizes: dict[str, int]
-    train_seconds: float
     history: dict[str, list[float]]
     exploration: list[dict[str, Any]] = field(default_factory=list)
 
@@ -263,7 +263,7 @@ def run_method(
         model, counts, hist = _prune_finetune(
             method, dense, data, split, cfg, chex, example, target, groups, progress
         )
-    seconds = time.perf_counter() - started
+    wallclock.note("train", time.perf_counter() - started)  # no output carries it
     test_loss, test_acc = evaluate(model, data, split.test, split.true)
     _, val_acc = evaluate(model, data, split.val, split.true)
     result = RunResult(
@@ -280,7 +280,6 @@ def run_method(
         params=count_params(model),
         channels={k: int(v) for k, v in counts.items()},
         sizes=sizes,
-        train_seconds=round(seconds, 3),
         history=hist,
         exploration=exploration,
     )

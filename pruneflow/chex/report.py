@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pruneflow.io import atomic_path
+from pruneflow.io import atomic_path, read_json
+from pruneflow.value_checks import ValueRanges
 
 COMPARISON_COLUMNS = {
     "method": "O",
@@ -19,6 +20,28 @@ COMPARISON_COLUMNS = {
     "seed": "iu",
     "test_acc": "f",
 }
+# what a comparison run's record may hold (pruneflow.chex.methods.RunResult), and the tables
+# made from the records: their readers refuse anything else
+RUN_VALUES = ValueRanges(
+    fractions=("target", "test_acc", "val_acc"),
+    non_negative=("test_loss",),
+    positive=("flops", "flops_dense", "params", "params_dense"),
+    finite=("flops_reduction",),
+)
+TABLE_VALUES = ValueRanges(
+    fractions=("flops_reduction_target", "test_acc", "val_acc"),
+    positive=("flops", "params"),
+    finite=("flops_reduction",),
+)
+
+
+def read_run_record(path: Path) -> dict[str, Any]:
+    """One comparison run's JSON record, its values range-checked."""
+    record = read_json(path)
+    RUN_VALUES.check_record(record, path)
+    return record
+
+
 _VARIANT_LABELS = {
     "full": "CHEX",
     "no_realloc": "no re-allocation\n(uniform widths)",
@@ -48,14 +71,11 @@ def comparison_frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
             "val_acc": float(r["val_acc"]),
             "flops": int(r["flops"]),
             "params": int(r["params"]),
-            "train_seconds": float(r["train_seconds"]),
         }
         for r in records
         if r["method"] != "dense"
     ]
-    frame = pd.DataFrame(
-        rows, columns=[*COMPARISON_COLUMNS, "val_acc", "flops", "params", "train_seconds"]
-    )
+    frame = pd.DataFrame(rows, columns=[*COMPARISON_COLUMNS, "val_acc", "flops", "params"])
     return frame.astype({"method": object, "seed": "int64"})
 
 

@@ -88,7 +88,6 @@ def write_layer(
         "layer": layer,
         "solver": solution.solver,
         "damp": repr(solution.damp),
-        "seconds": repr(solution.seconds),
         "sparsities": json.dumps(solution.sparsities),
         ROWS_KEY: json.dumps(rows),
     }

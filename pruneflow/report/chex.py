@@ -21,6 +21,7 @@ from pruneflow.chex import paths
 from pruneflow.chex.methods import PRUNE_FINETUNE
 from pruneflow.chex.report import (
     COMPARISON_COLUMNS,
+    TABLE_VALUES,
     plot_ablation,
     plot_accuracy,
     plot_channels,
@@ -118,6 +119,7 @@ def _points(e: stats.Estimate | None, signed: bool = False) -> str:
 def _comparison(sec: Section, p: Params, path: Path, figures: Path, title: str) -> None:
     model = p.model.name
     frame = read_parquet(path, {**COMPARISON_COLUMNS, "flops": "iu"})
+    TABLE_VALUES.check_frame(frame, path)
     meta = parquet_metadata(path)
     dense_acc = [float(a) for a in meta.get("dense_test_acc", [])]
     flops_dense = float(meta.get("flops_dense", math.nan))
@@ -224,6 +226,7 @@ def _channels(sec: Section, model: str, path: Path, figures: Path, title: str) -
 def _ablation(sec: Section, p: Params, path: Path, figures: Path, title: str) -> None:
     model = p.model.name
     frame = read_parquet(path, ABLATION_COLUMNS)
+    TABLE_VALUES.check_frame(frame, path)
     if frame.empty:
         return
     test_size = labels_test_size(layout.labels_table(p))
@@ -301,9 +304,9 @@ def chex_claims(params: Params) -> list[Claim]:
         path = paths.comparison_table(p)
         if not path.is_file():
             continue
-        estimates = comparison_estimates(
-            read_parquet(path, COMPARISON_COLUMNS), labels_test_size(layout.labels_table(p))
-        )
+        frame = read_parquet(path, COMPARISON_COLUMNS)
+        TABLE_VALUES.check_frame(frame, path)
+        estimates = comparison_estimates(frame, labels_test_size(layout.labels_table(p)))
         parts = [
             stats.verdict(e.vs_chex) if e.vs_chex is not None else stats.INCONCLUSIVE
             for e in estimates

@@ -13,9 +13,9 @@ from typing import Any
 
 from pruneflow import layout
 from pruneflow.config import Params
-from pruneflow.io import parquet_metadata, read_parquet
+from pruneflow.io import parquet_metadata, read_json, read_parquet
 from pruneflow.sdd import exports
-from pruneflow.sdd.sweep import PHASE_COLUMNS, SWEEP_COLUMNS
+from pruneflow.sdd.sweep import LEVEL_VALUES, PHASE_COLUMNS, SWEEP_COLUMNS
 
 PLOT_NAMES = ("accuracy", "distance", "lottery")
 
@@ -72,7 +72,15 @@ def curve_files(p: Params) -> dict[str, Path]:
 
 
 def read_sweep(p: Params) -> tuple[Any, Any, dict[str, Any]]:
-    """(sweep table, phases table, sweep metadata), schema-checked."""
+    """(sweep table, phases table, sweep metadata), schema- and range-checked."""
     table = read_parquet(sweep_file(p), SWEEP_COLUMNS)
+    LEVEL_VALUES.check_frame(table, sweep_file(p))
     phases = read_parquet(phases_file(p), PHASE_COLUMNS)
     return table, phases, parquet_metadata(sweep_file(p))
+
+
+def read_level_record(path: Path) -> dict[str, Any]:
+    """A level's (or a dense run's) JSON record, its values range-checked."""
+    record = read_json(path)
+    LEVEL_VALUES.check_record(record, path)
+    return record

@@ -24,6 +24,7 @@ import pandas as pd
 from pruneflow.errors import PruneflowError
 from pruneflow.sdd.phases import PhaseResult, label_phases, level_standard_errors
 from pruneflow.stats import mean_interval
+from pruneflow.value_checks import ValueRanges
 
 SWEEP_COLUMNS = {
     "method": "O",
@@ -39,6 +40,20 @@ SWEEP_COLUMNS = {
     "phase": "O",
     "seed": "iu",
 }
+# what a level's record (and so a sweep row) may hold: its reader refuses anything else
+LEVEL_VALUES = ValueRanges(
+    fractions=(
+        "sparsity",
+        "target_sparsity",
+        "train_acc_noisy",
+        "train_acc_true",
+        "noise_fit",
+        "test_acc",
+    ),
+    non_negative=("train_loss", "test_loss", "learning_distance", "final_epoch_loss", "remaining"),
+    positive=("test_size",),
+    nullable=("noise_fit",),  # no flipped labels to fit at 0 % noise
+)
 PHASE_COLUMNS = {
     "method": "O",
     "retrain": "O",

@@ -11,7 +11,9 @@ seed in params: :mod:`pruneflow.seeding`). Files are trusted by their bytes, rea
 
 After computing, the step stores its outputs in a content-addressed *step cache*
 (``.pruneflow/stepcache/<step>-<fingerprint>/``, hard links, so no extra disk) with a small record
-of output hashes. Running a step whose fingerprint has a record:
+of output hashes and of how long the step took (``timings``, :mod:`pruneflow.wallclock`: no
+output carries a wall-clock figure, so equal fingerprints give byte-identical files). Running
+a step whose fingerprint has a record:
 
 * outputs present with the recorded hashes -> nothing to do ("cached");
 * outputs missing or edited, but the cache copies intact -> relinked ("restored");
@@ -47,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import pruneflow
-from pruneflow import memory_format
+from pruneflow import memory_format, wallclock
 from pruneflow.config import Params
 from pruneflow.data.manifest import manifest_digest
 from pruneflow.errors import PruneflowError
@@ -387,7 +389,11 @@ class Step:
         for path in self.output_paths(params, item):
             remove_stale_temporaries(path)
         # the step's conv work runs under one oneDNN setting whatever other threads run
-        with device_scope(params.runtime.device), memory_format.default_scope():
+        with (
+            device_scope(params.runtime.device),
+            memory_format.default_scope(),
+            wallclock.collecting() as timings,
+        ):
             summary = self._call(self.compute, params, item)
         outputs = []
         for path in self.output_paths(params, item):
@@ -404,7 +410,8 @@ class Step:
             "params": self.params_subset(params),
             "outputs": outputs,
             "summary": summary,
-            "compute_seconds": seconds,
+            # how long it took is no output (see pruneflow.wallclock): the record keeps it
+            "timings": {"step": round(seconds, 3), **timings},
         }
         self._store(fingerprint, record)
         say(f"  + {label}: done in {seconds:.1f} s")

@@ -40,12 +40,13 @@ from pruneflow.chex.report import (
     plot_accuracy,
     plot_channels,
     plot_exploration,
+    read_run_record,
     summarize,
 )
 from pruneflow.chex.store import load_masked, load_masks, save_extracted, save_masks
 from pruneflow.config import Params
 from pruneflow.data import ImageData
-from pruneflow.io import read_json, write_json, write_parquet
+from pruneflow.io import write_json, write_parquet
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.steps.base import Step
 from pruneflow.steps.data import load_data, read_labels
@@ -246,7 +247,7 @@ def _compare_inputs(p: Params, item: dict[str, Any]) -> list:
 def _compare(p: Params, item: dict[str, Any]) -> dict[str, Any]:
     channels = None
     if item.get("variant") == "arch_scratch":
-        channels = read_json(paths.run_record(p, _chex_run(item)))["channels"]
+        channels = read_run_record(paths.run_record(p, _chex_run(item)))["channels"]
     data, split = _setup(p)
     result, _ = run_method(
         item["method"],
@@ -265,7 +266,6 @@ def _compare(p: Params, item: dict[str, Any]) -> dict[str, Any]:
     return {
         "test_acc": result.test_acc,
         "flops_reduction": result.flops_reduction,
-        "train_seconds": result.train_seconds,
     }
 
 
@@ -294,7 +294,7 @@ REPORT_FIGURES = ("accuracy", "channels", "exploration", "ablation")
 
 
 def _report(p: Params) -> dict[str, Any]:
-    every = [read_json(paths.run_record(p, item)) for item in compare_items(p)]
+    every = [read_run_record(paths.run_record(p, item)) for item in compare_items(p)]
     records = [r for r in every if not r.get("variant")]
     frame = comparison_frame(records)
     summary = summarize(frame)

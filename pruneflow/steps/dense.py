@@ -14,13 +14,12 @@ environment (its fingerprint), so editing it re-runs the step.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pruneflow import layout
+from pruneflow import layout, wallclock
 from pruneflow.checkpoint import save_checkpoint, sidecar
 from pruneflow.config import Params, TrainParams
 from pruneflow.errors import PruneflowError
@@ -47,23 +46,22 @@ def _compute(p: Params) -> dict[str, Any]:
     model = seeded_build(p.model.name, data.num_classes, data.in_shape, p.train.seed)
     check_output(model, p.model.name, data.in_shape, data.num_classes)
     weights = weights_path(p)
-    started = time.perf_counter()
     if weights is None:
-        history = train(
-            model,
-            data,
-            train_idx,
-            noisy,
-            p.train,
-            progress_enabled(p.runtime.progress),
-            description=f"dense {p.model.name}",
-        )
+        with wallclock.timed("train"):
+            history = train(
+                model,
+                data,
+                train_idx,
+                noisy,
+                p.train,
+                progress_enabled(p.runtime.progress),
+                description=f"dense {p.model.name}",
+            )
         epochs = p.train.epochs
     else:
         load_trained(model, weights, f"model {p.model.name}")
         history, epochs = None, 0
-    seconds = time.perf_counter() - started
-    metrics: dict[str, Any] = {"train_seconds": round(seconds, 3), "epochs": epochs}
+    metrics: dict[str, Any] = {"epochs": epochs}
     if weights is not None:
         metrics["weights"] = {"path": str(weights), "hash": file_hash(weights)}
     for name, idx, labels in (

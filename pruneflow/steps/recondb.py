@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pruneflow import layout
+from pruneflow import layout, wallclock
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.models import build
@@ -133,10 +133,10 @@ def _layer_compute(p: Params, item: Item) -> dict[str, Any]:
     except PruneflowError as exc:
         raise PruneflowError(f"{exc} (building {layer_path(p, layer)})") from exc
     write_layer(layout.recondb_dir(p), layer, solution, subdir=LAYERS_SUBDIR)
+    wallclock.note("solve", solution.seconds)  # not in the layer file: see pruneflow.wallclock
     return {
         "layer": layer,
         "solver": solution.solver,
-        "seconds": round(solution.seconds, 3),
         "calib_images": sum(len(b[0]) for b in batches),
         "mean_rel_error": float(solution.rel_error[1:].mean()),
         "max_rel_error": float(solution.rel_error.max()),
@@ -162,14 +162,12 @@ def _index_inputs(p: Params) -> list[Path]:
 def _index_compute(p: Params) -> dict[str, Any]:
     root = layout.recondb_dir(p)
     rows: list[dict[str, Any]] = []
-    seconds: dict[str, float] = {}
     for item in layer_items(p):
         file = f"{LAYERS_SUBDIR}/{layer_file(item['layer'])}"
         layer_rows, meta = read_layer_rows(root, file)
         if meta.get("layer") != item["layer"]:
             raise PruneflowError(f"{root / file} holds layer '{meta.get('layer')}'")
         rows += layer_rows
-        seconds[item["layer"]] = float(meta.get("seconds", "nan"))
     write_index(root, rows, model=p.model.name, extra={"damp": p.spdy.recon.damp})
     db = ReconstructionDB.open(root, model_name=p.model.name, grid=grid_levels(p))
     index = db.index
@@ -178,7 +176,6 @@ def _index_compute(p: Params) -> dict[str, Any]:
         "levels": len(db.grid),
         "solvers": sorted(set(index.loc[index["level"] > 0, "solver"])),
         "mean_rel_error": float(index.loc[index["level"] > 0, "rel_error"].mean()),
-        "solve_seconds": round(sum(seconds.values()), 2),
     }
 
 

@@ -44,7 +44,6 @@ Artifacts (``A`` = ``artifacts/sdd/<dataset>-<model>``)::
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,10 +51,10 @@ from typing import Any
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pruneflow import config, layout
+from pruneflow import config, layout, wallclock
 from pruneflow.config import SDD_METHODS, SDD_MODES, Params
 from pruneflow.errors import PruneflowError
-from pruneflow.io import read_json, write_json, write_parquet
+from pruneflow.io import write_json, write_parquet
 from pruneflow.models import build, prunable_layers
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.sdd import exports, plots
@@ -68,6 +67,7 @@ from pruneflow.sdd.paths import (
     lottery_file,
     phases_file,
     plot_files,
+    read_level_record,
     read_sweep,
     record_file,
     sweep_file,
@@ -207,18 +207,17 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
     )
     layers = prunable_layers(model)
     cfg = p.train.model_copy(update={"seed": derive_seed(seed, 0, "train")})
-    started = time.perf_counter()
-    history, init, rewind = train_with_rewind_point(
-        model,
-        data,
-        splits.train,
-        splits.noisy,
-        cfg,
-        rewind_epoch,
-        progress_enabled(p.runtime.progress),
-        f"sdd dense {p.model.name} seed {seed}",
-    )
-    seconds = time.perf_counter() - started
+    with wallclock.timed("train"):
+        history, init, rewind = train_with_rewind_point(
+            model,
+            data,
+            splits.train,
+            splits.noisy,
+            cfg,
+            rewind_epoch,
+            progress_enabled(p.runtime.progress),
+            f"sdd dense {p.model.name} seed {seed}",
+        )
     final = clone_state(model)
     record = {
         "level": 0,
@@ -227,7 +226,6 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
         "remaining": int(sum(final[f"{n}.weight"].numel() for n in layers)),
         **level_metrics(model, data, splits),
         "learning_distance": learning_distance(init, final, None, layers),
-        "train_seconds": round(seconds, 3),
         "target_sparsity": 0.0,
         "final_epoch_loss": history.loss[-1],
         "history": {"loss": history.loss, "acc": history.acc},
@@ -356,18 +354,17 @@ def _level_compute(p: Params, item: Item) -> dict[str, Any]:
     )
     start = apply_start(model, start_state(mode, prev["weight"], rewind, fresh), new_masks)
     cfg = sdd.retrain.model_copy(update={"seed": derive_seed(seed, level, "train")})
-    started = time.perf_counter()
-    history = retrain(
-        model,
-        new_masks,
-        data,
-        splits.train,
-        splits.noisy,
-        cfg,
-        progress=progress_enabled(p.runtime.progress),
-        description=f"sdd {item['method']}/{mode} seed {seed} level {level}",
-    )
-    seconds = time.perf_counter() - started
+    with wallclock.timed("train"):
+        history = retrain(
+            model,
+            new_masks,
+            data,
+            splits.train,
+            splits.noisy,
+            cfg,
+            progress=progress_enabled(p.runtime.progress),
+            description=f"sdd {item['method']}/{mode} seed {seed} level {level}",
+        )
     learned = clone_state(model)
     record = {
         "method": item["method"],
@@ -379,7 +376,6 @@ def _level_compute(p: Params, item: Item) -> dict[str, Any]:
         "remaining": int(sum(int(m.sum()) for m in new_masks.values())),
         **level_metrics(model, data, splits),
         "learning_distance": learning_distance(start, learned, new_masks, layers),
-        "train_seconds": round(seconds, 3),
         "final_epoch_loss": history.loss[-1],
     }
     path = level_file(p, item)
@@ -422,13 +418,14 @@ def _sweep_outputs(p: Params) -> list[Path]:
 
 def gather_records(p: Params) -> list[dict[str, Any]]:
     """Every level record of the sweep; each curve starts with its seed's dense record."""
-    dense = {s: read_json(record_file(dense_file(p, s))) for s in p.sdd.seeds}  # type: ignore[attr-defined]
+    seeds = p.sdd.seeds  # type: ignore[attr-defined]
+    dense = {s: read_level_record(record_file(dense_file(p, s))) for s in seeds}
     records = []
     for curve in curves(p):
         first = curve[0]
         base = {k: v for k, v in dense[first["seed"]].items() if k != "history"}
         records.append({**base, "method": first["method"], "retrain": first["mode"]})
-        records += [read_json(record_file(level_file(p, item))) for item in curve]
+        records += [read_level_record(record_file(level_file(p, item))) for item in curve]
     return records
 
 
