@@ -4,10 +4,15 @@ One row per (step, model): how many of its runs (fan-out items) were computed, r
 the step cache or found cached, and the seconds this run spent computing them. The same rows
 go to ``.pruneflow/runs/last.json`` (with every record's status), so tests and benchmarks read
 what ran from a file instead of parsing the terminal.
+
+Imports nothing of the pipeline (no torch, no Prefect): a run with nothing to do prints its
+summary without loading it (:mod:`pruneflow.run_shortcut`).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pruneflow.io import write_json
-from pruneflow.steps.base import state_dir
+from pruneflow.statedir import state_dir
 
 Record = dict[str, Any]
 STATUSES = ("computed", "restored", "cached")
@@ -35,8 +39,13 @@ def step_rows(records: list[Record]) -> list[dict[str, Any]]:
         model = (r.get("params") or {}).get("model.name", "")
         row = rows.setdefault(
             (r["step"], model),
-            {"step": r["step"], "model": model, "runs": 0, **dict.fromkeys(STATUSES, 0),
-             "seconds": 0.0},
+            {
+                "step": r["step"],
+                "model": model,
+                "runs": 0,
+                **dict.fromkeys(STATUSES, 0),
+                "seconds": 0.0,
+            },
         )
         row["runs"] += 1
         status = r.get("status", "computed")
@@ -65,14 +74,25 @@ def run_log(flow: str, records: list[Record], wall: float) -> dict[str, Any]:
     }
 
 
+def _plain(obj: Any) -> Any:
+    return obj.item() if hasattr(obj, "item") else str(obj)  # numpy / torch scalars
+
+
+def _write_atomically(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(data, indent=2, sort_keys=True, default=_plain)
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
 def write_run_log(flow: str, records: list[Record], wall: float) -> Path:
     """``.pruneflow/runs/last.json`` (and a timestamped copy): what the last run did."""
     log = run_log(flow, records, wall)
     folder = state_dir() / "runs"
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{flow}.json", log)
+    _write_atomically(folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{flow}.json", log)
     last = folder / "last.json"
-    write_json(last, log)
+    _write_atomically(last, log)
     return last
 
 

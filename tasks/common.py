@@ -123,13 +123,26 @@ def _run_name(step: str):
     return name
 
 
-def finish_state(prefect_task: Task, state: State) -> Record:
+def finish_state(
+    prefect_task: Task,
+    state: State,
+    params: dict[str, Any],
+    scope: str | None,
+    item: dict[str, Any] | None,
+) -> Record:
+    """The task's record, marked ``cached`` on a Prefect cache hit, with the input files its
+    step read (``input_files``: what a later run with nothing to do checks, see
+    :mod:`pruneflow.run_shortcut`)."""
     record = state.result()  # raises the task's exception when it failed
     if state.name == "Cached":
-        item = record.get("item")
-        suffix = "[" + ", ".join(f"{k}={v}" for k, v in item.items()) + "]" if item else ""
+        item_ = record.get("item")
+        suffix = "[" + ", ".join(f"{k}={v}" for k, v in item_.items()) + "]" if item_ else ""
         say(f"  = {prefect_task.name}{suffix}: cached")
         record = {**record, "status": "cached"}
+    step: Step | None = getattr(prefect_task.fn, "step", None)
+    if step is not None:
+        view = config.scoped(config.from_dict(params), scope)
+        record = {**record, "input_files": [str(p) for p in step.input_paths(view, item)]}
     return record
 
 
@@ -171,7 +184,7 @@ def run_task(
     """
     after = feeding(prefect_task, params, scope, item, upstream or [])
     state: State = prefect_task(params, scope, item, upstream=after, return_state=True)
-    return finish_state(prefect_task, state)
+    return finish_state(prefect_task, state, params, scope, item)
 
 
 def map_items(
@@ -198,4 +211,7 @@ def map_items(
         future.wait()
         states.append(future.state)
         bar.report(len(states), len(futures))
-    return [finish_state(prefect_task, s) for s in states]
+    return [
+        finish_state(prefect_task, s, params, scope, item)
+        for s, item in zip(states, items, strict=True)
+    ]

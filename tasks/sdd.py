@@ -49,7 +49,7 @@ def run_chains(params: dict[str, Any], scope: str, upstream: list[Record]) -> li
         c, i = heads.pop(future)
         future.wait()
         try:
-            records[c, i] = finish_state(sdd_level, future.state)
+            records[c, i] = finish_state(sdd_level, future.state, params, scope, all_chains[c][i])
         except Exception as exc:  # this chain stops; the others go on
             failure = failure or exc
             continue

@@ -60,10 +60,10 @@ from pruneflow.io import (
     write_json,
 )
 from pruneflow.runtime import device_scope
+from pruneflow.statedir import state_dir
 from pruneflow.steps import code_deps
 
 CODE_ROOT = Path(pruneflow.__file__).resolve().parent.parent
-STATE_DIR_NAME = ".pruneflow"
 _FORMAT = 1  # bump to invalidate every cached step after a change to this scheme
 
 Record = dict[str, Any]
@@ -72,11 +72,6 @@ Item = dict[str, Any] | None
 
 def _label(item: Item) -> str:
     return "[" + ", ".join(f"{k}={v}" for k, v in item.items()) + "]" if item else ""
-
-
-def state_dir() -> Path:
-    """Where pipeline state (step cache, Prefect home, server record) lives: ./.pruneflow."""
-    return Path(os.environ.get("PRUNEFLOW_STATE_DIR", STATE_DIR_NAME))
 
 
 def cache_generation() -> str:
