@@ -304,6 +304,19 @@ class Step:
             return None
         return f"{self.name}-{fingerprint}-{cache_generation()}"
 
+    def cached(self, params: Params, item: Item = None) -> Record | None:
+        """This fingerprint's stored record, marked ``cached``, when its outputs are on disk as
+        recorded (read once per run); else None. Computes nothing and takes no lock (like
+        :meth:`cache_key`): an orchestrator asks it before scheduling the step at all."""
+        try:
+            fingerprint = self.fingerprint(params, item)
+        except PruneflowError:
+            return None
+        record = self._cached_record(fingerprint)
+        if record is None or not self._outputs_match(record):
+            return None
+        return {**record, "status": "cached", "seconds": 0.0}
+
     def _restore(self, fingerprint: str, record: Record) -> bool:
         entry = self._entry(fingerprint)
         for i, out in enumerate(record["outputs"]):
