@@ -1,15 +1,16 @@
 """pruneflow's SparseRuntime and DeepSparse side by side: same weights, same input, one process.
 
-    uv run python bench/vs_deepsparse.py --build-venv .venv-deepsparse
+    uv run python bench/vs_deepsparse.py --build-venv ~/.cache/pruneflow/deepsparse-venv
         [--venv DIR] [--models mlp1024 smallcnn] [--threads 1 2] [--rounds 5] [--repeats 20]
         [--batch 64]
 
-DeepSparse (``deepsparse==1.8.0``, ``onnx==1.14.1``, ``numpy<2``) lives in its own venv so that
-the project's environment never gets it: ``--build-venv DIR`` creates that venv with Python
-3.11 (``python3.11`` or ``python3``) and installs the three packages into it unless DIR already
-has them; ``--venv DIR`` uses an existing one. DeepSparse runs there as a subprocess
-(bench/deepsparse_worker.py). Where it cannot (no venv given, the install fails, DeepSparse
-does not run on this CPU) the bench prints one line saying why and times pruneflow alone.
+DeepSparse (``deepsparse==1.8.0``, ``onnx==1.14.1``, ``numpy<2``) lives in its own venv,
+outside the checkout, so that the project's environment never gets it: ``--build-venv DIR``
+creates that venv with Python 3.11 (``python3.11`` or ``python3``) and installs the three
+packages into it unless DIR already has them; ``--venv DIR`` uses an existing one. DeepSparse
+runs there as a subprocess (bench/deepsparse_worker.py). Where it cannot (no venv given, the
+install fails, DeepSparse does not run on this CPU) the bench prints one line saying why and
+times pruneflow alone.
 
 Per model (random weights from ``--seed``; smallcnn's BatchNorm statistics random too, so
 folding them matters) and sparsity (mlp1024: 80/90/95/98%, smallcnn: 80/90/95%): every
