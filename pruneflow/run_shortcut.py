@@ -15,8 +15,9 @@ it still holds:
   distributions (the names of site-packages' entries carry their versions), what the steps'
   ``environment`` (the host a timing was measured on) is made of;
 * the step cache's generation (cleared cache: full path);
-* the files: every input and output of every step, read and hashed by content once here
-  (an output deleted or edited by hand, or an input file changed: full path).
+* the files: every input and output of every step, read and hashed by content once here,
+  the outputs against the hashes their steps recorded (an output deleted or edited by hand,
+  or an input file changed: full path).
 
 Runs whose steps read anything else are never recorded: a model or data set named by import
 path (user code outside the project) or an on-disk data set under ``data.root`` (a data
@@ -77,11 +78,12 @@ def _bytes_or_none(path: Path) -> str | None:
 
 
 def file_digest(path: Path) -> str | None:
-    """Content hash of a file, or of a folder's file names and contents; None when absent."""
+    """:func:`pruneflow.io.file_hash` (a test holds them equal) without importing pruneflow.io
+    and its torch; None when the file is absent."""
     if path.is_dir():
         h = hashlib.blake2b(digest_size=16)
         for sub in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(sub.relative_to(path).as_posix().encode() + b"\0")
+            h.update(sub.relative_to(path).as_posix().encode())
             h.update((file_digest(sub) or "").encode())
         return h.hexdigest()
     return _bytes_or_none(path)
@@ -204,7 +206,9 @@ def remember(
         path.unlink(missing_ok=True)
         return None
     files = {p: file_digest(Path(p)) for p in _files_of(records)}
-    if any(d is None for d in files.values()):
+    recorded = {out["path"]: out.get("hash") for r in records for out in r.get("outputs", [])}
+    # an output changed since its step recorded it (edited by hand during the run) or gone
+    if any(d is None or recorded.get(p, d) != d for p, d in files.items()):
         path.unlink(missing_ok=True)
         return None
     payload = {

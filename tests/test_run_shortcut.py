@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pruneflow import run_shortcut
+from pruneflow.io import file_hash
 
 
 @pytest.fixture()
@@ -29,7 +30,7 @@ def _records() -> list[dict]:
         {
             "step": "prepare",
             "params": {"model.name": "lenet300100", "data.dataset": "digits"},
-            "outputs": [{"path": "out", "hash": "h"}],
+            "outputs": [{"path": "out", "hash": file_hash(Path("out"))}],
             "input_files": ["in.bin"],
             "status": "computed",
             "seconds": 3.0,
@@ -85,6 +86,24 @@ def test_any_change_means_the_full_run(project, change):
     elif change == "step cache cleared":
         (project / ".pruneflow" / "stepcache" / "GENERATION").unlink()
     assert run_shortcut.replay(_facts(project, *overrides)) is None
+
+
+def test_its_hash_is_the_one_steps_record_outputs_by(project):
+    for path in (Path("in.bin"), Path("out"), Path("flows")):
+        assert run_shortcut.file_digest(path) == file_hash(path)
+    assert run_shortcut.file_digest(Path("missing")) is None
+
+
+def test_an_output_changed_since_its_step_recorded_it_is_not_recorded(project):
+    (project / "out" / "table.parquet").write_bytes(b"edited during the run")
+    assert run_shortcut.remember(_facts(project), _records_with_old_hash(), "", []) is None
+    assert run_shortcut.replay(_facts(project)) is None
+
+
+def _records_with_old_hash() -> list[dict]:
+    records = _records()
+    records[0]["outputs"] = [{"path": "out", "hash": "0" * 32}]
+    return records
 
 
 def test_runs_reading_user_code_or_on_disk_data_are_never_recorded(project):
