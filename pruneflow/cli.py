@@ -242,6 +242,12 @@ def run(
     replayed = run_shortcut.replay(facts)
     if replayed is not None:  # nothing changed since the last complete run: its answer holds
         records, results_text = replayed
+        print(
+            f"  = all {len(records)} step runs up to date: nothing changed since the last "
+            "complete run (inputs, outputs, code, params, host)",
+            file=sys.stderr,
+            flush=True,
+        )
         _summary(target, records, time.perf_counter() - started, results_text)
         return
     params = _load(params_file, overrides)

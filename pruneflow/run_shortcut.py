@@ -28,6 +28,7 @@ torch, pandas or Prefect.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -72,7 +73,7 @@ def _bytes_or_none(path: Path) -> str | None:
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
                 h.update(chunk)  # hashlib lets go of the GIL here: threads hash side by side
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except OSError:  # absent, a folder, unreadable: the ordinary run says what is wrong
         return None
     return h.hexdigest()
 
@@ -202,14 +203,14 @@ def remember(
     """After a complete run: write what its result depended on (None, and any earlier record
     removed, when the run read something this module cannot check)."""
     path = _path(run.flow)
-    if _reads_outside(records, on_disk_sets) or any("input_files" not in r for r in records):
+    with contextlib.suppress(OSError):  # whatever happens below, no older record outlives it
         path.unlink(missing_ok=True)
+    if _reads_outside(records, on_disk_sets) or any("input_files" not in r for r in records):
         return None
     files = {p: file_digest(Path(p)) for p in _files_of(records)}
     recorded = {out["path"]: out.get("hash") for r in records for out in r.get("outputs", [])}
     # an output changed since its step recorded it (edited by hand during the run) or gone
     if any(d is None or recorded.get(p, d) != d for p, d in files.items()):
-        path.unlink(missing_ok=True)
         return None
     payload = {
         "format": FORMAT,
@@ -221,10 +222,15 @@ def remember(
         "records": [{k: v for k, v in r.items() if k != "status"} for r in records],
         "summary_text": summary_text,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(payload, default=str), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:  # a full disk or a read-only state dir: the next run is the full one
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return None
     return path
 
 
@@ -254,8 +260,3 @@ def replay(run: Facts) -> tuple[list[Record], str] | None:
     if not records:
         return None
     return records, str(saved.get("summary_text", ""))
-
-
-def forget(flow: str) -> None:
-    """Drop the flow's record (a run that did not complete must not be replayed)."""
-    _path(flow).unlink(missing_ok=True)
