@@ -338,7 +338,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from pruneflow.timing import SparseRuntime, host_description, thread_scope
+    from pruneflow.timing import host_description
 
     torch.set_flush_denormal(True)
     emit(
@@ -352,14 +352,19 @@ def main() -> None:
     worker = start_deepsparse(args, work)
     try:
         for name in args.models:
-            run_model(args, name, worker, work, SparseRuntime, thread_scope)
+            run_model(args, name, worker, work)
     finally:
         if worker is not None:
             worker.close()
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_model(args, name, worker, work, SparseRuntime, thread_scope) -> None:  # noqa: ANN001
+def run_model(
+    args: argparse.Namespace, name: str, worker: DeepSparseWorker | None, work: Path
+) -> None:
+    """Every sparsity (and dense) of ``name`` at every thread count: check, then time."""
+    from pruneflow.timing import SparseRuntime, thread_scope
+
     model = bench_model(name, args.seed)
     x = torch.randn(args.batch, *IN_SHAPE, generator=torch.Generator().manual_seed(args.seed + 1))
     x_path = work / f"{name}-x.npy"
