@@ -2,15 +2,15 @@
 
 One row per (step, model): how many of its runs (fan-out items) were computed, restored from
 the step cache or found cached, and the seconds this run spent computing them. The same rows
-go to ``.pruneflow/runs/last.json`` (with every record's status), so tests and benchmarks read
-what ran from a file instead of parsing the terminal.
-
-Imports nothing of the pipeline (no torch, no Prefect): a run with nothing to do prints its
-summary without loading it (:mod:`pruneflow.run_shortcut`).
+go to ``.pruneflow/runs/last.json`` (with every record's status and timings,
+:mod:`pruneflow.wallclock`), so tests and benchmarks read what ran from a file instead of
+parsing the terminal.
 """
 
 from __future__ import annotations
 
+# nothing of the pipeline (no torch, no Prefect) is imported here: a run with nothing to do
+# prints its summary without loading it (pruneflow.run_shortcut)
 import json
 import os
 import time
