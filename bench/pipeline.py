@@ -5,15 +5,19 @@ In a temporary copy of the repository (so DVC can run there too):
 
   cold      `pruneflow run` from nothing (the local Prefect server started once, not counted)
   step      per (step, model): runs and compute seconds, from .pruneflow/runs/last.json
-  warm      `pruneflow run` again, every step a cache hit: its wall, and wall / step runs as
-            Prefect's cost per task (fan-out items run side by side, so a cold run's wall minus
-            its compute seconds does not isolate it)
+  warm      `pruneflow run` again, nothing changed: the run is replayed without loading the
+            pipeline (pruneflow.run_shortcut), process start and imports included; its wall
+            and CPU seconds, and the load on the host
+  warm_full `pruneflow run` once more with the shortcut's record removed: every fingerprint
+            computed, every step found in the step cache (none scheduled in Prefect); what a
+            run costs where one step changed, less that step; wall / step runs per step
   dvc       `dvc repro` after the flow, sharing its step cache: every stage finds its outputs
             (DVC deletes a stage's outputs before running it; the step cache restores them),
             so its wall / stages is DVC's cost per stage; `recomputed` must be 0
 
 One JSON line per figure: {"bench": "pipeline", "figure": ..., ...}. Options: --params FILE
-(default: the repository's params.yaml), repeatable --set key=value, --no-dvc.
+(default: the repository's params.yaml; ``presets/smoke.yaml`` for a cold run of minutes),
+repeatable --set key=value, --warm-repeats N (warm figures are medians of N runs), --no-dvc.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -43,11 +49,41 @@ def emit(figure: str, **values) -> None:
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
+    return timed_cpu(cmd, cwd, env)[0]
+
+
+def timed_cpu(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Wall and CPU (user + system) seconds of a command."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
-    return time.perf_counter() - started
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def warm_runs(
+    cmd: list[str], work: Path, env: dict[str, str], repeats: int, full: bool
+) -> dict[str, float | bool]:
+    """Medians over ``repeats`` all-cached runs; ``full``: without the shortcut's record."""
+    walls, cpus, cached = [], [], True
+    for _ in range(repeats):
+        if full:
+            for record in (work / ".pruneflow" / "runs").glob("shortcut-*.json"):
+                record.unlink()
+        wall, cpu = timed_cpu(cmd, work, env)
+        walls.append(wall)
+        cpus.append(cpu)
+        cached &= {r["status"] for r in last_run(work)["records"]} == {"cached"}
+    return {
+        "seconds": round(statistics.median(walls), 2),
+        "cpu_seconds": round(statistics.median(cpus), 2),
+        "all_cached": cached,
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def copy_repository(dest: Path) -> None:
@@ -80,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=REPO / "params.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--warm-repeats", type=int, default=3)
     parser.add_argument("--no-dvc", action="store_true")
     args = parser.parse_args()
 
@@ -123,16 +160,13 @@ def main() -> None:
                     measured_over_target=round(row.measured_speedup / row.target, 3),
                 )
 
-        warm = timed([EXE, "run"], work, env)
-        statuses = {r["status"] for r in last_run(work)["records"]}
         # every step a cache hit: the wall time is orchestration alone (process start and
-        # imports, the flow run, and per task Prefect's bookkeeping plus the fingerprint check)
-        emit(
-            "warm",
-            seconds=round(warm, 1),
-            prefect_per_task_seconds=round(warm / tasks, 3),
-            all_cached=statuses == {"cached"},
-        )
+        # imports, the check that nothing changed, the summary)
+        run = [EXE, "run"]
+        emit("warm", step_runs=tasks, **warm_runs(run, work, env, args.warm_repeats, full=False))
+        full = warm_runs(run, work, env, args.warm_repeats, full=True)
+        per_step = round(float(full["seconds"]) / tasks, 3)
+        emit("warm_full", step_runs=tasks, per_step_seconds=per_step, **full)
 
         if not args.no_dvc:
             # the copy carries the repository's .dvc/ already: a git repo is all DVC needs

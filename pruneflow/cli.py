@@ -23,15 +23,20 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from pruneflow import config
 from pruneflow.deploy import FLOWS as DEPLOYABLE_FLOWS
 from pruneflow.errors import PruneflowError
+
+if TYPE_CHECKING:
+    from pruneflow import config
+
+# Heavy modules (config -> torch, the steps, Prefect) are imported where a command needs them:
+# `pruneflow run` with nothing to do needs none of them (pruneflow.run_shortcut).
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 server_app = typer.Typer(no_args_is_help=True, help="The reusable local Prefect server.")
@@ -76,6 +81,8 @@ def _user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _load(params_file: Path, overrides: list[str] | None) -> config.Params:
     """Validate params, and make the repository's flows/ and tasks/ importable."""
+    from pruneflow import config
+
     root = _code_root()
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
@@ -84,7 +91,8 @@ def _load(params_file: Path, overrides: list[str] | None) -> config.Params:
 
 def _connect(params: config.Params) -> None:
     from pruneflow.prefect_env import configure_environment, ensure_local_server, require_server
-    from pruneflow.steps.base import say, state_dir
+    from pruneflow.statedir import state_dir
+    from pruneflow.steps.base import say
 
     configure_environment(state_dir())
     mode = params.orchestration.server
@@ -107,12 +115,29 @@ def _connect(params: config.Params) -> None:
         os.environ["PREFECT_API_URL"] = mode
 
 
-def _summary(flow: str, records: list[dict[str, Any]], wall: float) -> None:
+def _summary(
+    flow: str, records: list[dict[str, Any]], wall: float, results_text: str | None = None
+) -> str:
+    """Print the steps table and the results' tables; record the run log. Returns the results'
+    tables as text (ANSI styles kept) for :mod:`pruneflow.run_shortcut`, which passes them back
+    as ``results_text`` when it replays a run."""
+    from rich.text import Text
+
     from pruneflow.run_summary import print_steps, write_run_log
 
-    console = Console()
+    console = Console(record=True)
     print_steps(console, records, wall)
     write_run_log(flow, records, wall)
+    console.export_text(clear=True)  # the steps table is made afresh on a replay
+    if results_text is not None:
+        console.print(Text.from_ansi(results_text), end="")
+        return results_text
+    _results(console, flow, records)
+    return console.export_text(styles=True)
+
+
+def _results(console: Console, flow: str, records: list[dict[str, Any]]) -> None:
+    """The results' tables of a run: the dense model's, SPDY's, the claims."""
     # the foundation's dense model (`pruneflow run dense`); the methods' tables follow
     dense = next((r for r in records if r["step"] == "train_dense"), None)
     data = next((r for r in records if r["step"] == "prepare"), None)
@@ -210,12 +235,27 @@ def run(
     """Run the pipeline as a Prefect flow (cached, restartable) and print a summary."""
     if target not in FLOWS:
         raise PruneflowError(f"unknown flow '{target}'; choose one of: {', '.join(FLOWS)}")
+    started = time.perf_counter()
+    from pruneflow import run_shortcut
+
+    facts = run_shortcut.facts(target, params_file, overrides or [], _code_root())
+    replayed = run_shortcut.replay(facts)
+    if replayed is not None:  # nothing changed since the last complete run: its answer holds
+        records, results_text = replayed
+        print(
+            f"  = all {len(records)} step runs up to date: nothing changed since the last "
+            "complete run (inputs, outputs, code, params, host)",
+            file=sys.stderr,
+            flush=True,
+        )
+        _summary(target, records, time.perf_counter() - started, results_text)
+        return
     params = _load(params_file, overrides)
     from pruneflow.models.preflight import check_own_inputs
 
     check_own_inputs(params, target)  # the user's models, weights and data, before any work
-    started = time.perf_counter()
     _connect(params)
+    from pruneflow.data.manifest import FOLDERS
     from pruneflow.deploy import load_flow
     from pruneflow.prefect_env import server_watchdog
     from tasks.runner import with_runner
@@ -224,7 +264,8 @@ def run(
 
     with server_watchdog(os.environ.get("PREFECT_API_URL"), params.orchestration.server_grace):
         records = with_runner(chosen, params)(params.model_dump(mode="json"))
-    _summary(target, records, time.perf_counter() - started)
+    results_text = _summary(target, records, time.perf_counter() - started)
+    run_shortcut.remember(facts, records, results_text, FOLDERS)
 
 
 @app.command()
@@ -271,6 +312,8 @@ def stage(
 
     if name not in STEPS:
         raise PruneflowError(f"unknown step '{name}'; choose one of: {', '.join(STEPS)}")
+    from pruneflow import config
+
     params = config.scoped(_load(params_file, overrides), scope)
     if item:
         STEPS[name].run(params, force=force, item=dict(map(config.parse_override, item)))
@@ -308,6 +351,7 @@ def profile(
     force: Annotated[bool, typer.Option(help="measure again even when up to date")] = False,
 ) -> None:
     """Measure the SPDY models' layer-time tables on this host (no Prefect server needed)."""
+    from pruneflow import config
     from pruneflow.steps import STEPS
 
     params = _load(params_file, overrides)
@@ -356,6 +400,7 @@ def layers(
 ) -> None:
     """List a model's prunable layers (Conv2d, Linear), their weight shapes and which SPDY
     prunes (spdy.grid: skip_first_last, include, exclude). Builds the model; trains nothing."""
+    from pruneflow import config
     from pruneflow.data import load_dataset
     from pruneflow.models import build
     from pruneflow.models.layers import layer_table
@@ -398,6 +443,7 @@ def export(
 ) -> None:
     """Export a pruned model (the step spdy_export or chex_export, what the DVC stages run):
     safetensors + ONNX, checked and timed in onnxruntime; prints where it wrote them."""
+    from pruneflow import config
     from pruneflow.steps import STEPS
 
     if method not in ("spdy", "chex"):
@@ -441,7 +487,7 @@ def report(
 def server_start() -> None:
     """Start (or find) the local Prefect server and print its API URL."""
     from pruneflow.prefect_env import ensure_local_server
-    from pruneflow.steps.base import state_dir
+    from pruneflow.statedir import state_dir
 
     url, fresh = ensure_local_server(state_dir())
     typer.echo(f"{'started' if fresh else 'running'}: {url}")
@@ -452,7 +498,7 @@ def server_start() -> None:
 def server_stop() -> None:
     """Stop the local Prefect server started by pruneflow."""
     from pruneflow.prefect_env import stop_local_server
-    from pruneflow.steps.base import state_dir
+    from pruneflow.statedir import state_dir
 
     typer.echo("stopped" if stop_local_server(state_dir()) else "no server was running")
 
@@ -462,7 +508,7 @@ def server_stop() -> None:
 def server_status() -> None:
     """Print the local Prefect server's URL, or say that none is running."""
     from pruneflow.prefect_env import server_status as status
-    from pruneflow.steps.base import state_dir
+    from pruneflow.statedir import state_dir
 
     url = status(state_dir())
     typer.echo(url or "no server running")

@@ -9,6 +9,10 @@ parsing the terminal.
 
 from __future__ import annotations
 
+# nothing of the pipeline (no torch, no Prefect) is imported here: a run with nothing to do
+# prints its summary without loading it (pruneflow.run_shortcut)
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,8 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from pruneflow.io import write_json
-from pruneflow.steps.base import state_dir
+from pruneflow.statedir import state_dir
 
 Record = dict[str, Any]
 STATUSES = ("computed", "restored", "cached")
@@ -73,14 +76,25 @@ def run_log(flow: str, records: list[Record], wall: float) -> dict[str, Any]:
     }
 
 
+def _plain(obj: Any) -> Any:
+    return obj.item() if hasattr(obj, "item") else str(obj)  # numpy / torch scalars
+
+
+def _write_atomically(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(data, indent=2, sort_keys=True, default=_plain)
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
 def write_run_log(flow: str, records: list[Record], wall: float) -> Path:
     """``.pruneflow/runs/last.json`` (and a timestamped copy): what the last run did."""
     log = run_log(flow, records, wall)
     folder = state_dir() / "runs"
     folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{flow}.json", log)
+    _write_atomically(folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{flow}.json", log)
     last = folder / "last.json"
-    write_json(last, log)
+    _write_atomically(last, log)
     return last
 
 

@@ -18,8 +18,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.context import TaskRunContext
+from prefect.exceptions import MissingContextError
 from prefect.states import State
 
 from pruneflow import config
@@ -123,14 +124,59 @@ def _run_name(step: str):
     return name
 
 
-def finish_state(prefect_task: Task, state: State) -> Record:
+def finish_state(
+    prefect_task: Task,
+    state: State,
+    params: dict[str, Any],
+    scope: str | None,
+    item: dict[str, Any] | None,
+) -> Record:
+    """The task's record, marked ``cached`` on a Prefect cache hit, with the input files its
+    step read (``input_files``: what a later run with nothing to do checks, see
+    :mod:`pruneflow.run_shortcut`)."""
     record = state.result()  # raises the task's exception when it failed
     if state.name == "Cached":
-        item = record.get("item")
-        suffix = "[" + ", ".join(f"{k}={v}" for k, v in item.items()) + "]" if item else ""
-        say(f"  = {prefect_task.name}{suffix}: cached")
+        say(f"  = {prefect_task.name}{_suffix(record.get('item'))}: cached")
         record = {**record, "status": "cached"}
-    return record
+    step: Step | None = getattr(prefect_task.fn, "step", None)
+    return record if step is None else _with_inputs(record, step, params, scope, item)
+
+
+def _with_inputs(
+    record: Record, step: Step, params: dict[str, Any], scope: str | None, item: dict | None
+) -> Record:
+    view = config.scoped(config.from_dict(params), scope)
+    return {**record, "input_files": [str(p) for p in step.input_paths(view, item)]}
+
+
+def step_cached(
+    prefect_task: Task, params: dict[str, Any], scope: str | None, item: dict[str, Any] | None
+) -> Record | None:
+    """The step's record when its step cache already holds this fingerprint with its outputs
+    on disk as recorded (:meth:`Step.cached`), else None.
+
+    Such a step is not submitted to Prefect at all: a task run costs several API calls and a
+    result read, for a record the step cache holds anyway. It is still recorded: in the run's
+    records (status ``cached``), on stderr, and in the flow run's log.
+    """
+    step: Step | None = getattr(prefect_task.fn, "step", None)
+    if step is None:
+        return None
+    record = step.cached(config.scoped(config.from_dict(params), scope), item)
+    if record is None:
+        return None
+    label = " ".join(filter(None, [prefect_task.name, scope])) + _suffix(item)
+    say(f"  = {label}: cached")
+    try:
+        logger = get_run_logger()
+        logger.info("%s: cached (step cache %s), not scheduled", label, record["fingerprint"])
+    except MissingContextError:
+        pass  # called outside a flow run: nothing in Prefect to record it in
+    return _with_inputs(record, step, params, scope, item)
+
+
+def _suffix(item: dict[str, Any] | None) -> str:
+    return "[" + ", ".join(f"{k}={v}" for k, v in item.items()) + "]" if item else ""
 
 
 def _feeds(record: Record, inputs: list[str]) -> bool:
@@ -169,9 +215,12 @@ def run_task(
 
     ``upstream``: the records run before it; those it reads become its edges (:func:`feeding`).
     """
+    cached = step_cached(prefect_task, params, scope, item)
+    if cached is not None:
+        return cached
     after = feeding(prefect_task, params, scope, item, upstream or [])
     state: State = prefect_task(params, scope, item, upstream=after, return_state=True)
-    return finish_state(prefect_task, state)
+    return finish_state(prefect_task, state, params, scope, item)
 
 
 def map_items(
@@ -185,17 +234,23 @@ def map_items(
 
     Every item is its own cached task run, so after a crash only unfinished items run again.
     """
-    futures = [
-        prefect_task.submit(
+    done = {i: step_cached(prefect_task, params, scope, item) for i, item in enumerate(items)}
+    futures = {
+        i: prefect_task.submit(
             params, scope, item, upstream=feeding(prefect_task, params, scope, item, upstream or [])
         )
-        for item in items
-    ]
-    name = " ".join(filter(None, [prefect_task.name, scope]))
-    bar = ProgressArtifact(f"{name}: items done", key=slug(f"progress {name}"))
-    states = []
-    for future in futures:
-        future.wait()
-        states.append(future.state)
-        bar.report(len(states), len(futures))
-    return [finish_state(prefect_task, s) for s in states]
+        for i, item in enumerate(items)
+        if done[i] is None
+    }
+    if futures:
+        name = " ".join(filter(None, [prefect_task.name, scope]))
+        bar = ProgressArtifact(f"{name}: items done", key=slug(f"progress {name}"))
+        states = {}
+        for i, future in futures.items():
+            future.wait()
+            states[i] = future.state
+            bar.report(len(states) + len(items) - len(futures), len(items))
+        # every item finished before the first failure is raised
+        for i, state in states.items():
+            done[i] = finish_state(prefect_task, state, params, scope, items[i])
+    return [done[i] for i in range(len(items))]

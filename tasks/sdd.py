@@ -9,7 +9,7 @@ from prefect.futures import as_completed
 from pruneflow import config
 from pruneflow.steps.base import Record
 from pruneflow.steps.sdd import chains, dense_items
-from tasks.common import feeding, finish_state
+from tasks.common import feeding, finish_state, step_cached
 from tasks.steps import TASKS
 
 
@@ -33,7 +33,18 @@ def run_chains(params: dict[str, Any], scope: str, upstream: list[Record]) -> li
     all_chains = chains(config.scoped(config.from_dict(params), scope))
     heads: dict[Any, tuple[int, int]] = {}  # running level -> (chain, position in the chain)
 
+    records: dict[tuple[int, int], Record] = {}
+
     def submit(c: int, i: int, previous: Any = None) -> None:
+        # levels the step cache already holds are not scheduled (tasks.common.step_cached)
+        while i < len(all_chains[c]):
+            cached = step_cached(sdd_level, params, scope, all_chains[c][i])
+            if cached is None:
+                break
+            records[c, i], previous = cached, None
+            i += 1
+        if i == len(all_chains[c]):
+            return
         item = all_chains[c][i]
         after = feeding(sdd_level, params, scope, item, upstream)
         after = [*after, previous] if previous is not None else after
@@ -42,14 +53,13 @@ def run_chains(params: dict[str, Any], scope: str, upstream: list[Record]) -> li
     for c, chain in enumerate(all_chains):
         if chain:
             submit(c, 0)
-    records: dict[tuple[int, int], Record] = {}
     failure: BaseException | None = None
     while heads:
         future = next(as_completed(list(heads)))
         c, i = heads.pop(future)
         future.wait()
         try:
-            records[c, i] = finish_state(sdd_level, future.state)
+            records[c, i] = finish_state(sdd_level, future.state, params, scope, all_chains[c][i])
         except Exception as exc:  # this chain stops; the others go on
             failure = failure or exc
             continue

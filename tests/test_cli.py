@@ -31,6 +31,16 @@ def test_run_prints_summary_then_second_run_is_all_cached(project):
     assert second.returncode == 0, second.stderr
     assert _mtimes(project) == before  # nothing rewritten
     assert "all cached, nothing to do" in second.stdout
+    assert "clean test" in second.stdout  # the results' tables, replayed
+    # the second run was the shortcut (no pipeline loaded); an output replaced by hand is not
+    assert (project / ".pruneflow/runs/shortcut-dense.json").exists()
+    ckpt.unlink()
+    ckpt.write_bytes(b"not a checkpoint")
+    third = run_cli("run", "dense", *FAST, cwd=project)
+    assert third.returncode == 0, third.stderr
+    log = json.loads((project / ".pruneflow/runs/last.json").read_text())
+    statuses = {r["step"]: r["status"] for r in log["records"]}
+    assert statuses["train_dense"] == "restored" and ckpt.read_bytes() != b"not a checkpoint"
 
 
 def test_bad_params_one_line_nonzero_exit(project):

@@ -1,5 +1,7 @@
-"""A flow that crashed at its third task resumes there: the first two are Prefect cache hits."""
+"""A flow that crashed at its third task resumes there: the first two are cache hits (found in
+the step cache before Prefect schedules them)."""
 
+import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +36,30 @@ def test_crashed_flow_resumes_at_the_failed_task(prefect_api, workdir):
     assert (count("first"), count("second"), count("third")) == (1, 1, 2)
     assert [r["status"] for r in records] == ["cached", "cached", "computed"]
 
-    # a third run: all three are Prefect cache hits, none of the steps' code runs
-    assert [r["status"] for r in three(params)] == ["cached"] * 3
+    # a third run: all three are cache hits, none of the steps' code runs, and none is even
+    # scheduled as a Prefect task run (the flow run's log records them)
+    state = three(params, return_state=True)
+    assert [r["status"] for r in state.result()] == ["cached"] * 3
     assert (count("first"), count("second"), count("third")) == (1, 1, 2)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        only_this = FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+        assert client.read_task_runs(flow_run_filter=only_this) == []
+    with get_client(sync_client=True) as client:
+        for _ in range(50):  # the log worker sends in batches
+            logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))
+            if sum("not scheduled" in log.message for log in logs) == 3:
+                break
+            time.sleep(0.2)
+        assert sum("not scheduled" in log.message for log in logs) == 3
 
 
 def test_crash_inside_a_fan_out_reruns_only_the_unfinished_items(prefect_api, workdir):

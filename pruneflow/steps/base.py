@@ -62,10 +62,10 @@ from pruneflow.io import (
     write_json,
 )
 from pruneflow.runtime import device_scope
+from pruneflow.statedir import state_dir
 from pruneflow.steps import code_deps
 
 CODE_ROOT = Path(pruneflow.__file__).resolve().parent.parent
-STATE_DIR_NAME = ".pruneflow"
 _FORMAT = 1  # bump to invalidate every cached step after a change to this scheme
 
 Record = dict[str, Any]
@@ -74,11 +74,6 @@ Item = dict[str, Any] | None
 
 def _label(item: Item) -> str:
     return "[" + ", ".join(f"{k}={v}" for k, v in item.items()) + "]" if item else ""
-
-
-def state_dir() -> Path:
-    """Where pipeline state (step cache, Prefect home, server record) lives: ./.pruneflow."""
-    return Path(os.environ.get("PRUNEFLOW_STATE_DIR", STATE_DIR_NAME))
 
 
 def cache_generation() -> str:
@@ -310,6 +305,19 @@ class Step:
         if record is not None and not self._outputs_match(record):
             return None
         return f"{self.name}-{fingerprint}-{cache_generation()}"
+
+    def cached(self, params: Params, item: Item = None) -> Record | None:
+        """This fingerprint's stored record, marked ``cached``, when its outputs are on disk as
+        recorded (read once per run); else None. Computes nothing and takes no lock (like
+        :meth:`cache_key`): an orchestrator asks it before scheduling the step at all."""
+        try:
+            fingerprint = self.fingerprint(params, item)
+        except PruneflowError:
+            return None
+        record = self._cached_record(fingerprint)
+        if record is None or not self._outputs_match(record):
+            return None
+        return {**record, "status": "cached", "seconds": 0.0}
 
     def _restore(self, fingerprint: str, record: Record) -> bool:
         entry = self._entry(fingerprint)
