@@ -47,6 +47,11 @@ AUTO_THRESHOLDS = {"linear": 0.4, "conv2d": 0.6}
 
 _RELU_FUNCS = {torch.relu, torch.relu_, F.relu, torch.nn.functional.relu}
 
+# Where one backend name is given for every layer: the backend that runs a layer the named one
+# cannot (direct_numba runs convolutions of stride 1 or 2 only; csr_numba runs linear layers
+# and the other convolutions but grouped ones), then dense.
+FALLBACK = {"direct_numba": "csr_numba", "csr_numba": "dense", "csr": "dense"}
+
 
 def auto_backend(layer: nn.Module, sparsity: float) -> str:
     """``csr_numba`` where the layer is sparse enough for it to beat ``dense``, else dense."""
@@ -178,9 +183,9 @@ class SparseRuntime(nn.Module):
     """A pruned model whose Conv2d/Linear layers run on per-layer backends (eval only).
 
     ``backends``: one backend name for every prunable layer (layers it cannot run fall back
-    to ``dense``), ``"auto"`` (``csr_numba`` above :data:`AUTO_THRESHOLDS`, else dense), or a
-    mapping layer -> backend name (unlisted layers are dense; an explicit backend that cannot
-    run its layer is an error). See :meth:`from_table` to take the fastest backend per layer
+    along :data:`FALLBACK`, at last to ``dense``), ``"auto"`` (``csr_numba`` above
+    :data:`AUTO_THRESHOLDS`, else dense), or a mapping layer -> backend name (unlisted layers
+    are dense; an explicit backend that cannot run its layer is an error). See :meth:`from_table` to take the fastest backend per layer
     from a timing table.
     """
 
@@ -228,8 +233,10 @@ class SparseRuntime(nn.Module):
         if isinstance(backends, str):
             if backends == "auto":
                 return auto_backend(layer, sparsity)
-            backend = B.get_backend(backends)
-            return backends if backend.supports(layer) else "dense"
+            chosen = backends
+            while chosen != "dense" and not B.get_backend(chosen).supports(layer):
+                chosen = FALLBACK.get(chosen, "dense")
+            return chosen
         chosen = backends.get(name, "dense")
         if not B.get_backend(chosen).supports(layer):
             raise PruneflowError(f"backend '{chosen}' cannot run layer '{name}' ({layer!r})")
