@@ -185,8 +185,8 @@ class SparseRuntime(nn.Module):
     ``backends``: one backend name for every prunable layer (layers it cannot run fall back
     along :data:`FALLBACK`, at last to ``dense``), ``"auto"`` (``csr_numba`` above
     :data:`AUTO_THRESHOLDS`, else dense), or a mapping layer -> backend name (unlisted layers
-    are dense; an explicit backend that cannot run its layer is an error). See :meth:`from_table` to take the fastest backend per layer
-    from a timing table.
+    are dense; an explicit backend that cannot run its layer is an error). See
+    :meth:`from_table` to take the fastest backend per layer from a timing table.
     """
 
     def __init__(
