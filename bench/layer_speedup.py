@@ -1,15 +1,20 @@
 """End-to-end speedup of SparseRuntime models at uniform sparsity over the dense model.
 
     uv run python bench/layer_speedup.py [--models mlp1024 smallcnn resnet18_cifar]
-        [--sparsities 0.5 0.8 0.9 0.95] [--threads 1 2] [--backends csr_numba csr]
-        [--repeats 30]
+        [--sparsities 0.5 0.8 0.9 0.95] [--threads 1 2]
+        [--backends direct_numba csr_numba csr] [--repeats 30]
 
 For every (model, threads, sparsity, backend): every profiled layer (all prunable layers but
 the skipped first/last ones) gets an exact random mask of that sparsity and runs on the
-backend; the dense model and the sparse one are timed round-robin (interleaved, so load on
-the host hits both alike), median of ``--repeats`` runs each. Speedups are over the dense
-SparseRuntime (same BN folding, fused ReLUs and pooling, only the layers' backend differs)
-and, for reference, over the plain torch eval model.
+backend (a layer the backend cannot run, e.g. a linear layer on ``direct_numba``, on the next
+one of ``SparseRuntime``'s fallback order); the dense model and the sparse ones are timed
+round-robin (interleaved, so load on the host hits them alike), median of ``--repeats`` runs
+each. Speedups are over the dense SparseRuntime (same BN folding, fused ReLUs and pooling,
+only the layers' backend differs) and, for reference, over the plain torch eval model.
+
+With several ``--threads``, one more line per (model, sparsity, backend) compares the sparse
+model's own times across the thread counts, interleaved on the wall clock in one loop
+(``kind: "threads"``; ``slowdown_vs_1``: time at each count over the time on one thread).
 
 DeepSparse 1.8 reference for mlp1024 (batch 64, one thread, measured by the project on the
 same host): 2.9x at 80%, 4.6x at 90%, 9.6x at 95%; the goal is 0.8x of that.
@@ -34,14 +39,57 @@ from pruneflow.timing import (
     SparseRuntime,
     default_batch_size,
     exact_mask,
+    get_backend,
     host_description,
     measure_interleaved,
     thread_scope,
 )
+from pruneflow.timing.runtime import FALLBACK
 
 SHAPES = {"resnet18_cifar": (3, 32, 32)}
 BATCH = {"resnet18_cifar": 8}
 DEEPSPARSE = {("mlp1024", 0.8): 2.9, ("mlp1024", 0.9): 4.6, ("mlp1024", 0.95): 9.6}
+
+
+def _runs_on(backend: str, layer: torch.nn.Module) -> str:
+    """``backend``, or the first of its fallbacks that can run ``layer``."""
+    while backend != "dense" and not get_backend(backend).supports(layer):
+        backend = FALLBACK.get(backend, "dense")
+    return backend
+
+
+def _thread_line(name: str, s: float, backend: str, rt: SparseRuntime, x, args) -> None:  # noqa: ANN001
+    """The sparse model's times at every thread count, interleaved on the wall clock."""
+    counts = sorted(set(args.threads))
+
+    def at(t: int):  # noqa: ANN202
+        def run() -> None:
+            with thread_scope(t):
+                rt(x)
+
+        return run
+
+    with thread_scope(max(counts)), torch.no_grad():  # max threads: the wall clock
+        timings = measure_interleaved([at(t) for t in counts], warmup=2, repeats=args.repeats)
+    base = timings[0].median_ms
+    print(
+        json.dumps(
+            {
+                "kind": "threads",
+                "model": name,
+                "sparsity": s,
+                "backend": backend,
+                "sparse_ms": {
+                    t: round(tm.median_ms, 4) for t, tm in zip(counts, timings, strict=False)
+                },
+                "slowdown_vs_1": {
+                    t: round(tm.median_ms / base, 3) for t, tm in zip(counts, timings, strict=False)
+                },
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -49,7 +97,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mlp1024", "smallcnn", "resnet18_cifar"])
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.5, 0.8, 0.9, 0.95])
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--backends", nargs="+", default=["csr_numba", "csr"])
+    parser.add_argument("--backends", nargs="+", default=["direct_numba", "csr_numba", "csr"])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -68,7 +116,11 @@ def main() -> None:
                 rng = np.random.default_rng([args.seed, int(s * 1e4)])
                 masks = {n: exact_mask(model.get_submodule(n).weight.shape, s, rng) for n in pruned}
                 runtimes = {
-                    b: SparseRuntime(model, {n: b for n in pruned}, masks=masks)
+                    b: SparseRuntime(
+                        model,
+                        {n: _runs_on(b, model.get_submodule(n)) for n in pruned},
+                        masks=masks,
+                    )
                     for b in args.backends
                 }
                 with thread_scope(threads), torch.no_grad():
@@ -88,6 +140,7 @@ def main() -> None:
                                 "threads": threads,
                                 "sparsity": s,
                                 "backend": backend,
+                                "layer_backends": sorted(set(runtimes[backend].backends.values())),
                                 "dense_ms": round(dense_t.median_ms, 4),
                                 "torch_dense_ms": round(torch_t.median_ms, 4),
                                 "sparse_ms": round(t.median_ms, 4),
@@ -102,6 +155,9 @@ def main() -> None:
                         )
                     )
                     sys.stdout.flush()
+                if len(set(args.threads)) > 1 and threads == args.threads[0]:
+                    for backend, rt in runtimes.items():
+                        _thread_line(name, s, backend, rt, x, args)
                 del runtimes
 
 

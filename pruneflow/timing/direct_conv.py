@@ -47,7 +47,7 @@ from pruneflow.errors import PruneflowError
 from pruneflow.timing import kernels
 from pruneflow.timing.kernels import _JIT, LANES, TILE, _acc1, _acc2, _acc3, _acc4, _acc_half
 from pruneflow.timing.layers import ExecLayer, bias_of, check_f32, conv_out_size
-from pruneflow.timing.numba_layers import _offsets
+from pruneflow.timing.numba_layers import _column_chunks, _offsets
 
 __all__ = ["DirectSparseConv", "direct_supports"]
 
@@ -111,51 +111,62 @@ def _store(typingctx, src, si, dst, di, count):
 
 
 @njit(inline="always", **_JIT)
-def _tile(indptr, vals, offs, x, xq, xend, y, yq, scratch, o, t, n, segs, seg_ptr, b, lo):
-    """Tile ``t`` (positions ``[t * TILE, t * TILE + n)`` of the operand grid) of output
-    channel ``o`` of one image: computed into ``scratch`` (whole vectors: lanes past ``n``
-    read junk inside the operand, ``xend`` bounds them), then its row segments ``segs[g] =
-    (start in tile, offset in the output plane, length)`` stored to ``y[yq:]``."""
+def _tile(indptr, vals, offs, x, xs, xend, acc, ab, o, n, b, lo, carry):
+    """Positions ``[0, n)`` (``n <= TILE``) of a tile starting at operand position ``xs``, of
+    output channel ``o``, over the nonzeros of ``indptr``: into ``acc[ab : ab + TILE]``
+    (added to what is there with ``carry``). Whole vectors: lanes past ``n`` read junk inside
+    the operand, ``xend`` bounds them."""
     start, stop = indptr[o], indptr[o + 1]
-    xs = xq + t * TILE
     nv = (n + LANES - 1) // LANES
     if xs + nv * LANES > xend:  # the operand's very end: no whole vector past it
         nv = (xend - xs) // LANES
     if nv == 4:
-        _acc4(vals, offs, start, stop, x, xs, scratch, 0, b, lo, False)
+        _acc4(vals, offs, start, stop, x, xs, acc, ab, b, lo, carry)
     elif nv == 3:
-        _acc3(vals, offs, start, stop, x, xs, scratch, 0, b, lo, False)
+        _acc3(vals, offs, start, stop, x, xs, acc, ab, b, lo, carry)
     elif nv == 2:
-        _acc2(vals, offs, start, stop, x, xs, scratch, 0, b, lo, False)
+        _acc2(vals, offs, start, stop, x, xs, acc, ab, b, lo, carry)
     elif nv == 1 and n <= LANES // 2:
-        _acc_half(vals, offs, start, stop, x, xs, scratch, 0, b, lo, False)
+        _acc_half(vals, offs, start, stop, x, xs, acc, ab, b, lo, carry)
     elif nv == 1:
-        _acc1(vals, offs, start, stop, x, xs, scratch, 0, b, lo, False)
+        _acc1(vals, offs, start, stop, x, xs, acc, ab, b, lo, carry)
     k = nv * LANES
     while k < n:  # only where whole vectors would read past the operand's end
-        a = np.float32(0.0)
+        a = acc[ab + k] if carry else np.float32(0.0)
         for p in range(start, stop):
             a += vals[p] * x[xs + k + offs[p]]
         a += b
-        scratch[k] = a if a > lo else lo
+        acc[ab + k] = a if a > lo else lo
         k += 1
-    for g in range(seg_ptr[t], seg_ptr[t + 1]):
-        _store(scratch, segs[g, 0], y, yq + segs[g, 1], segs[g, 2])
 
 
 @njit(inline="always", **_JIT)
-def _item(indptr, vals, offs, x, xend, y, scratch, item, ntb, tile_block, cout, img, length,
+def _item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img, length,
           segs, seg_ptr, plane, bias, lo):  # fmt: skip
     """One image's tiles ``[tb * tile_block, (tb + 1) * tile_block)``, every output channel
-    per tile: the tile's operand window (all channels) stays in L1/L2 across the channels."""
+    per tile, the nonzeros chunk by chunk (``indptr[c]``): a chunk's operand window stays in
+    L1 while every output channel reads it. Partial sums wait in ``acc`` (a ``TILE`` row per
+    output channel; one row where there is one chunk); with the last chunk come bias and
+    activation, and the tile's row segments ``segs[g] = (start in tile, offset in the output
+    plane, length)`` are stored to the NCHW output."""
+    nchunks = indptr.shape[0]
+    no_act = np.float32(-np.inf)
     n = item // ntb
     tb = item - n * ntb
-    xq = n * img
     for t in range(tb * tile_block, min((tb + 1) * tile_block, (length + TILE - 1) // TILE)):
         m = min(TILE, length - t * TILE)
-        for o in range(cout):
-            _tile(indptr, vals, offs, x, xq, xend, y, (n * cout + o) * plane, scratch, o, t, m,
-                  segs, seg_ptr, bias[o], lo)  # fmt: skip
+        xs = n * img + t * TILE
+        for c in range(nchunks):
+            last = c == nchunks - 1
+            for o in range(cout):
+                ab = 0 if nchunks == 1 else o * TILE
+                b = bias[o] if last else np.float32(0.0)
+                _tile(indptr[c], vals, offs, x, xs, xend, acc, ab, o, m, b,
+                      lo if last else no_act, c > 0)  # fmt: skip
+                if last:
+                    yq = (n * cout + o) * plane
+                    for g in range(seg_ptr[t], seg_ptr[t + 1]):
+                        _store(acc, ab + segs[g, 0], y, yq + segs[g, 1], segs[g, 2])
 
 
 @njit(parallel=True, **_JIT)
@@ -163,17 +174,19 @@ def direct_conv(indptr, vals, offs, x, y, batch, img, length, segs, seg_ptr, pla
                 tile_block):  # fmt: skip
     """``y[n, o]`` (flat NCHW) for every image and output channel, on numba's threads.
 
-    ``x``: the flat operand (``img`` floats per image); ``length``: flat output positions per
-    plane on the operand's grid; ``segs``/``seg_ptr``: each tile's row segments that are
-    output (see :func:`_row_segments`); ``plane``: floats per output plane.
+    ``indptr``: ``[chunks, C_out + 1]``, the nonzeros grouped by input-channel chunk, then by
+    output channel; ``x``: the flat operand (``img`` floats per image); ``length``: flat
+    output positions per plane on the operand's grid; ``segs``/``seg_ptr``: each tile's row
+    segments that are output (see :func:`_row_segments`); ``plane``: floats per output plane.
     Work items: (image, block of ``tile_block`` tiles).
     """
-    cout = indptr.shape[0] - 1
+    cout = indptr.shape[1] - 1
     ntb = ((length + TILE - 1) // TILE + tile_block - 1) // tile_block
     xend = x.shape[0] - (offs.max() if offs.shape[0] else 0)
+    rows = cout + 1 if indptr.shape[0] > 1 else 2
     for item in prange(batch * ntb):
-        scratch = np.empty(2 * TILE, dtype=np.float32)
-        _item(indptr, vals, offs, x, xend, y, scratch, item, ntb, tile_block, cout, img,
+        acc = np.empty(rows * TILE, dtype=np.float32)
+        _item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img,
               length, segs, seg_ptr, plane, bias, lo)  # fmt: skip
 
 
@@ -181,12 +194,13 @@ def direct_conv(indptr, vals, offs, x, y, batch, img, length, segs, seg_ptr, pla
 def direct_conv_serial(indptr, vals, offs, x, y, batch, img, length, segs, seg_ptr, plane,
                        bias, lo, tile_block):  # fmt: skip
     """:func:`direct_conv` on the calling thread (work too small to pay a fork/join)."""
-    cout = indptr.shape[0] - 1
+    cout = indptr.shape[1] - 1
     ntb = ((length + TILE - 1) // TILE + tile_block - 1) // tile_block
     xend = x.shape[0] - (offs.max() if offs.shape[0] else 0)
-    scratch = np.empty(2 * TILE, dtype=np.float32)
+    rows = cout + 1 if indptr.shape[0] > 1 else 2
+    acc = np.empty(rows * TILE, dtype=np.float32)
     for item in range(batch * ntb):
-        _item(indptr, vals, offs, x, xend, y, scratch, item, ntb, tile_block, cout, img,
+        _item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img,
               length, segs, seg_ptr, plane, bias, lo)  # fmt: skip
 
 
@@ -202,6 +216,8 @@ class _Geometry:
     seg_ptr: np.ndarray  # [tiles + 1]
     ho: int
     wo: int
+    ptrs: np.ndarray  # [chunks, C_out + 1] nonzero pointers
+    vals: np.ndarray
     offs: np.ndarray
     tile_block: int
     parallel: bool
@@ -301,6 +317,13 @@ class DirectSparseConv(ExecLayer):
         length = (ho - 1) * wq + wo
         tiles = -(-length // kernels.TILE)
         segs, seg_ptr = _row_segments(length, wq, wo, tiles)
+        # chunks of input channels whose operand window (a tile plus the kernel's reach, per
+        # phase) fits L1, as in the csr_numba kernel
+        reach = int(offs.max() % (hq * wq)) if len(offs) else 0
+        per_column = (kernels.TILE + reach) * s * s / (kh * kw)
+        ptrs, order = _column_chunks(
+            self.indptr, (tc * kh + ti) * kw + tj, c * kh * kw, per_column
+        )
         # at least four items per thread where there are enough tiles
         tile_block = tiles if threads <= 1 else max(1, -(-tiles * n // (4 * threads)))
         geo = _Geometry(
@@ -312,7 +335,9 @@ class DirectSparseConv(ExecLayer):
             seg_ptr=seg_ptr,
             ho=ho,
             wo=wo,
-            offs=_offsets(offs),
+            ptrs=ptrs,
+            vals=np.ascontiguousarray(self.vals[order]),
+            offs=_offsets(offs[order]),
             tile_block=min(tile_block, tiles),
             parallel=parallel,
         )
@@ -337,8 +362,8 @@ class DirectSparseConv(ExecLayer):
         y = torch.empty(n, self.out_channels, geo.ho, geo.wo)
         run = direct_conv if geo.parallel else direct_conv_serial
         run(
-            self.indptr,
-            self.vals,
+            geo.ptrs,
+            geo.vals,
             geo.offs,
             operand.reshape(-1).numpy(),
             y.reshape(-1).numpy(),
