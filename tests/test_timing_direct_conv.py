@@ -127,3 +127,12 @@ def test_runtime_falls_back_to_the_next_backend() -> None:
     x = torch.randn(2, 3, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(rt(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_direct_conv_in_input_channel_chunks(stride: int) -> None:
+    # enough input channels that the nonzeros are split into L1-sized chunks (partial sums)
+    layer = _pruned(nn.Conv2d(160, 7, 3, padding=1, stride=stride), 0.5, empty_rows=2)
+    x = torch.randn(2, 160, 14, 13)
+    _check(layer, x)
+    assert build_layer("direct_numba", layer)._geometry(2, 14, 13).ptrs.shape[0] > 1
