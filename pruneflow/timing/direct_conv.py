@@ -321,9 +321,7 @@ class DirectSparseConv(ExecLayer):
         # phase) fits L1, as in the csr_numba kernel
         reach = int(offs.max() % (hq * wq)) if len(offs) else 0
         per_column = (kernels.TILE + reach) * s * s / (kh * kw)
-        ptrs, order = _column_chunks(
-            self.indptr, (tc * kh + ti) * kw + tj, c * kh * kw, per_column
-        )
+        ptrs, order = _column_chunks(self.indptr, (tc * kh + ti) * kw + tj, c * kh * kw, per_column)
         # at least four items per thread where there are enough tiles
         tile_block = tiles if threads <= 1 else max(1, -(-tiles * n // (4 * threads)))
         geo = _Geometry(
