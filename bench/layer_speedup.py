@@ -12,6 +12,10 @@ round-robin (interleaved, so load on the host hits them alike), median of ``--re
 each. Speedups are over the dense SparseRuntime (same BN folding, fused ReLUs and pooling,
 only the layers' backend differs) and, for reference, over the plain torch eval model.
 
+``--per-layer``: instead, every profiled layer alone on its real input (captured from the
+dense model's forward pass), dense against each backend at each sparsity, interleaved, one
+thread (``kind: "layer"``; a layer a backend cannot run is reported on its fallback).
+
 With several ``--threads``, one more line per (model, sparsity, backend) compares the sparse
 model's own times across the thread counts, interleaved on the wall clock in one loop
 (``kind: "threads"``; ``slowdown_vs_1``: time at each count over the time on one thread).
@@ -26,6 +30,7 @@ Inputs: 1x28x28 at the default profiling batch (mlp1024: 64, smallcnn: 16); resn
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import sys
@@ -37,6 +42,7 @@ from pruneflow.models.zoo import build, prunable_layers
 from pruneflow.sparsity.grid import skipped_layers
 from pruneflow.timing import (
     SparseRuntime,
+    build_layer,
     default_batch_size,
     exact_mask,
     get_backend,
@@ -92,6 +98,59 @@ def _thread_line(name: str, s: float, backend: str, rt: SparseRuntime, x, args) 
     sys.stdout.flush()
 
 
+def _per_layer(name: str, model: torch.nn.Module, pruned: list[str], x, args) -> None:  # noqa: ANN001
+    """Every profiled layer alone on its captured input: dense vs each backend."""
+    dense = SparseRuntime(model, "dense")
+    inputs: dict[str, torch.Tensor] = {}
+    hooks = [
+        dense.layer(n).register_forward_pre_hook(
+            lambda mod, inp, n=n: inputs.__setitem__(n, inp[0].clone())
+        )
+        for n in pruned
+    ]
+    dense(x)
+    for h in hooks:
+        h.remove()
+    for n in pruned:
+        layer = model.get_submodule(n)
+        relu = n in dense.fused_relu
+        for s in args.sparsities:
+            rng = np.random.default_rng([args.seed, int(s * 1e4), pruned.index(n)])
+            masked = copy.deepcopy(layer)
+            with torch.no_grad():
+                masked.weight.mul_(exact_mask(masked.weight.shape, s, rng))
+            used = [_runs_on(b, masked) for b in args.backends]
+            exes = [build_layer("dense", masked, relu)] + [
+                build_layer(b, masked, relu) for b in used
+            ]
+            xin = inputs[n]
+            with thread_scope(1), torch.no_grad():
+                timings = measure_interleaved(
+                    [lambda e=e, xin=xin: e(xin) for e in exes], warmup=2, repeats=args.repeats
+                )
+            for asked, b, t in zip(args.backends, used, timings[1:], strict=True):
+                print(
+                    json.dumps(
+                        {
+                            "kind": "layer",
+                            "model": name,
+                            "layer": n,
+                            "op": type(layer).__name__,
+                            "input": list(xin.shape),
+                            "stride": list(getattr(layer, "stride", ())),
+                            "sparsity": s,
+                            "backend": asked,
+                            "ran_on": b,
+                            "dense_ms": round(timings[0].median_ms, 4),
+                            "sparse_ms": round(t.median_ms, 4),
+                            "speedup": round(timings[0].median_ms / t.median_ms, 3),
+                            "loadavg_1m": round(os.getloadavg()[0], 2),
+                        }
+                    )
+                )
+                sys.stdout.flush()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["mlp1024", "smallcnn", "resnet18_cifar"])
@@ -100,6 +159,7 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["direct_numba", "csr_numba", "csr"])
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-layer", action="store_true", help="time every layer alone")
     args = parser.parse_args()
     print(json.dumps({"host": host_description(1), "loadavg": os.getloadavg()}))
     for name in args.models:
@@ -110,6 +170,9 @@ def main() -> None:
         names = prunable_layers(model)
         pruned = [n for n in names if n not in skipped_layers(name, names)]
         x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(1))
+        if args.per_layer:
+            _per_layer(name, model, pruned, x, args)
+            continue
         dense = SparseRuntime(model, "dense")
         for threads in args.threads:
             for s in args.sparsities:

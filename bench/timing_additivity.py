@@ -1,7 +1,8 @@
 """Does the timing table add up? Predicted vs measured end-to-end time of random profiles.
 
     uv run python bench/timing_additivity.py [--models mlp1024 smallcnn resnet18_cifar]
-        [--profiles 5] [--threads 1] [--tables DIR] [--seed 0]
+        [--profiles 5] [--threads 1] [--tables DIR] [--seed 0] [--steps 40]
+        [--backends dense direct_numba csr_numba csr]
 
 For each model: profile it (or read ``DIR/<model>.parquet`` when ``--tables`` holds one for
 this host), then for several random profiles (a uniformly random level per profiled layer)
@@ -12,7 +13,9 @@ Goal: ``|ratio - 1| <= 0.1`` with ``ratio = measured_ms / predicted_ms``.
 
 Inputs: mlp1024 and smallcnn on 1x28x28 at their default profiling batch sizes,
 resnet18_cifar on 3x32x32 at batch 8. Prints one JSON object per line (and a header line with
-the host's load average, since the timings are only as quiet as the host).
+the host's load average, since the timings are only as quiet as the host). ``--steps`` and
+``--backends``: a coarser grid and fewer backends, for a profile that fits a busy host's time
+(the defaults are the profile step's: 40 steps, every available backend).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from pruneflow.models.zoo import build
+from pruneflow.sparsity.grid import sparsity_grid
 from pruneflow.timing import (
     ProfileSettings,
     SparseRuntime,
@@ -56,7 +60,13 @@ def _table(name: str, model: torch.nn.Module, args: argparse.Namespace):  # noqa
         return read_timing_table(
             path, name, prunable_layers(model), host=host_description(args.threads)
         )
-    settings = ProfileSettings(batch_size=batch, threads=args.threads, seed=args.seed)
+    settings = ProfileSettings(
+        batch_size=batch,
+        threads=args.threads,
+        seed=args.seed,
+        levels=sparsity_grid(steps=args.steps),
+        backends=args.backends,
+    )
     table, meta = profile_model(model, name, in_shape=shape, settings=settings)
     if path is not None:
         write_timing_table(path, table, meta)
@@ -70,6 +80,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tables", default=None, help="folder to read/write timing tables")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=40, help="sparsity grid steps")
+    parser.add_argument("--backends", nargs="+", default=None, help="default: all available")
     args = parser.parse_args()
     print(json.dumps({"host": host_description(args.threads), "loadavg": os.getloadavg()}))
     for name in args.models:
