@@ -242,10 +242,19 @@ def _row_segments(length: int, pitch: int, wo: int, tiles: int) -> tuple[np.ndar
 
 
 def _phase_copies(
-    n: int, c: int, h: int, w: int, s: int, pad: tuple[int, int], hq: int, wq: int
+    n: int,
+    c: int,
+    h: int,
+    w: int,
+    s: int,
+    pad: tuple[int, int],
+    hq: int,
+    wq: int,
+    used: set[tuple[int, int]],
 ) -> list[tuple[tuple[int, ...], tuple[int, ...], int, tuple[int, ...], int]]:
     """Strided views ``(size, dst strides, dst offset, src strides, src offset)`` that copy an
-    NCHW input into the ``[N, C, s, s, Hq, Wq]`` phase buffer (padding stays zero)."""
+    NCHW input into the ``[N, C, s, s, Hq, Wq]`` phase buffer (padding stays zero), for the
+    phases ``used`` by some nonzero (a 1x1 stride-2 layer reads a quarter of its input)."""
     ph, pw = pad
     out = []
     for a in range(s):
@@ -254,7 +263,7 @@ def _phase_copies(
         for b in range(s):
             t_lo = max(0, -(-(pw - b) // s))
             t_hi = min(wq - 1, (w - 1 + pw - b) // s)
-            if r_hi < r_lo or t_hi < t_lo:
+            if r_hi < r_lo or t_hi < t_lo or (a, b) not in used:
                 continue
             size = (n, c, r_hi - r_lo + 1, t_hi - t_lo + 1)
             dst_strides = (c * s * s * hq * wq, s * s * hq * wq, wq, 1)
@@ -311,7 +320,8 @@ class DirectSparseConv(ExecLayer):
             operand, copies = None, []
         else:
             operand = torch.zeros(n * c * s * s * hq * wq)
-            copies = _phase_copies(n, c, h, w, s, (ph, pw), hq, wq)
+            used = set(zip((ti % s).tolist(), (tj % s).tolist(), strict=True))
+            copies = _phase_copies(n, c, h, w, s, (ph, pw), hq, wq, used)
         work = len(self.vals) * n * ho * wo
         parallel = threads > 1 and kernels.parallel_worthwhile(work)
         length = (ho - 1) * wq + wo
