@@ -2,7 +2,7 @@
 
     uv run python bench/timing_additivity.py [--models mlp1024 smallcnn resnet18_cifar]
         [--profiles 5] [--threads 1] [--tables DIR] [--seed 0] [--steps 40]
-        [--backends dense direct_numba csr_numba csr]
+        [--backends dense direct_numba csr_numba csr] [--breakdown]
 
 For each model: profile it (or read ``DIR/<model>.parquet`` when ``--tables`` holds one for
 this host), then for several random profiles (a uniformly random level per profiled layer)
@@ -15,7 +15,10 @@ Inputs: mlp1024 and smallcnn on 1x28x28 at their default profiling batch sizes,
 resnet18_cifar on 3x32x32 at batch 8. Prints one JSON object per line (and a header line with
 the host's load average, since the timings are only as quiet as the host). ``--steps`` and
 ``--backends``: a coarser grid and fewer backends, for a profile that fits a busy host's time
-(the defaults are the profile step's: 40 steps, every available backend).
+(the defaults are the profile step's: 40 steps, every available backend). ``--breakdown``:
+per profile, one more line from an in-situ sweep of the same runtime (every profiled layer
+timed inside the forward passes, as the profiler does): each layer's measured time over its
+table entry, and the time outside the layers over ``remainder_ms``: where the sum loses.
 """
 
 from __future__ import annotations
@@ -43,8 +46,10 @@ from pruneflow.timing import (
     profile_model,
     read_timing_table,
     thread_scope,
+    time_matrix,
     write_timing_table,
 )
+from pruneflow.timing.insitu import InSitu, SweepSettings
 
 SHAPES = {"resnet18_cifar": (3, 32, 32)}
 BATCH = {"resnet18_cifar": 8}
@@ -82,6 +87,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=40, help="sparsity grid steps")
     parser.add_argument("--backends", nargs="+", default=None, help="default: all available")
+    parser.add_argument("--breakdown", action="store_true", help="per-layer in-situ lines")
     args = parser.parse_args()
     print(json.dumps({"host": host_description(args.threads), "loadavg": os.getloadavg()}))
     for name in args.models:
@@ -134,6 +140,43 @@ def main() -> None:
                 )
             )
             sys.stdout.flush()
+            if args.breakdown:
+                _breakdown(name, k, rt, table, meta, profile, x, args.threads)
+
+
+def _breakdown(name, k, rt, table, meta, profile, x, threads) -> None:  # noqa: ANN001
+    """Each layer's in-situ time over its table entry, and the remainder's."""
+    times = time_matrix(table, list(meta["layers"]))
+    session = InSitu(rt, list(meta["layers"]), x)
+    with thread_scope(threads):
+        result = session.sweep(SweepSettings(warmup=3, min_repeats=15, max_repeats=40))
+    session.remove()
+    layers = {}
+    for i, n in enumerate(meta["layers"]):
+        t = result.layers[n]
+        entry = float(times[i, profile[n]])
+        layers[n] = {
+            "level": profile[n],
+            "backend": rt.backends[n],
+            "table_ms": round(entry, 4),
+            "insitu_ms": round(t.median_ms, 4) if t is not None else None,
+            "ratio": round(t.median_ms / entry, 3) if t is not None else None,
+        }
+    print(
+        json.dumps(
+            {
+                "kind": "breakdown",
+                "model": name,
+                "profile": k,
+                "total_ms": round(result.total.median_ms, 4),
+                "outside_ms": round(result.remainder.median_ms, 4),
+                "remainder_ms": round(meta["remainder_ms"], 4),
+                "layers": layers,
+                "loadavg_1m": round(os.getloadavg()[0], 2),
+            }
+        )
+    )
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
