@@ -11,6 +11,13 @@ prune a copy of the model to that profile with exact random masks, convert it wi
 time it end to end. ``predicted_ms = remainder_ms + sum of the table's entries``.
 Goal: ``|ratio - 1| <= 0.1`` with ``ratio = measured_ms / predicted_ms``.
 
+A shared host's speed drifts over minutes, and the table was measured minutes before the
+profiles run, so ``ratio`` carries the host's drift as well as the sum's error. Each line
+therefore also gives ``speedup_ratio``: the profile's speedup over the dense model, measured
+in alternating blocks in the same minute (``measure_speedups``), over the predicted speedup
+``dense_total_ms / predicted_ms``. A common slowdown of the host cancels there; what is left
+is the error of the additive model.
+
 Inputs: mlp1024 and smallcnn on 1x28x28 at their default profiling batch sizes,
 resnet18_cifar on 3x32x32 at batch 8. Prints one JSON object per line (and a header line with
 the host's load average, since the timings are only as quiet as the host). ``--steps`` and
@@ -42,6 +49,7 @@ from pruneflow.timing import (
     exact_mask,
     host_description,
     measure,
+    measure_speedups,
     predict_ms,
     profile_model,
     read_timing_table,
@@ -99,6 +107,7 @@ def main() -> None:
         profile_s = time.perf_counter() - t0
         x = torch.randn(meta["batch_size"], *shape, generator=torch.Generator().manual_seed(1))
         rng = np.random.default_rng([args.seed, 7])
+        dense = SparseRuntime(model, "dense")
         nlev = len(meta["levels"])
         for k in range(args.profiles):
             profile = {n: int(rng.integers(0, nlev)) for n in meta["layers"]}
@@ -116,6 +125,10 @@ def main() -> None:
                     max_seconds=3.0,
                 )
             predicted = predict_ms(table, meta, profile)
+            with thread_scope(args.threads), torch.no_grad():
+                (speedup,) = measure_speedups(
+                    lambda x=x, d=dense: d(x), [lambda rt=rt, x=x: rt(x)], repeats=30, passes=3
+                )
             print(
                 json.dumps(
                     {
@@ -128,6 +141,9 @@ def main() -> None:
                         "measured_p10_ms": round(measured.p10_ms, 4),
                         "measured_p90_ms": round(measured.p90_ms, 4),
                         "ratio": round(measured.median_ms / predicted, 4),
+                        "measured_speedup": round(speedup, 4),
+                        "predicted_speedup": round(meta["dense_total_ms"] / predicted, 4),
+                        "speedup_ratio": round(speedup * predicted / meta["dense_total_ms"], 4),
                         "dense_total_ms": round(meta["dense_total_ms"], 4),
                         "remainder_ms": round(meta["remainder_ms"], 4),
                         "mean_sparsity": round(
