@@ -127,7 +127,11 @@ def main() -> None:
             predicted = predict_ms(table, meta, profile)
             with thread_scope(args.threads), torch.no_grad():
                 (speedup,) = measure_speedups(
-                    lambda x=x, d=dense: d(x), [lambda rt=rt, x=x: rt(x)], repeats=30, passes=3
+                    lambda x=x, d=dense: d(x),
+                    [lambda rt=rt, x=x: rt(x)],
+                    repeats=30,
+                    passes=3,
+                    min_block_seconds=0.3,
                 )
             print(
                 json.dumps(
