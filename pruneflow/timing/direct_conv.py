@@ -9,22 +9,23 @@ where ``xs`` is the input in a layout in which every tap is a constant shift of 
 output position ``q = ho * pitch + wo``:
 
 - **stride 1**: ``xs = [N, C, Hp, Wp]``, the zero-padded NCHW input (the input itself when
-  there is no padding: no copy at all); tap ``(c, i, j)`` is ``c*Hp*Wp + i*dh*Wp + j*dw``;
+  there is no padding: no copy at all); tap ``(c, i, j)`` is ``c*Hp*Wp + i*Wp + j``;
 - **stride s > 1**: ``xs = [N, C, s, s, Hq, Wq]``, the padded input split into its ``s*s``
   phases (``xs[n, c, a, b, r, t] = xpad[n, c, s*r + a, s*t + b]``): tap ``(c, i, j)`` reads
   phase ``(i % s, j % s)`` shifted by ``(i // s, j // s)``, so a strided convolution is a
   stride-1 one over ``s*s`` times the channels with a ``ceil(k/s)`` kernel. The phase copy
-  moves the input once (im2col moves it ``kh*kw`` times).
+  moves the input once (im2col moves it ``kh*kw`` times), only the phases some tap reads.
 
 The vector dimension is the flat output position: a plane is walked in tiles of 64 floats
 (the register-tiled accumulator of :mod:`pruneflow.timing.kernels`: every nonzero is one
 broadcast and one unaligned load plus FMA per 16 lanes), each tile's results (bias and ReLU
-applied in registers) land in a 64-float scratch in L1, and only its valid columns
-(``wo < Wo``: the row pitch is the padded width) are written straight into the NCHW output.
-The previous ``csr_numba`` path wrote a ``[C_out, N*Hp*Wp]`` grid and copied it to NCHW
-afterwards, a second pass over the whole output through memory that dominated at high
-sparsity. Work items are ``(image, output channel block)``: the image's operand (all channels)
-stays in L2 while every output channel reads it.
+applied in registers) land in a small buffer in L1, and only its valid columns (``wo < Wo``:
+the row pitch is the padded width) are written straight into the NCHW output. The
+``csr_numba`` path writes a ``[C_out, N*Hp*Wp]`` grid and copies it to NCHW afterwards, a
+second pass over the whole output through memory that dominated at high sparsity. Work items
+are ``(image, block of tiles)``: a tile's operand window is reused by every output channel,
+and where the window of all input channels exceeds L1 the nonzeros are taken in input-channel
+chunks, partial sums waiting in the buffer (as in ``csr_numba``).
 
 A fully pruned output channel (no nonzeros) gets ``act(bias)`` everywhere. Runs on the
 calling thread where the work is too small for a fork/join
