@@ -175,3 +175,25 @@ def test_registry_errors_and_extension_seam() -> None:
 def test_fast_maxpool_equals_torch(shape: tuple) -> None:
     x = torch.randn(*shape)
     assert torch.equal(MaxPool2x2()(x), nn.functional.max_pool2d(x, 2))
+
+
+def test_small_work_runs_on_the_calling_thread_with_two_threads() -> None:
+    from pruneflow.timing import kernels, thread_scope
+
+    small = _pruned(nn.Linear(64, 32), 0.9)  # ~200 nonzeros x batch 8: far below a fork/join
+    large = _pruned(nn.Linear(1024, 512), 0.5)  # ~260k nonzeros x batch 64
+    for layer, batch, parallel in ((small, 8, False), (large, 64, True)):
+        assert kernels.parallel_worthwhile(int(layer.weight.count_nonzero()) * batch) is parallel
+        x = torch.randn(batch, layer.in_features)
+        exe = build_layer("csr_numba", layer, relu=True)
+        with torch.no_grad(), thread_scope(2):
+            y = exe(x)
+        run = next(iter(exe._geo.values()))[-1]
+        assert run is (kernels.spmm if parallel else kernels.spmm_serial)
+        torch.testing.assert_close(y, _reference(layer, x, True), rtol=1e-5, atol=1e-5)
+    conv = _pruned(nn.Conv2d(8, 8, 3, padding=1), 0.95)
+    x = torch.randn(2, 8, 6, 6)
+    exe = build_layer("csr_numba", conv)
+    with torch.no_grad(), thread_scope(2):
+        torch.testing.assert_close(exe(x), _reference(conv, x, False), rtol=1e-5, atol=1e-5)
+    assert not next(iter(exe._geo.values())).parallel

@@ -18,8 +18,8 @@ from pruneflow.timing import SparseRuntime
 # torch's CSR is checked layer by layer in test_timing_backends; on resnet18 it is slow to build
 CASES = [
     ("mlp1024", (1, 8, 8), 6, ("dense", "csr", "csr_numba", "auto")),
-    ("smallcnn", (1, 12, 12), 3, ("dense", "csr", "csr_numba", "auto")),
-    ("resnet18_cifar", (3, 8, 8), 2, ("dense", "csr_numba")),
+    ("smallcnn", (1, 12, 12), 3, ("dense", "csr", "csr_numba", "direct_numba", "auto")),
+    ("resnet18_cifar", (3, 8, 8), 2, ("dense", "csr_numba", "direct_numba")),
 ]
 
 

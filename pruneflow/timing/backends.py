@@ -14,6 +14,11 @@ Registered here, all for CPU:
     torch's own GEMM / oneDNN convolution; zeros in the weight are just multiplied.
 ``csr``
     torch sparse CSR weight times the dense operand (``X^T`` for linear, im2col for conv).
+``direct_numba``
+    convolutions only: the direct sparse convolution of :mod:`pruneflow.timing.direct_conv`
+    (no im2col, the NCHW output written by the kernel); zero-padded ``groups=1`` convs with
+    stride 1 or 2 and dilation 1. Other convolutions are not supported by it, so the profiler
+    times them on the next backends and the table records the one that won.
 ``csr_numba``
     the register-tiled numba kernel of :mod:`pruneflow.timing.kernels`; 2-8x faster than
     ``csr``; beats ``dense`` from about 40% sparsity on (linear) or 50-70% (3x3 convs).
@@ -28,6 +33,7 @@ from typing import Protocol, runtime_checkable
 from torch import nn
 
 from pruneflow.errors import PruneflowError
+from pruneflow.timing import direct_conv as DC
 from pruneflow.timing import layers as L
 from pruneflow.timing import numba_layers as NL
 
@@ -82,10 +88,11 @@ def _any_conv(layer: nn.Module) -> bool:
 
 @dataclass(frozen=True)
 class LayerBackend:
-    """A backend made of one executable class for Linear and one for Conv2d."""
+    """A backend made of one executable class for Linear (``None``: convolutions only) and
+    one for Conv2d."""
 
     name: str
-    linear: type[L.ExecLayer]
+    linear: type[L.ExecLayer] | None
     conv: type[L.ExecLayer]
     device: str = "cpu"
     conv_ok: Callable[[nn.Module], bool] = _plain_conv
@@ -96,7 +103,7 @@ class LayerBackend:
 
     def supports(self, layer: nn.Module) -> bool:
         if isinstance(layer, nn.Linear):
-            return True
+            return self.linear is not None
         return self.conv_ok(layer)
 
     def build(self, layer: nn.Module, relu: bool = False) -> L.ExecLayer:
@@ -105,6 +112,7 @@ class LayerBackend:
                 f"backend '{self.name}' cannot run {layer!r}; use 'dense' for this layer"
             )
         cls = self.linear if isinstance(layer, nn.Linear) else self.conv
+        assert cls is not None  # supports() said so
         return cls(layer, relu)
 
 
@@ -157,5 +165,8 @@ def build_layer(name: str, layer: nn.Module, relu: bool = False) -> L.ExecLayer:
 # Order matters to the profiler: it tries sparse backends in this order, and a candidate
 # tried later is dropped early where it cannot beat the best so far (fastest first is cheapest).
 register_backend(LayerBackend("dense", L.DenseLinear, L.DenseConv, conv_ok=_any_conv))
+register_backend(
+    LayerBackend("direct_numba", None, DC.DirectSparseConv, conv_ok=DC.direct_supports)
+)
 register_backend(LayerBackend("csr_numba", NL.NumbaCsrLinear, NL.NumbaCsrConv))
 register_backend(LayerBackend("csr", L.TorchCsrLinear, L.TorchCsrConv))

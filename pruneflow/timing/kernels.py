@@ -188,6 +188,36 @@ def _row_segment(indptr, vals, offs, x, y, ly, o, q0, q1, b, lo, carry):
         q += 1
 
 
+# Multiply-adds (nonzeros times output columns) below which one thread beats two: a numba
+# parallel region's fork/join costs tens of microseconds, as much as ~1e6 multiply-adds of the
+# kernel, and on a shared host the second worker often starts late. Measured: mlp1024 at 95%
+# (about 3e6 per layer at batch 64) ran slower on 2 threads than on 1.
+PARALLEL_MIN_WORK = 4_000_000
+
+
+def parallel_worthwhile(work: int) -> bool:
+    """Whether ``work`` multiply-adds are worth splitting over numba's threads."""
+    return work >= PARALLEL_MIN_WORK
+
+
+@njit(inline="always", **_JIT)
+def _spmm_item(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block, item, nrb):
+    nchunks = indptr.shape[0]
+    nrows = indptr.shape[1] - 1
+    no_act = np.float32(-np.inf)
+    cb = item // nrb
+    rb = item - cb * nrb
+    q0 = cb * col_block
+    q1 = min(q0 + col_block, ly)
+    for c in range(nchunks):
+        last = c == nchunks - 1
+        for o in range(rb * row_block, min((rb + 1) * row_block, nrows)):
+            b = bias[o] if last else np.float32(0.0)
+            _row_segment(
+                indptr[c], vals, offs, x, y, ly, o, q0, q1, b, lo if last else no_act, c > 0
+            )
+
+
 @njit(parallel=True, **_JIT)
 def spmm(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block):
     """``y[o, q] = max(bias[o] + sum_p vals[p] x[offs[p] + q], lo)`` for ``q < ly``.
@@ -199,20 +229,18 @@ def spmm(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block):
     with the last chunk. Work items are (column block, row block) pairs, column block
     outermost so that the rows sharing an operand block run back to back on one thread.
     """
-    nchunks = indptr.shape[0]
     nrows = indptr.shape[1] - 1
     ncb = (ly + col_block - 1) // col_block
     nrb = (nrows + row_block - 1) // row_block
-    no_act = np.float32(-np.inf)
     for item in prange(ncb * nrb):
-        cb = item // nrb
-        rb = item - cb * nrb
-        q0 = cb * col_block
-        q1 = min(q0 + col_block, ly)
-        for c in range(nchunks):
-            last = c == nchunks - 1
-            for o in range(rb * row_block, min((rb + 1) * row_block, nrows)):
-                b = bias[o] if last else np.float32(0.0)
-                _row_segment(
-                    indptr[c], vals, offs, x, y, ly, o, q0, q1, b, lo if last else no_act, c > 0
-                )
+        _spmm_item(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block, item, nrb)
+
+
+@njit(**_JIT)
+def spmm_serial(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block):
+    """:func:`spmm` on the calling thread (work too small to pay a fork/join)."""
+    nrows = indptr.shape[1] - 1
+    ncb = (ly + col_block - 1) // col_block
+    nrb = (nrows + row_block - 1) // row_block
+    for item in range(ncb * nrb):
+        _spmm_item(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block, item, nrb)

@@ -116,7 +116,9 @@ class NumbaCsrLinear(ExecLayer):
             )
             offs = _offsets(self.cols[order] * batch)
             vals = np.ascontiguousarray(self.vals[order])
-            self._geo[key] = (ptrs, vals, offs, cb, rb)
+            parallel = threads > 1 and kernels.parallel_worthwhile(len(vals) * batch)
+            run = kernels.spmm if parallel else kernels.spmm_serial
+            self._geo[key] = (ptrs, vals, offs, cb, rb, run)
         return self._geo[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -128,9 +130,9 @@ class NumbaCsrLinear(ExecLayer):
             xt = xt.contiguous()
         batch = int(xt.shape[1])
         y = torch.empty(self.out_channels, batch, dtype=torch.float32)
-        ptrs, vals, offs, cb, rb = self._geometry(batch)
+        ptrs, vals, offs, cb, rb, run = self._geometry(batch)
         lo = np.float32(0.0 if self.relu else -np.inf)
-        kernels.spmm(
+        run(
             ptrs,
             vals,
             offs,
@@ -163,6 +165,7 @@ class _ConvGeometry:
     offs: np.ndarray
     col_block: int
     row_block: int
+    parallel: bool
 
 
 # Above this ratio of padded to output pixels, the padded-NCHW grid wastes too many lanes on
@@ -256,6 +259,7 @@ class NumbaCsrConv(ExecLayer):
             offs=_offsets(offs[order]),
             col_block=cb,
             row_block=rb,
+            parallel=threads > 1 and kernels.parallel_worthwhile(len(self.vals) * ly),
         )
         self._geo[key] = geo
         return geo
@@ -281,7 +285,8 @@ class NumbaCsrConv(ExecLayer):
             )
             operand = geo.cols
         lo = np.float32(0.0 if self.relu else -np.inf)
-        kernels.spmm(
+        run = kernels.spmm if geo.parallel else kernels.spmm_serial
+        run(
             geo.ptrs,
             geo.vals,
             geo.offs,

@@ -41,19 +41,27 @@ from pruneflow.timing.ops import swap_fast_ops
 
 __all__ = ["SparseRuntime", "auto_backend", "prepare_inference_model", "set_submodule"]
 
-# Roughly where csr_numba starts to beat dense GEMM / oneDNN on one Zen 4 core (float32; 3x3
-# convs vary from 0.5 to 0.7 with their shape): the guess "auto" makes without a timing table.
+# Roughly where the sparse kernels start to beat dense GEMM / oneDNN on one Zen 4 core (float32;
+# 3x3 convs vary from 0.5 to 0.7 with their shape): the guess "auto" makes without a table.
 AUTO_THRESHOLDS = {"linear": 0.4, "conv2d": 0.6}
 
 _RELU_FUNCS = {torch.relu, torch.relu_, F.relu, torch.nn.functional.relu}
 
+# Where one backend name is given for every layer: the backend that runs a layer the named one
+# cannot (direct_numba runs convolutions of stride 1 or 2 only; csr_numba runs linear layers
+# and the other convolutions but grouped ones), then dense.
+FALLBACK = {"direct_numba": "csr_numba", "csr_numba": "dense", "csr": "dense"}
+
 
 def auto_backend(layer: nn.Module, sparsity: float) -> str:
-    """``csr_numba`` where the layer is sparse enough for it to beat ``dense``, else dense."""
+    """A sparse backend where the layer is sparse enough for it to beat ``dense``, else dense:
+    ``direct_numba`` for the convolutions it runs, ``csr_numba`` for the rest."""
     op = "conv2d" if isinstance(layer, nn.Conv2d) else "linear"
-    if sparsity >= AUTO_THRESHOLDS[op] and "csr_numba" in B.available_backends():
-        if B.get_backend("csr_numba").supports(layer):
-            return "csr_numba"
+    if sparsity < AUTO_THRESHOLDS[op]:
+        return "dense"
+    for name in ("direct_numba", "csr_numba"):
+        if name in B.available_backends() and B.get_backend(name).supports(layer):
+            return name
     return "dense"
 
 
@@ -178,7 +186,7 @@ class SparseRuntime(nn.Module):
     """A pruned model whose Conv2d/Linear layers run on per-layer backends (eval only).
 
     ``backends``: one backend name for every prunable layer (layers it cannot run fall back
-    to ``dense``), ``"auto"`` (``csr_numba`` above :data:`AUTO_THRESHOLDS`, else dense), or a
+    along :data:`FALLBACK`, at last to ``dense``), ``"auto"`` (:func:`auto_backend`), or a
     mapping layer -> backend name (unlisted layers are dense; an explicit backend that cannot
     run its layer is an error). See :meth:`from_table` to take the fastest backend per layer
     from a timing table.
@@ -228,8 +236,10 @@ class SparseRuntime(nn.Module):
         if isinstance(backends, str):
             if backends == "auto":
                 return auto_backend(layer, sparsity)
-            backend = B.get_backend(backends)
-            return backends if backend.supports(layer) else "dense"
+            chosen = backends
+            while chosen != "dense" and not B.get_backend(chosen).supports(layer):
+                chosen = FALLBACK.get(chosen, "dense")
+            return chosen
         chosen = backends.get(name, "dense")
         if not B.get_backend(chosen).supports(layer):
             raise PruneflowError(f"backend '{chosen}' cannot run layer '{name}' ({layer!r})")

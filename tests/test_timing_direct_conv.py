@@ -1,0 +1,138 @@
+"""The direct sparse convolution equals the masked dense layer on every path it has, and the
+layers it cannot run fall back to another backend."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pruneflow.errors import PruneflowError
+from pruneflow.timing import SparseRuntime, build_layer, get_backend, thread_scope
+from pruneflow.timing.direct_conv import direct_supports
+
+
+def _pruned(layer: nn.Conv2d, sparsity: float, seed: int = 0, empty_rows: int = 1) -> nn.Conv2d:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        layer.weight.mul_(torch.rand(layer.weight.shape, generator=gen) >= sparsity)
+        layer.weight[:empty_rows] = 0.0  # fully pruned output channels: bias (and ReLU) only
+        if layer.bias is not None:
+            layer.bias.normal_(generator=gen)
+    return layer
+
+
+def _check(layer: nn.Conv2d, x: torch.Tensor) -> None:
+    for relu in (False, True):
+        exe = build_layer("direct_numba", layer, relu=relu)
+        with torch.no_grad():
+            ref = layer(x)
+            ref = torch.relu(ref) if relu else ref
+            y = exe(x)
+            again = exe(x.clone())  # a second call reuses the cached operand buffer
+        assert y.is_contiguous() and y.shape == ref.shape
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
+
+
+SPECS = [
+    dict(kernel_size=3, padding=1),  # stride 1, padded operand
+    dict(kernel_size=3, padding=1, stride=2, bias=False),  # phase-split operand
+    dict(kernel_size=1),  # the input itself is the operand: no copy
+    dict(kernel_size=1, stride=2),  # resnet's downsampling shortcut
+    dict(kernel_size=3, padding=0),  # valid convolution: output narrower than the pitch
+    dict(kernel_size=(3, 5), padding=(0, 1)),  # rectangular kernel, uneven padding
+    dict(kernel_size=7, stride=2, padding=3),  # resnet's stem
+    dict(kernel_size=2, stride=2),  # even kernel
+    dict(kernel_size=3, padding=2),  # more padding than the kernel needs
+]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: str(sorted(s.items())))
+@pytest.mark.parametrize("hw", [(13, 11), (7, 7), (4, 5)])  # odd, several tiles, a tile tail
+@pytest.mark.parametrize("batch", [1, 3])
+def test_direct_conv_equals_the_masked_dense_layer(spec: dict, hw: tuple, batch: int) -> None:
+    layer = _pruned(nn.Conv2d(5, 9, **spec), 0.7, seed=batch)
+    _check(layer, torch.randn(batch, 5, *hw, generator=torch.Generator().manual_seed(batch)))
+
+
+@pytest.mark.parametrize("sparsity", [0.0, 0.9, 0.99, 1.0])
+def test_direct_conv_at_every_density(sparsity: float) -> None:
+    # wide maps: many 64-float tiles per plane, rows split across tiles
+    layer = _pruned(nn.Conv2d(8, 6, 3, padding=1), sparsity, seed=3, empty_rows=0)
+    _check(layer, torch.randn(2, 8, 30, 29))
+
+
+def test_direct_conv_single_pixel_and_non_contiguous_input() -> None:
+    _check(_pruned(nn.Conv2d(4, 3, 1), 0.5), torch.randn(2, 4, 1, 1))
+    layer = _pruned(nn.Conv2d(4, 6, 3, padding=1, stride=2), 0.5)
+    x = torch.randn(2, 9, 9, 4).permute(0, 3, 1, 2)  # channels-last memory
+    exe = build_layer("direct_numba", layer, relu=True)
+    with torch.no_grad():
+        torch.testing.assert_close(exe(x), torch.relu(layer(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_direct_conv_on_two_threads_equals_one() -> None:
+    # large enough that the parallel kernel runs (above the fork/join threshold)
+    layer = _pruned(nn.Conv2d(32, 32, 3, padding=1), 0.5)
+    x = torch.randn(4, 32, 28, 28)
+    exe = build_layer("direct_numba", layer, relu=True)
+    with torch.no_grad():
+        ref = torch.relu(layer(x))
+        with thread_scope(2):
+            y2 = exe(x)
+            assert next(g for k, g in exe._geo.items() if k[-1] == 2).parallel
+        with thread_scope(1):
+            y1 = exe(x)
+    torch.testing.assert_close(y2, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y1, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Conv2d(4, 8, 3, groups=2),
+        nn.Conv2d(4, 8, 3, padding=2, dilation=2),
+        nn.Conv2d(4, 8, 3, stride=3),
+        nn.Conv2d(4, 8, 3, stride=(1, 2)),
+        nn.Conv2d(4, 8, 3, padding="same"),
+        nn.Conv2d(4, 8, 3, padding=1, padding_mode="reflect"),
+        nn.Linear(4, 4),
+    ],
+    ids=repr,
+)
+def test_direct_conv_refuses_what_it_cannot_run(layer: nn.Module) -> None:
+    assert not direct_supports(layer)
+    assert not get_backend("direct_numba").supports(layer)
+    with pytest.raises(PruneflowError, match="cannot run"):
+        build_layer("direct_numba", layer)
+
+
+def test_runtime_falls_back_to_the_next_backend() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=2, dilation=2),  # csr_numba runs it
+        nn.Conv2d(8, 8, 3, padding=1, groups=2),  # only dense runs it
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 10),  # csr_numba runs it
+    ).eval()
+    for mod in model:
+        if isinstance(mod, (nn.Conv2d, nn.Linear)):
+            with torch.no_grad():
+                mod.weight.mul_(torch.rand(mod.weight.shape) > 0.8)
+    rt = SparseRuntime(model, "direct_numba")
+    assert rt.backends == {"0": "direct_numba", "2": "csr_numba", "3": "dense", "5": "csr_numba"}
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(rt(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_direct_conv_in_input_channel_chunks(stride: int) -> None:
+    # enough input channels that the nonzeros are split into L1-sized chunks (partial sums)
+    layer = _pruned(nn.Conv2d(160, 7, 3, padding=1, stride=stride), 0.5, empty_rows=2)
+    x = torch.randn(2, 160, 14, 13)
+    _check(layer, x)
+    assert build_layer("direct_numba", layer)._geometry(2, 14, 13).ptrs.shape[0] > 1
