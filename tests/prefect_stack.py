@@ -99,7 +99,7 @@ class Stack:
         )
 
     def run_deployment(
-        self, name: str, parameters: dict[str, Any] | None = None, timeout: float = 150
+        self, name: str, parameters: dict[str, Any] | None = None, timeout: float = 600
     ) -> dict[str, Any]:
         """``prefect deployment run FLOW/name --watch``; the finished flow run (API JSON)."""
         args = ["deployment", "run", f"{FLOW_NAME}/{name}"]
