@@ -42,6 +42,35 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     os.killpg(record["pid"], 15)
 
 
+@pytest.fixture(scope="session")
+def smoke_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One worker checkout for every smoke deployment run of the session (SQLite and
+    PostgreSQL servers alike): the first run computes the smoke pipeline there, later runs
+    find its steps in that checkout's cache, as a worker host's second nightly run does."""
+    from prefect_stack import make_checkout
+
+    return make_checkout(tmp_path_factory.mktemp("smoke") / "checkout")
+
+
+@pytest.fixture(scope="session")
+def sdd_run(prefect_api: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of one `pruneflow run sdd`, run as a user runs it (a subprocess, the thread
+    runner, --params and --set) on three chains (finetune; rewind with reinit beside it) of two
+    levels; the tests that check what such a run writes read it, none writes to it."""
+    import yaml
+    from test_sdd_sweep import _params
+
+    folder = tmp_path_factory.mktemp("sdd-run")
+    params = _params(final_sparsity=0.7, modes=["finetune", "rewind", "reinit"])  # 50 %, 75 %
+    (folder / "params.yaml").write_text(yaml.safe_dump(params.model_dump(mode="json")))
+    result = run_cli(
+        "run", "sdd", "--params", "params.yaml", "--set", "orchestration.runner=thread",
+        cwd=folder, env={"PRUNEFLOW_STATE_DIR": str(folder / ".pruneflow")}, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    return folder
+
+
 @pytest.fixture()
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh folder to run in, with its own pipeline state (.pruneflow)."""

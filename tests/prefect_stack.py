@@ -4,7 +4,7 @@ work pools, ``prefect deploy`` of pipelines.yaml, a process worker, ``prefect de
 Everything goes through the same commands a user types (README, "Beyond one laptop"), each
 bounded by a timeout; :func:`prefect_stack` stops every process it started, even when the test
 fails. The worker runs flows in a throwaway checkout (symlinks to this repository's flows/ and
-tasks/, a copy of params.yaml), so artifacts land there, not in the repository.
+tasks/, copies of params.yaml and presets/), so artifacts land there, not in the repository.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def make_checkout(folder: Path) -> Path:
     for name in ("flows", "tasks"):
         (folder / name).symlink_to(REPO / name, target_is_directory=True)
     shutil.copy(REPO / "params.yaml", folder / "params.yaml")
+    shutil.copytree(REPO / "presets", folder / "presets")  # the smoke deployment's params
     return folder
 
 
@@ -98,7 +99,7 @@ class Stack:
         )
 
     def run_deployment(
-        self, name: str, parameters: dict[str, Any] | None = None, timeout: float = 150
+        self, name: str, parameters: dict[str, Any] | None = None, timeout: float = 600
     ) -> dict[str, Any]:
         """``prefect deployment run FLOW/name --watch``; the finished flow run (API JSON)."""
         args = ["deployment", "run", f"{FLOW_NAME}/{name}"]

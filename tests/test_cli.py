@@ -79,23 +79,8 @@ def test_stage_errors_are_one_line_and_leave_nothing_half_written(project):
     assert not model_dir.exists() or not any(model_dir.iterdir())
 
 
-def test_double_descent_flow_runs_chains_and_writes_the_sweep(project):
-    tiny = [
-        "--set",
-        "sdd.dataset=digits",
-        "--set",
-        "sdd.train.epochs=1",
-        "--set",
-        "sdd.retrain.epochs=1",
-        "--set",
-        "sdd.final_sparsity=0.5",
-        "--set",
-        "sdd.seeds=[0]",
-        "--set",
-        "sdd.prune_fraction=0.4",  # 2 levels: 40 %, 64 %
-    ]
-    result = run_cli("run", "sdd", *tiny, cwd=project)
-    assert result.returncode == 0, result.stderr
-    sweep = pd.read_parquet(project / "artifacts/sdd/digits-lenet300100/sweep.parquet")
+def test_double_descent_flow_runs_chains_and_writes_the_sweep(sdd_run):
+    # `pruneflow run sdd` in a subprocess: the session's shared run (conftest.sdd_run)
+    sweep = pd.read_parquet(sdd_run / "artifacts/sdd/digits-lenet300100/sweep.parquet")
     assert set(sweep["retrain"]) == {"finetune", "rewind", "reinit"} and sweep["level"].max() == 2
-    assert (project / "artifacts/reports/sdd-digits-lenet300100-accuracy.png").stat().st_size > 0
+    assert (sdd_run / "artifacts/reports/sdd-digits-lenet300100-accuracy.png").stat().st_size > 0

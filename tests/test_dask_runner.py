@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 from conftest import run_cli
-from test_sdd_sweep import _params
 
 from pruneflow.config import DaskParams
 from pruneflow.errors import PruneflowError
@@ -41,15 +40,12 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 def _sdd(folder: Path, *overrides: str):
-    """`pruneflow run sdd` in ``folder`` on two chains (rewind, reinit) of three levels."""
-    folder.mkdir(exist_ok=True)
-    params = folder / "params.yaml"
-    if not params.exists():
-        params.write_text(yaml.safe_dump(_params(final_sparsity=0.8).model_dump(mode="json")))
+    """`pruneflow run sdd` in ``folder`` with the params of the session's shared thread-runner
+    run (conftest.sdd_run: three chains of two levels)."""
     sets = [arg for text in overrides for arg in ("--set", text)]
     result = run_cli(
-        "run", "sdd", "--params", str(params), *sets,
-        cwd=folder, env={"PRUNEFLOW_STATE_DIR": str(folder / ".pruneflow")},
+        "run", "sdd", "--params", "params.yaml", *sets,
+        cwd=folder, env={"PRUNEFLOW_STATE_DIR": str(folder / ".pruneflow")}, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
     return result
@@ -64,22 +60,26 @@ def _stamps(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
-def test_local_cluster_of_two_processes_writes_what_the_thread_runner_writes(prefect_api, tmp_path):
-    _sdd(tmp_path / "thread", "orchestration.runner=thread")
+def test_local_cluster_of_two_processes_writes_what_the_thread_runner_writes(sdd_run, tmp_path):
+    (tmp_path / "dask").mkdir()
+    shutil.copy(sdd_run / "params.yaml", tmp_path / "dask" / "params.yaml")
     dask = ("orchestration.runner=dask", "orchestration.dask.workers=2")
     _sdd(tmp_path / "dask", *dask)
 
     files = _hashes(tmp_path / "dask")
-    assert files == _hashes(tmp_path / "thread")
+    assert files == _hashes(sdd_run)  # the thread runner's run of the same params
     assert any(name.endswith("sweep.parquet") for name in files)
     assert sum(name.endswith(".safetensors") for name in files) >= 7  # dense + 6 levels
     # the workers wrote into this run's folder and its step cache, nowhere else
     stepcache = tmp_path / "dask" / ".pruneflow" / "stepcache"
     assert len([d for d in stepcache.iterdir() if d.name.startswith("sdd_level")]) == 6
 
+    # a rerun in that folder finds every step the workers ran in its step cache: nothing is
+    # rewritten (on the thread runner: a second cluster's start-up would check nothing more)
     before = _stamps(tmp_path / "dask")
-    _sdd(tmp_path / "dask", *dask)  # all cache hits: nothing rewritten
+    rerun = _sdd(tmp_path / "dask", "orchestration.runner=thread")
     assert _stamps(tmp_path / "dask") == before
+    assert "all cached, nothing to do" in rerun.stdout
 
 
 def test_an_existing_schedulers_workers_must_run_in_the_flows_folder(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ import yaml
 from conftest import run_cli
 from prefect import Flow
 from prefect.client.schemas.schedules import CronSchedule
-from prefect_stack import REPO, assert_smoke_completed, deploy_smoke, make_checkout, prefect_stack
+from prefect_stack import REPO, assert_smoke_completed, deploy_smoke, prefect_stack
 
 from pruneflow import config
 from pruneflow.deploy import read_pipelines, select
@@ -68,6 +68,13 @@ def test_pipelines_yaml_entrypoints_pools_schedules_and_params():
         for schedule in d.schedules:
             CronSchedule(cron=schedule["cron"], timezone=schedule.get("timezone"))
 
+    # the nightly smoke run is the smoke preset, one source for its tiny settings
+    (smoke,) = [d for d in deployments if d.name == "smoke"]
+    assert smoke.parameters["params_file"] == "presets/smoke.yaml"
+    preset = config.load(REPO / "presets/smoke.yaml").model_dump(mode="json")
+    deployed = config.load(REPO / "presets/smoke.yaml", smoke.parameters["overrides"])
+    assert {**deployed.model_dump(mode="json"), "runtime": preset["runtime"]} == preset
+
     crons = {d.name: [s["cron"] for s in d.schedules] for d in deployments}
     assert crons["smoke"] and crons["smoke"][0].split()[2:] == ["*", "*", "*"]  # nightly
     weekly = [n for n, c in crons.items() if c and c[0].split()[4] != "*"]
@@ -99,11 +106,11 @@ def test_worker_side_checkout_and_data_root(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory):
+def deployed(tmp_path_factory, smoke_checkout):
     """A server, pools cpu, gpu and profile-cpu-x86, every deployment, a worker on pool cpu;
     all stopped at the end."""
     root = tmp_path_factory.mktemp("deployments")
-    work = make_checkout(root / "checkout")
+    work = smoke_checkout
     with pytest.MonkeyPatch.context() as mp, prefect_stack(root, mp) as stack:
         # the README's `prefect deploy --prefect-file pipelines.yaml --all`, every pool there
         deploy_smoke(stack, work, pools=("cpu", "gpu", "profile-cpu-x86"))
