@@ -27,6 +27,21 @@ class LayerInfo:
     pruned: bool
 
 
+def pruned_layers(
+    model: nn.Module,
+    model_name: str,
+    skip_first_last: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> list[str]:
+    """The prunable layers of ``model`` a method prunes, in forward order (the rest stay dense).
+
+    A pattern that matches no layer, or a selection that leaves none, is one clear error."""
+    names = prunable_layers(model)
+    skipped = set(skipped_layers(model_name, names, skip_first_last, include, exclude))
+    return [n for n in names if n not in skipped]
+
+
 def layer_table(
     model: nn.Module,
     model_name: str,

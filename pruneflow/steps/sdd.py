@@ -56,7 +56,8 @@ from pruneflow import config, layout
 from pruneflow.config import SDD_METHODS, SDD_MODES, Params
 from pruneflow.errors import PruneflowError
 from pruneflow.io import read_json, write_json, write_parquet
-from pruneflow.models import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.layers import pruned_layers
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.sdd import exports, plots
 from pruneflow.sdd.distance import learning_distance
@@ -96,7 +97,13 @@ from pruneflow.sdd.sweep import (
 from pruneflow.sparsity.masks import sparsity as mask_sparsity
 from pruneflow.steps.base import Record, Step, say
 from pruneflow.steps.data import PREPARE, load_data, read_labels
-from pruneflow.steps.dense import DATA_KEYS, TRAIN_KEYS
+from pruneflow.steps.dense import (
+    DATA_KEYS,
+    TRAIN_KEYS,
+    load_user_weights,
+    model_code,
+    weights_inputs,
+)
 from pruneflow.train import seeded_build
 
 Item = dict[str, Any]
@@ -202,22 +209,34 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
     frame, _ = read_labels(p)
     data = load_data(p)
     splits = Splits(frame)
+    if p.model.weights is not None and rewind_epoch > 0:
+        raise PruneflowError(
+            f"sdd.rewind_epoch = {rewind_epoch} rewinds to an epoch of dense training, which "
+            f"sdd.weights skips for {p.model.name}: set sdd.rewind_epoch to 0"
+        )
     model = seeded_build(
         p.model.name, data.num_classes, data.in_shape, derive_seed(seed, 0, "init")
     )
-    layers = prunable_layers(model)
+    layers = sweep_layers(p, model)
     cfg = p.train.model_copy(update={"seed": derive_seed(seed, 0, "train")})
     started = time.perf_counter()
-    history, init, rewind = train_with_rewind_point(
-        model,
-        data,
-        splits.train,
-        splits.noisy,
-        cfg,
-        rewind_epoch,
-        progress_enabled(p.runtime.progress),
-        f"sdd dense {p.model.name} seed {seed}",
-    )
+    init = clone_state(model)
+    # the user's trained checkpoint replaces dense training; the rewind point (epoch 0) is
+    # then the seed's initialisation, as it is for a trained run
+    source = load_user_weights(p, model)
+    if source is None:
+        history, init, rewind = train_with_rewind_point(
+            model,
+            data,
+            splits.train,
+            splits.noisy,
+            cfg,
+            rewind_epoch,
+            progress_enabled(p.runtime.progress),
+            f"sdd dense {p.model.name} seed {seed}",
+        )
+    else:
+        history, rewind = None, {k: v.clone() for k, v in init.items()}
     seconds = time.perf_counter() - started
     final = clone_state(model)
     record = {
@@ -229,11 +248,12 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
         "learning_distance": learning_distance(init, final, None, layers),
         "train_seconds": round(seconds, 3),
         "target_sparsity": 0.0,
-        "final_epoch_loss": history.loss[-1],
-        "history": {"loss": history.loss, "acc": history.acc},
+        "final_epoch_loss": history.loss[-1] if history else None,
+        "history": {"loss": history.loss, "acc": history.acc} if history else None,
+        "weights": source,
     }
     path = dense_file(p, seed)
-    info = {"step": "sdd_dense", "seed": seed, "rewind_epoch": rewind_epoch}
+    info = {"step": "sdd_dense", "seed": seed, "rewind_epoch": rewind_epoch, "weights": source}
     save_state(
         path,
         {"weight": final, "init": init, "rewind": rewind},
@@ -244,21 +264,33 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "history"}
 
 
+def sweep_layers(p: Params, model: Any) -> list[str]:
+    """The layers the sweep prunes: every Conv2d/Linear (He et al. prune globally), narrowed
+    by ``sdd.include`` / ``sdd.exclude``; the others stay dense and out of the sparsity."""
+    sdd = p.sdd  # type: ignore[attr-defined]
+    return pruned_layers(model, p.model.name, False, sdd.include, sdd.exclude)
+
+
 # the dense run's seed comes from the item (sdd.seeds), not from train.seed
 _DENSE_READS = (
     *DATA_KEYS,
     "model.name",
+    "model.weights",
     *(key for key in TRAIN_KEYS if key != "train.seed"),
     "sdd.rewind_epoch",
+    "sdd.include",
+    "sdd.exclude",
 )
 
 SDD_DENSE = Step(
     name="sdd_dense",
     reads=_DENSE_READS,
-    inputs=lambda p, item: [layout.labels_table(p)],
+    inputs=lambda p, item: [layout.labels_table(p), *weights_inputs(p)],
     outputs=lambda p, item: [dense_file(p, item["seed"]), record_file(dense_file(p, item["seed"]))],
     compute=_dense_compute,
-    description="sdd: dense training on noisy labels, keeping the init and rewind-point weights",
+    description="sdd: dense training on noisy labels, keeping the init and rewind-point weights "
+    "(or sdd.weights loaded)",
+    environment=model_code,
     fan_out=True,
     items=dense_items,
 )
@@ -329,7 +361,7 @@ def _level_compute(p: Params, item: Item) -> dict[str, Any]:
 
     model = build(arch["name"], arch["num_classes"], tuple(arch["in_shape"]))
     model.load_state_dict(prev["weight"])
-    layers = prunable_layers(model)
+    layers = sweep_layers(p, model)
     target = level_sparsity(sdd.prune_fraction, level)
     if mode in _MASK_SOURCE:  # the source chain's masks at this level, pruned there already
         require(prev, prev_path, "mask")
@@ -399,11 +431,14 @@ SDD_LEVEL = Step(
         "sdd.scope",
         "sdd.prune_fraction",
         "sdd.gradient_batches",
+        "sdd.include",
+        "sdd.exclude",
     ),
     inputs=_level_inputs,
     outputs=_level_outputs,
     compute=_level_compute,
     description="sdd: one pruning round (prune, restart by mode, retrain under masks, evaluate)",
+    environment=model_code,
     fan_out=True,
     items=lambda p: [item for chain in chains(p) for item in chain],
 )
