@@ -1,7 +1,15 @@
 """Prune your own model, end to end: a torchvision resnet18 and a user module from a file
 under tests/, each with weights trained and saved here, on a small ImageFolder written here;
 SPDY (profile, database, search, one-shot, gradual pruning) with tiny settings, then export
-and check the ONNX models in onnxruntime against the torch models loaded from the export."""
+and check the ONNX models in onnxruntime against the torch models loaded from the export.
+
+The speedup target is set from the timing table the same run measured: halfway between 1x
+and the most its table says the pruned layers can give (every layer at its fastest level).
+A fixed target (1.02x) made the test a bet on how much a sparse kernel beats dense on a loaded
+host for resnet18's first stage at 8x8 maps (1.005-1.015x at 95%); what the test checks is
+the pipeline, so it asserts what the run itself promises: the table finds a sparse level
+faster than dense, the realized model's predicted speedup meets the target, and its measured
+speedup agrees with the prediction within the stated tolerance."""
 
 from __future__ import annotations
 
@@ -19,9 +27,13 @@ from typer.testing import CliRunner
 from pruneflow import api, config, layout
 from pruneflow.cli import app
 from pruneflow.data import load_dataset
+from pruneflow.io import parquet_metadata, read_parquet
 from pruneflow.models import build
+from pruneflow.spdy.dp import predicted_speedup
+from pruneflow.spdy.paths import RESULTS_COLUMNS, results_file
 from pruneflow.steps import STEPS
 from pruneflow.steps.export import spdy_export_dir
+from pruneflow.timing import read_timing_table, time_matrix
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "tests.user_models.branchy:make"
@@ -29,6 +41,12 @@ RESNET = "torchvision:resnet18"
 # resnet18 at 32x32 (its first stage then works on 8x8 maps, where sparse kernels can win);
 # the user's module at 16x16
 SIZES = {RESNET: 32, USER: 16}
+# measured / predicted speedup of the realized model, both from this run on this host: the
+# table's quantile against alternated end-to-end passes (spdy.gmp.measure_*), which drift
+# apart by up to ~10% on a shared CPU (docs/timing.md); 0.2 still fails a model whose
+# sparse kernels were not used (1x against a predicted 1.2x and more) or a table that
+# mispredicts by a quarter
+SPEEDUP_TOLERANCE = 0.2
 
 
 def _write_imagefolder(root: Path, size: int, per_class: int = 28) -> None:
@@ -86,7 +104,7 @@ def _tree(root: Path, size: int) -> dict:
                 "smooth_window": 1,
             },
             "recon": {"calib_samples": 8, "batch_size": 8, "solver": "sparsegpt"},
-            "targets": [1.02],
+            "targets": [1.5],  # replaced from the run's own timing table
             "search": {"candidates": 1, "max_no_improvement": 1, "buckets": 100},
             "gmp": {
                 "profiles": ["spdy"],
@@ -100,20 +118,33 @@ def _tree(root: Path, size: int) -> dict:
                 "measure_block_seconds": 0.0,
             },
         },
-        "export": {"target": 1.02, "check_samples": 8, "repeats": 2, "batch_size": 2},
+        "export": {"check_samples": 8, "repeats": 2, "batch_size": 2},
     }
+
+
+def _reachable_target(p: config.Params) -> float:
+    """Halfway between 1x and the timing table's fastest profile (every pruned layer at its
+    fastest level), rounded down to 1/1000; the table must find a sparse level that wins."""
+    path = layout.timing_table(p)
+    layers = parquet_metadata(path)["layers"]
+    table, meta = read_timing_table(path, p.model.name, layers)
+    times = time_matrix(table, layers)
+    fastest = times.argmin(axis=1)
+    reach = predicted_speedup(
+        times, fastest, float(meta["dense_total_ms"]), float(meta["prunable_dense_ms"])
+    )
+    assert reach > 1.004, f"no sparse level of {layers} beats dense in the table: {reach:.4f}x"
+    return float(np.floor(1000 * (1 + (reach - 1) / 2)) / 1000)
 
 
 def _spdy_and_export(p: config.Params) -> None:
     for name in (
-        "prepare",
-        "train_dense",
-        "profile",
         "recondb_layer",
         "recondb",
         "spdy_search",
         "spdy_oneshot",
         "spdy_gmp",
+        "spdy_results",
         "spdy_export",
     ):
         STEPS[name].run_all(p)
@@ -131,7 +162,19 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
     if model == RESNET:  # SPDY on resnet18's first stage only (a glob: its 4 convs)
         tree["spdy"]["grid"]["include"] = ["layer1.*"]
     p = config.scoped(config.from_dict(tree), f"spdy:{model}")
+    for name in ("prepare", "train_dense", "profile"):  # none of them reads the targets
+        STEPS[name].run_all(p)
+    target = _reachable_target(p)
+    tree["spdy"]["targets"], tree["export"]["target"] = [target], target
+    p = config.scoped(config.from_dict(tree), f"spdy:{model}")
+    assert STEPS["profile"].run(p)["status"] == "cached"
     _spdy_and_export(p)
+
+    # the realized model meets the target on the run's own table, and measures as predicted
+    (row,) = read_parquet(results_file(p), RESULTS_COLUMNS).to_dict("records")
+    assert row["target"] == target and row["predicted_speedup"] >= target - 1e-9
+    ratio = row["measured_speedup"] / row["predicted_speedup"]
+    assert abs(ratio - 1) <= SPEEDUP_TOLERANCE, row
 
     dense = STEPS["train_dense"].run(p)["summary"]
     assert dense["epochs"] == 0 and dense["weights"]["path"] == weights
@@ -159,14 +202,14 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
 
     # `pruneflow export` and the notebook API read the same run from params.yaml
     (workdir / "params.yaml").write_text(yaml.safe_dump(tree))
-    done = CliRunner().invoke(app, ["export", "-m", model, "--target", "1.02"])
+    done = CliRunner().invoke(app, ["export", "-m", model, "--target", str(target)])
     assert done.exit_code == 0, done.output
     assert str(folder / "model.onnx") in done.stdout and "onnxruntime vs torch" in done.stdout
     run = api.Run()
-    pruned = run.pruned_model("spdy", model=model, target=1.02)
+    pruned = run.pruned_model("spdy", model=model, target=target)
     assert torch.equal(
         pruned.state_dict()[next(iter(masks)) + ".weight"], modules[next(iter(masks))].weight
     )
-    assert set(run.profile("spdy", target=1.02, model=model)) == set(masks)
+    assert set(run.profile("spdy", target=target, model=model)) == set(masks)
     assert run.exported("spdy", model=model) == folder
     assert set(run.oneshot(model)["profile"]) >= {"spdy", "uniform"}
