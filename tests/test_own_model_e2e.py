@@ -123,15 +123,16 @@ def _tree(root: Path, size: int) -> dict:
 
 
 def _reachable_target(p: config.Params) -> float:
-    """Halfway between 1x and the timing table's fastest profile (every pruned layer at its
-    fastest level), rounded down to 1/1000; the table must find a sparse level that wins."""
+    """Halfway between 1x and the timing table's fastest uniform profile (every pruned layer at
+    one level: the baseline SPDY is compared with, which must meet the target too), rounded
+    down to 1/1000; the table must find a sparse level that beats dense."""
     path = layout.timing_table(p)
     layers = parquet_metadata(path)["layers"]
     table, meta = read_timing_table(path, p.model.name, layers)
     times = time_matrix(table, layers)
-    fastest = times.argmin(axis=1)
-    reach = predicted_speedup(
-        times, fastest, float(meta["dense_total_ms"]), float(meta["prunable_dense_ms"])
+    totals = float(meta["dense_total_ms"]), float(meta["prunable_dense_ms"])
+    reach = max(
+        predicted_speedup(times, [level] * len(layers), *totals) for level in range(times.shape[1])
     )
     assert reach > 1.004, f"no sparse level of {layers} beats dense in the table: {reach:.4f}x"
     return float(np.floor(1000 * (1 + (reach - 1) / 2)) / 1000)
@@ -159,8 +160,10 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
     weights = "resnet18.pt" if model == RESNET else "branchy.safetensors"
     _train_and_save(model, root, size, workdir / weights)
     tree = _tree(root, size)
-    if model == RESNET:  # SPDY on resnet18's first stage only (a glob: its 4 convs)
-        tree["spdy"]["grid"]["include"] = ["layer1.*"]
+    # the layers whose sparse kernels beat dense by a margin on any host: resnet18's first
+    # stage (a glob: its 4 convs at 8x8 maps), the user module's 512x512 linear (its 8-channel
+    # convs at 16x16 run as fast dense as sparse: a few microseconds of work each)
+    tree["spdy"]["grid"]["include"] = ["layer1.*"] if model == RESNET else ["head.0"]
     p = config.scoped(config.from_dict(tree), f"spdy:{model}")
     for name in ("prepare", "train_dense", "profile"):  # none of them reads the targets
         STEPS[name].run_all(p)
@@ -193,6 +196,8 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
         assert torch.equal(modules[layer].weight != 0, mask.bool()), layer
     if model == RESNET:
         assert sorted(masks) == [f"layer1.{b}.conv{c}" for b in (0, 1) for c in (1, 2)]
+    else:
+        assert sorted(masks) == ["head.0"]
     # onnxruntime on the exported graph = the loaded torch module, at another batch size
     images = load_dataset("imagefolder", root, size).images(np.arange(5))
     session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -18,7 +18,7 @@ CHEX the same freedom as the baselines.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -132,15 +132,17 @@ def select_groups(
     include: Sequence[str],
     exclude: Sequence[str],
     model_name: str,
+    order: Mapping[str, int],
 ) -> list[ChannelGroup]:
     """The groups whose channels are explored and pruned, by glob patterns over conv names.
 
     A group is a unit (its channels are kept or removed together across a residual sum), so
     ``include`` takes a group when one of its producing convs matches and ``exclude`` leaves a
     group whole when one of them matches. A pattern that matches no producing conv, or a
-    selection that leaves no group, is one clear error.
+    selection that leaves no group, is one clear error. ``order``: the convs' forward order
+    (for the message).
     """
-    convs = [c for g in groups for c in g.producers]
+    convs = sorted((c for g in groups for c in g.producers), key=lambda c: order.get(c, 0))
     for kind, patterns in (("include", include), ("exclude", exclude)):
         for pattern in patterns:
             if not any(fnmatchcase(c, pattern) for c in convs):
@@ -184,7 +186,7 @@ def find_groups(
     modules = dict(model.named_modules())
     names = {m: n for n, m in modules.items()}
     order = {n: i for i, n in enumerate(names.values())}
-    model_name = type(model).__name__
+    model_name = model_name or type(model).__name__
     groups: list[ChannelGroup] = []
     for group in graph.get_all_groups(root_module_types=[nn.Conv2d]):
         if any(item.dep.target.type == tp.ops.OPTYPE.OUTPUT for item in group):
@@ -212,7 +214,7 @@ def find_groups(
         groups.append(ChannelGroup(producers[0], size, names[root_module], producers, bns, slices))
     groups.sort(key=lambda g: order[g.name])
     if groups and (include or exclude):
-        groups = select_groups(groups, include, exclude, model_name or type(model).__name__)
+        groups = select_groups(groups, include, exclude, model_name, order)
     for conv in sorted((c for g in groups for c in g.producers), key=order.__getitem__):
         if not _bn_after(graph, modules[conv]):
             raise PruneflowError(

@@ -49,7 +49,7 @@ from pruneflow.io import read_json, write_json, write_parquet
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.steps.base import Step, say
 from pruneflow.steps.data import load_data, read_labels
-from pruneflow.steps.dense import load_user_weights, model_code, weights_inputs
+from pruneflow.steps.dense import load_user_weights, weights_inputs
 from pruneflow.train import evaluate
 
 _DATA = ("data.dataset", "data.root", "data.image_size", "model.name")
@@ -154,7 +154,6 @@ CHEX_TRAIN = Step(
     ],
     compute=_train,
     description="CHEX training from scratch: channel exploration -> masked model + masks",
-    environment=model_code,
 )
 
 
@@ -227,7 +226,6 @@ CHEX_EXTRACT = Step(
     ],
     compute=_extract,
     description="remove masked channels -> smaller model; FLOPs, params, latency, accuracy",
-    environment=model_code,
 )
 
 
@@ -316,7 +314,6 @@ CHEX_COMPARE = Step(
     compute=_compare,
     description="one comparison run (method, FLOPs target, seed) at equal FLOPs and epochs "
     "(the dense reference: chex.weights when given)",
-    environment=model_code,
     fan_out=True,
     items=compare_items,
 )

@@ -101,7 +101,6 @@ from pruneflow.steps.dense import (
     DATA_KEYS,
     TRAIN_KEYS,
     load_user_weights,
-    model_code,
     weights_inputs,
 )
 from pruneflow.train import seeded_build
@@ -290,7 +289,6 @@ SDD_DENSE = Step(
     compute=_dense_compute,
     description="sdd: dense training on noisy labels, keeping the init and rewind-point weights "
     "(or sdd.weights loaded)",
-    environment=model_code,
     fan_out=True,
     items=dense_items,
 )
@@ -438,7 +436,6 @@ SDD_LEVEL = Step(
     outputs=_level_outputs,
     compute=_level_compute,
     description="sdd: one pruning round (prune, restart by mode, retrain under masks, evaluate)",
-    environment=model_code,
     fan_out=True,
     items=lambda p: [item for chain in chains(p) for item in chain],
 )
