@@ -53,9 +53,9 @@ def test_chex_weights_are_the_dense_reference_and_chex_still_trains(workdir, cap
     static = {"method": "static", "target": 0.5, "seed": 0}
     assert not any(path.name == "mine.pt" for path in CHEX_COMPARE.input_paths(q, static))
 
-    record = CHEX_COMPARE.run(q, item=dense)["summary"]
-    assert record["train_seconds"] < 5  # loaded and evaluated, not trained
+    CHEX_COMPARE.run(q, item=dense)
     stored = json.loads(paths.run_record(q, dense).read_text())
+    # loaded and evaluated, not trained: no training history
     assert stored["weights"]["path"] == "mine.pt" and stored["history"]["loss"] == []
     model = build_model(MODEL, 10, (1, 8, 8), 0)
     model.load_state_dict(trained)
@@ -65,9 +65,7 @@ def test_chex_weights_are_the_dense_reference_and_chex_still_trains(workdir, cap
     assert stored["test_acc"] == pytest.approx(expected)
     # the other methods train from scratch whatever the weights
     other = CHEX_COMPARE.run(q, item=static)["summary"]
-    assert "weights" not in json.loads(paths.run_record(q, static).read_text()) or (
-        json.loads(paths.run_record(q, static).read_text())["weights"] is None
-    )
+    assert json.loads(paths.run_record(q, static).read_text())["weights"] is None
     assert other["flops_reduction"] >= 0.5
     CHEX_TRAIN.run(q)
     assert "CHEX trains from scratch by definition" in capsys.readouterr().err
