@@ -38,8 +38,7 @@ from pruneflow.timing import read_timing_table, time_matrix
 REPO = Path(__file__).resolve().parent.parent
 USER = "tests.user_models.branchy:make"
 RESNET = "torchvision:resnet18"
-# resnet18 at 32x32 (its first stage then works on 8x8 maps, where sparse kernels can win);
-# the user's module at 16x16
+# resnet18 at 32x32, the user's module at 16x16
 SIZES = {RESNET: 32, USER: 16}
 # measured / predicted speedup of the realized model, both from this run on this host: the
 # table's quantile against 30 alternated end-to-end runs in 3 passes (spdy.gmp.measure_*),
@@ -160,10 +159,12 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
     weights = "resnet18.pt" if model == RESNET else "branchy.safetensors"
     _train_and_save(model, root, size, workdir / weights)
     tree = _tree(root, size)
-    # the layers whose sparse kernels beat dense by a margin on any host: resnet18's first
-    # stage (a glob: its 4 convs at 8x8 maps), the user module's 512x512 linear (its 8-channel
-    # convs at 16x16 run as fast dense as sparse: a few microseconds of work each)
-    tree["spdy"]["grid"]["include"] = ["layer1.*"] if model == RESNET else ["head.0"]
+    # layers whose sparse kernels beat dense by a wide margin on a loaded host (globs):
+    # resnet18's last stage (4 convs of 512x512x3x3 on 1x1 maps: dense streams 9.4 MB of
+    # weights per conv; uniformly 99% sparse the model measured 1.52-1.64x), not its first
+    # (64 channels on 8x8 maps: 1.00-1.30x between two runs a minute apart); the user
+    # module's 512x512 linear, not its 8-channel convs (microseconds of work dense or sparse)
+    tree["spdy"]["grid"]["include"] = ["layer4.*.conv*"] if model == RESNET else ["head.0"]
     p = config.scoped(config.from_dict(tree), f"spdy:{model}")
     for name in ("prepare", "train_dense", "profile"):  # none of them reads the targets
         STEPS[name].run_all(p)
@@ -184,7 +185,9 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
     folder = spdy_export_dir(p)
     assert folder.parent == Path("artifacts/export/imagefolder") / layout.model_key(p)
     metrics = STEPS["spdy_export"].run(p)["summary"]
-    assert metrics["max_abs_diff_onnx_vs_torch"] < 1e-3 and metrics["ort_ms"] > 0
+    # the step checked every output within export.atol + export.rtol * |torch| (it fails
+    # otherwise): an absolute bound would depend on the logits' scale
+    assert metrics["onnx_agrees_with_torch"] == 1.0 and metrics["ort_ms"] > 0
 
     # the exported weights load into the user's own module, pruned layers hold zeros
     mine = build(model, 2, (3, size, size)).eval()
@@ -195,7 +198,7 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
     for layer, mask in masks.items():
         assert torch.equal(modules[layer].weight != 0, mask.bool()), layer
     if model == RESNET:
-        assert sorted(masks) == [f"layer1.{b}.conv{c}" for b in (0, 1) for c in (1, 2)]
+        assert sorted(masks) == [f"layer4.{b}.conv{c}" for b in (0, 1) for c in (1, 2)]
     else:
         assert sorted(masks) == ["head.0"]
     # onnxruntime on the exported graph = the loaded torch module, at another batch size

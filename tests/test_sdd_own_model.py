@@ -9,14 +9,16 @@ import torch
 
 from pruneflow import config
 from pruneflow.errors import PruneflowError
-from pruneflow.io import read_json
+from pruneflow.io import read_json, read_parquet
 from pruneflow.models import build
 from pruneflow.models.preflight import check_own_inputs
 from pruneflow.sdd.evaluation import Splits, level_metrics
-from pruneflow.sdd.paths import dense_file, level_file, record_file
+from pruneflow.sdd.paths import dense_file, level_file, record_file, sweep_file
 from pruneflow.sdd.state import load_state
+from pruneflow.sdd.sweep import SWEEP_COLUMNS
 from pruneflow.steps import STEPS
 from pruneflow.steps.data import load_data, read_labels
+from pruneflow.steps.sdd import run_sweep
 
 MODEL = "lenet300100"
 
@@ -80,6 +82,13 @@ def test_sdd_weights_replace_dense_training_and_feed_the_sweep(workdir):
         level_file(p, {"method": "magnitude", "mode": "finetune", "seed": 0, "level": 1})
     )
     assert set(level["mask"]) == {"fc1", "fc2", "fc3"}
+
+    # the whole sweep runs from them: level 0 of every curve is the user's model
+    run_sweep(params, plots=False)
+    sweep = read_parquet(sweep_file(p), SWEEP_COLUMNS)
+    dense_rows = sweep[sweep["level"] == 0]
+    assert len(dense_rows) == 2 and (dense_rows["test_acc"] == expected["test_acc"]).all()
+    assert sorted(sweep["level"].unique()) == [0, 1, 2]
 
     # the file's content is the input: same name, new weights -> computed again
     assert STEPS["sdd_dense"].run(p, item={"seed": 0})["status"] == "cached"

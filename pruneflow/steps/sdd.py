@@ -249,7 +249,6 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
         "target_sparsity": 0.0,
         "final_epoch_loss": history.loss[-1] if history else None,
         "history": {"loss": history.loss, "acc": history.acc} if history else None,
-        "weights": source,
     }
     path = dense_file(p, seed)
     info = {"step": "sdd_dense", "seed": seed, "rewind_epoch": rewind_epoch, "weights": source}
@@ -260,7 +259,8 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
         info,
     )
     write_json(record_file(path), record)  # last: the record marks the level complete
-    return {k: v for k, v in record.items() if k != "history"}
+    # the record's keys are the sweep table's columns: the weights' origin stays in the file
+    return {**{k: v for k, v in record.items() if k != "history"}, "weights": source}
 
 
 def sweep_layers(p: Params, model: Any) -> list[str]:
