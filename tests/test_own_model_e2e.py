@@ -176,7 +176,9 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
 
     # the realized model meets the target on the run's own table, and measures as predicted
     (row,) = read_parquet(results_file(p), RESULTS_COLUMNS).to_dict("records")
-    assert row["target"] == target and row["predicted_speedup"] >= target - 1e-9
+    # SPDY's DP counts time in spdy.search.buckets buckets of the budget: within one of them
+    buckets = tree["spdy"]["search"]["buckets"]
+    assert row["target"] == target and row["predicted_speedup"] >= target * (1 - 1 / buckets)
     ratio = row["measured_speedup"] / row["predicted_speedup"]
     assert abs(ratio - 1) <= SPEEDUP_TOLERANCE, row
 
