@@ -176,9 +176,11 @@ def test_spdy_on_own_model_and_weights_then_onnx_export(workdir, monkeypatch, mo
 
     # the realized model meets the target on the run's own table, and measures as predicted
     (row,) = read_parquet(results_file(p), RESULTS_COLUMNS).to_dict("records")
-    # SPDY's DP counts time in spdy.search.buckets buckets of the budget: within one of them
-    buckets = tree["spdy"]["search"]["buckets"]
-    assert row["target"] == target and row["predicted_speedup"] >= target * (1 - 1 / buckets)
+    # SPDY's DP rounds each layer's time to the nearest of spdy.search.buckets buckets of the
+    # budget (the authors' rounding): a chosen profile can overrun by half a bucket per layer
+    slack = len(parquet_metadata(layout.timing_table(p))["layers"]) / 2
+    slack /= tree["spdy"]["search"]["buckets"]
+    assert row["target"] == target and row["predicted_speedup"] >= target / (1 + slack)
     ratio = row["measured_speedup"] / row["predicted_speedup"]
     assert abs(ratio - 1) <= SPEEDUP_TOLERANCE, row
 
