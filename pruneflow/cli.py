@@ -395,27 +395,46 @@ def layers(
     overrides: SetOpt = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", "-m", help="default: the first spdy.models entry (any name)"),
+        typer.Option("--model", "-m", help="default: the method's first model (any name)"),
     ] = None,
+    method: Annotated[str, typer.Option("--method", help="whose rule: spdy, sdd or chex")] = "spdy",
 ) -> None:
-    """List a model's prunable layers (Conv2d, Linear), their weight shapes and which SPDY
-    prunes (spdy.grid: skip_first_last, include, exclude). Builds the model; trains nothing."""
+    """List a model's prunable layers (Conv2d, Linear), their weight shapes and which a method
+    prunes: SPDY (spdy.grid: skip_first_last, include, exclude), SDD (every layer, sdd.include,
+    sdd.exclude) or CHEX (the convs of the channel groups chex.include/exclude select). Builds
+    the model; trains nothing."""
+    import torch
+
     from pruneflow import config
     from pruneflow.data import load_dataset
     from pruneflow.models import build
-    from pruneflow.models.layers import layer_table
+    from pruneflow.models.layers import layer_table, marked_layers
 
+    if method not in config.SCOPED_METHODS:
+        raise PruneflowError(f"--method must be one of {', '.join(config.SCOPED_METHODS)}")
     params = _load(params_file, overrides)
+    section = getattr(params, method)
     if model is not None:
         config.from_dict({"model": {"name": model}}, source="--model")  # params.yaml's check
-        if model not in params.spdy.models:
-            spdy = params.spdy.model_copy(update={"models": [*params.spdy.models, model]})
-            params = params.model_copy(update={"spdy": spdy})
-    scoped = config.scoped(params, f"spdy:{model or params.spdy.models[0]}")
+        if model not in section.models:
+            section = section.model_copy(update={"models": [*section.models, model]})
+            params = params.model_copy(update={method: section})
+    scoped = config.scoped(params, f"{method}:{model or section.models[0]}")
     data = load_dataset(scoped.data.dataset, scoped.data.root, scoped.data.image_size)
     net = build(scoped.model.name, data.num_classes, data.in_shape)
-    g = scoped.spdy.grid
-    rows = layer_table(net, scoped.model.name, g.skip_first_last, g.include, g.exclude)
+    name = scoped.model.name
+    if method == "spdy":
+        g = scoped.spdy.grid
+        rows = layer_table(net, name, g.skip_first_last, g.include, g.exclude)
+    elif method == "sdd":
+        rows = layer_table(net, name, False, scoped.sdd.include, scoped.sdd.exclude)
+    else:
+        from pruneflow.chex.groups import find_groups
+
+        example = torch.zeros(2, *data.in_shape)
+        c = scoped.chex
+        groups = find_groups(net, example, c.include, c.exclude, name)
+        rows = marked_layers(net, {conv for g in groups for conv in g.producers})
     table = Table(title=f"{scoped.model.name} on {scoped.data.dataset} {data.in_shape}")
     for col in ("layer", "type", "weight shape", "weights", "pruned"):
         table.add_column(col, justify="right" if col == "weights" else "left")

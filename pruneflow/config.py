@@ -360,10 +360,14 @@ class SpdyParams(_Section):
 
     @model_validator(mode="after")
     def _weights_of_models(self) -> SpdyParams:
-        unknown = sorted(set(self.weights) - set(self.models))
-        if unknown:
-            raise ValueError(f"weights given for {unknown}, which are not in models {self.models}")
+        _check_weights_of_models(self.weights, self.models)
         return self
+
+
+def _check_weights_of_models(weights: dict[str, str], models: list[str]) -> None:
+    unknown = sorted(set(weights) - set(models))
+    if unknown:
+        raise ValueError(f"weights given for {unknown}, which are not in models {models}")
 
 
 SDD_METHODS = ("magnitude", "gradient", "random")
@@ -391,6 +395,17 @@ class SddParams(_Section):
     dataset: DatasetName = "mnist5k"
     noise_rate: float = Field(0.2, ge=0.0, lt=1.0, description="symmetric noise on train labels")
     models: list[ModelName] = ["lenet300100"]
+    weights: dict[str, str] = Field(
+        {},
+        description="a trained checkpoint per model (MODEL: path): that model's dense "
+        "training is skipped, its weights are every seed's level 0 (see model.weights)",
+    )
+    include: list[str] = Field(
+        [],
+        description="glob patterns of the layers the sweep prunes (empty: every Conv2d/Linear, "
+        "as He et al. prune globally)",
+    )
+    exclude: list[str] = Field([], description="glob patterns of layers the sweep leaves dense")
     # measured on mnist5k / lenet300100 (see the sweep's report): 30 epochs of Adam memorise
     # ~98 % of the noisy labels, and the double descent shows within a few CPU minutes
     train: TrainParams = TrainParams(
@@ -454,6 +469,16 @@ class SddParams(_Section):
             )
         return value
 
+    @model_validator(mode="after")
+    def _weights_of_models(self) -> SddParams:
+        _check_weights_of_models(self.weights, self.models)
+        if self.weights and self.rewind_epoch > 0:
+            raise ValueError(
+                f"rewind_epoch = {self.rewind_epoch} rewinds to an epoch of dense training, "
+                "and sdd.weights skips it: set rewind_epoch to 0 (the seed's initialisation)"
+            )
+        return self
+
 
 CHEX_METHODS = ("chex", "static", "l1_norm", "slimming")
 # CHEX ablations and diagnostics (pruneflow.chex.methods): which ingredient a result depends on
@@ -512,6 +537,21 @@ class ChexParams(_Section):
     dataset: DatasetName = "mnist5k"
     noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
     models: list[ModelName] = ["resnet_mini"]
+    weights: dict[str, str] = Field(
+        {},
+        description="a trained checkpoint per model (MODEL: path): CHEX still trains from "
+        "scratch; the weights are the comparison's dense reference instead of a dense run",
+    )
+    include: list[str] = Field(
+        [],
+        description="glob patterns of the convs whose output channels are explored and pruned "
+        "(empty: every channel group); a group is pruned when one of its convs matches",
+    )
+    exclude: list[str] = Field(
+        [],
+        description="glob patterns of convs whose channels stay whole (their whole channel "
+        "group: channels meeting in a residual sum are kept or removed together)",
+    )
     train: TrainParams = TrainParams(
         epochs=30, batch_size=128, lr=0.1, weight_decay=5e-4, schedule="cosine"
     )
@@ -534,6 +574,7 @@ class ChexParams(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ChexParams:
+        _check_weights_of_models(self.weights, self.models)
         if (self.flops_reduction is None) == (self.sparsity is None):
             raise ValueError("set exactly one of flops_reduction and sparsity (the other null)")
         if self.delta_t > self.t_max:

@@ -111,3 +111,19 @@ def test_layers_command_lists_a_user_model(monkeypatch):
     bad = runner.invoke(app, [*args, "--set", 'spdy.grid.include=["nope*"]'])
     assert bad.exit_code == 2 and "include pattern 'nope*' matches none" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_layers_command_shows_each_methods_rule(monkeypatch):
+    monkeypatch.chdir(REPO)
+    runner = CliRunner()
+    sdd = ["layers", "--method", "sdd", "-m", "lenet300100", "--set", "sdd.dataset=digits"]
+    done = runner.invoke(app, [*sdd, "--set", 'sdd.exclude=["fc3"]'])
+    assert done.exit_code == 0, done.output
+    assert "2 of 3 prunable layers pruned" in done.stdout  # SDD prunes the first and last too
+    chex = ["layers", "--method", "chex", "-m", "resnet_mini", "--set", "chex.dataset=digits"]
+    done = runner.invoke(app, [*chex, "--set", 'chex.include=["stage2.*"]'])
+    assert done.exit_code == 0, done.output
+    # stage2's two channel groups: its convs and the shortcut that meets conv2 in the sum
+    assert "3 of 10 prunable layers pruned" in done.stdout
+    bad = runner.invoke(app, [*chex, "--set", 'chex.exclude=["fc"]'])
+    assert bad.exit_code == 2 and "chex.exclude pattern 'fc' matches none" in bad.stderr

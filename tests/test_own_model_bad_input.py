@@ -56,3 +56,27 @@ def test_bad_own_inputs_stop_the_run_in_one_line(project, sets, message):
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (project / "artifacts").exists() and not (project / ".pruneflow").exists()
+
+
+@pytest.mark.parametrize(
+    ("flow", "sets", "message"),
+    [
+        ("sdd", ['sdd.exclude=["conv*"]'], "exclude pattern 'conv*' matches none of lenet300100"),
+        (
+            "sdd",
+            ["sdd.weights={lenet300100: wrong.pt}"],
+            "wrong.pt does not fit model lenet300100: missing",
+        ),
+        ("chex", ['chex.include=["fc"]'], "chex.include pattern 'fc' matches none of resnet_mini"),
+        ("chex", ["chex.weights={resnet_mini: wrong.pt}"], "wrong.pt does not fit model"),
+    ],
+)
+def test_bad_sdd_and_chex_inputs_stop_the_run_in_one_line(project, flow, sets, message):
+    args = ["run", flow, "--set", f"{flow}.dataset=digits"]
+    for s in sets:
+        args += ["--set", s]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (project / "artifacts").exists() and not (project / ".pruneflow").exists()

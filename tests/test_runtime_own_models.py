@@ -53,3 +53,30 @@ def test_runtime_matches_the_masked_dense_model(monkeypatch, name):
     with torch.no_grad():
         expected = masked(x)
     torch.testing.assert_close(runtime(x), expected, atol=2e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["torchvision:resnet50", "torchvision:mobilenet_v2"])
+def test_the_profiler_takes_them_apart_too(monkeypatch, tmp_path, name):
+    from pruneflow.timing.profiler import ProfileSettings, profile_model
+    from pruneflow.timing.table import write_timing_table
+
+    monkeypatch.chdir(REPO)
+    torch.set_num_threads(1)
+    model = build(name, 4, (3, 16, 16)).eval()
+    settings = ProfileSettings(
+        levels=[0.0, 0.9],
+        batch_size=2,
+        rounds=1,
+        max_rounds=1,
+        min_seconds=0.0,
+        min_repeats=1,
+        max_repeats=2,
+        max_seconds=0.01,
+        warmup=1,
+    )
+    table, meta = profile_model(model, name, in_shape=(3, 16, 16), settings=settings)
+    names = prunable_layers(model)
+    assert "whole_model" not in meta and meta["layers"] == names[1:-1]
+    # per layer the fastest backend measured in situ; depthwise convs have no sparse kernel
+    assert set(table["backend"]) <= {"dense", "csr", "csr_numba"}
+    write_timing_table(tmp_path / "timing.parquet", table, meta)  # the schema's checks

@@ -74,19 +74,26 @@ def reinitialise(model: nn.Module, seed: int) -> nn.Module:
 
 
 def static_model(
-    dense: nn.Module, example: torch.Tensor, counts: dict[str, int], seed: int
+    dense: nn.Module,
+    example: torch.Tensor,
+    counts: dict[str, int],
+    seed: int,
+    groups: list[ChannelGroup] | None = None,
 ) -> nn.Module:
     """The uniformly thinned architecture of ``dense``, freshly initialised."""
-    groups = find_groups(dense, example)
+    groups = groups or find_groups(dense, example)
     return reinitialise(extract(dense, groups, keep_first(groups, counts), example), seed)
 
 
 def l1_masks(
-    model: nn.Module, example: torch.Tensor, counts: dict[str, int]
+    model: nn.Module,
+    example: torch.Tensor,
+    counts: dict[str, int],
+    groups: list[ChannelGroup] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per group, the ``counts`` channels whose filters have the largest L1 norm (summed over
     the group's convs: a residual channel is judged by all its producers), Li et al. Sec. 3.1."""
-    groups = find_groups(model, example)
+    groups = groups or find_groups(model, example)
     state = MaskState(model, groups)
     active = {}
     for g in groups:

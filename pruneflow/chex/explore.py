@@ -44,6 +44,8 @@ class ExploreSettings:
     min_fraction: float = 0.1  # every group keeps at least this share of its channels (>= 1)
     realloc: bool = True  # False: uniform per-group counts (an ablation)
     seed: int = 0
+    include: tuple[str, ...] = ()  # conv patterns: the groups explored (empty: all)
+    exclude: tuple[str, ...] = ()  # conv patterns: groups left whole
 
     def check(self) -> None:
         """Raise :class:`PruneflowError` for settings that cannot run (before any training)."""
@@ -95,7 +97,7 @@ class ChexExplorer:
         self.settings = settings
         self.model = model
         self.example = example
-        self.groups = find_groups(model, example)
+        self.groups = find_groups(model, example, settings.include, settings.exclude)
         self.state = MaskState(model, self.groups)
         self.flops_model = FlopsModel(model, tuple(example.shape[1:]), self.groups)
         self.dense_flops = self.flops_model.dense()

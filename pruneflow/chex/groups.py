@@ -18,7 +18,9 @@ CHEX the same freedom as the baselines.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 import torch
 import torch_pruning as tp
@@ -125,8 +127,56 @@ def _bn_after(graph: tp.DependencyGraph, conv: nn.Module) -> bool:
     return node is not None and any(isinstance(out.module, nn.BatchNorm2d) for out in node.outputs)
 
 
-def find_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup]:
-    """Every prunable conv-output channel group of ``model``, in forward order.
+def select_groups(
+    groups: list[ChannelGroup],
+    include: Sequence[str],
+    exclude: Sequence[str],
+    model_name: str,
+    order: Mapping[str, int],
+) -> list[ChannelGroup]:
+    """The groups whose channels are explored and pruned, by glob patterns over conv names.
+
+    A group is a unit (its channels are kept or removed together across a residual sum), so
+    ``include`` takes a group when one of its producing convs matches and ``exclude`` leaves a
+    group whole when one of them matches. A pattern that matches no producing conv, or a
+    selection that leaves no group, is one clear error. ``order``: the convs' forward order
+    (for the message).
+    """
+    convs = sorted((c for g in groups for c in g.producers), key=lambda c: order.get(c, 0))
+    for kind, patterns in (("include", include), ("exclude", exclude)):
+        for pattern in patterns:
+            if not any(fnmatchcase(c, pattern) for c in convs):
+                shown = ", ".join(convs[:8]) + (", ..." if len(convs) > 8 else "")
+                raise PruneflowError(
+                    f"chex.{kind} pattern '{pattern}' matches none of {model_name}'s convs "
+                    f"whose channels CHEX prunes ({shown})"
+                )
+
+    def matches(group: ChannelGroup, patterns: Sequence[str]) -> bool:
+        return any(fnmatchcase(c, pat) for c in group.producers for pat in patterns)
+
+    chosen = [
+        g
+        for g in groups
+        if (not include or matches(g, include)) and not (exclude and matches(g, exclude))
+    ]
+    if not chosen:
+        raise PruneflowError(
+            f"chex.include/exclude leave no channel group of {model_name} to prune"
+        )
+    return chosen
+
+
+def find_groups(
+    model: nn.Module,
+    example: torch.Tensor,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    model_name: str | None = None,
+) -> list[ChannelGroup]:
+    """Every prunable conv-output channel group of ``model``, in forward order; with
+    ``include``/``exclude`` patterns, those :func:`select_groups` keeps (the others' channels
+    stay whole and count as fixed FLOPs).
 
     Channels that reach the model's output unchanged (a conv classifier) are not prunable and
     are left out. Raises :class:`PruneflowError` when a pruned conv has no BatchNorm after it,
@@ -136,7 +186,7 @@ def find_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup]:
     modules = dict(model.named_modules())
     names = {m: n for n, m in modules.items()}
     order = {n: i for i, n in enumerate(names.values())}
-    model_name = type(model).__name__
+    model_name = model_name or type(model).__name__
     groups: list[ChannelGroup] = []
     for group in graph.get_all_groups(root_module_types=[nn.Conv2d]):
         if any(item.dep.target.type == tp.ops.OPTYPE.OUTPUT for item in group):
@@ -163,6 +213,8 @@ def find_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup]:
         size = int(root_module.out_channels)
         groups.append(ChannelGroup(producers[0], size, names[root_module], producers, bns, slices))
     groups.sort(key=lambda g: order[g.name])
+    if groups and (include or exclude):
+        groups = select_groups(groups, include, exclude, model_name, order)
     for conv in sorted((c for g in groups for c in g.producers), key=order.__getitem__):
         if not _bn_after(graph, modules[conv]):
             raise PruneflowError(

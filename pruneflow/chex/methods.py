@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -127,6 +128,8 @@ def explore_settings(
         min_fraction=chex.min_fraction,
         realloc=chex.realloc,
         seed=cfg.seed,
+        include=tuple(chex.include),
+        exclude=tuple(chex.exclude),
     )
     settings.check()
     return settings
@@ -221,12 +224,17 @@ def run_method(
     progress: bool = False,
     variant: str | None = None,
     channels: dict[str, int] | None = None,
+    pretrained: Callable[[nn.Module], object] | None = None,
 ) -> tuple[RunResult, nn.Module]:
     """Train one method at FLOPs reduction ``target`` with ``seed``; the result and final model.
 
     ``variant`` (CHEX only) runs an ablation, see :func:`apply_variant`; ``arch_scratch`` trains
     ``channels`` (the per-group counts a CHEX run chose) from scratch, as ``static`` would.
+    ``pretrained`` (dense only) loads the user's trained weights into the built model in place
+    of training it: the dense reference is then their model as it is.
     """
+    if pretrained is not None and method != "dense":
+        raise PruneflowError(f"trained weights replace the dense run only, not '{method}'")
     if method not in METHOD_NAMES:
         raise PruneflowError(f"unknown method '{method}'; choose one of {', '.join(METHOD_NAMES)}")
     if variant is not None and method != "chex":
@@ -238,18 +246,22 @@ def run_method(
     example = data.images(split.train[:2])
     in_shape = tuple(data.in_shape)
     dense = build_model(model_name, data.num_classes, in_shape, seed)
-    groups = find_groups(dense, example)
+    groups = find_groups(dense, example, chex.include, chex.exclude, model_name)
     sizes = {g.name: g.size for g in groups}
     flops_dense, params_dense = count_flops(dense, in_shape), count_params(dense)
     label = f"{method}{'/' + variant if variant else ''} {model_name} -{target:.0%} s{seed}"
     exploration: list[dict[str, Any]] = []
     started = time.perf_counter()
-    if method == "dense":
+    if method == "dense" and pretrained is not None:
+        model, counts = dense, dict(sizes)
+        pretrained(model)
+        hist = {"loss": [], "acc": [], "lr": []}
+    elif method == "dense":
         model, counts = dense, dict(sizes)
         hist = _history(fit(model, data, split, cfg, chex.shift, progress, label))
     elif variant == "arch_scratch":
         counts = dict(channels or {})
-        model = static_model(dense, example, counts, seed)
+        model = static_model(dense, example, counts, seed, groups)
         hist = _history(fit(model, data, split, cfg, chex.shift, progress, label))
     elif method == "chex":
         masked, explorer, h = train_chex(model_name, data, split, cfg, chex, target, progress)
@@ -257,7 +269,7 @@ def run_method(
         counts, hist, exploration = explorer.counts(), _history(h), explorer.history
     elif method == "static":
         counts = uniform_counts(dense, example, target, chex.min_fraction, groups)
-        model = static_model(dense, example, counts, seed)
+        model = static_model(dense, example, counts, seed, groups)
         hist = _history(fit(model, data, split, cfg, chex.shift, progress, label))
     else:
         model, counts, hist = _prune_finetune(
@@ -312,7 +324,8 @@ def _prune_finetune(
     if method == "slimming":
         masks = slimming_masks(dense, example, target, chex.min_fraction, groups)
     else:
-        masks = l1_masks(dense, example, uniform_counts(dense, example, target, chex.min_fraction))
+        counts = uniform_counts(dense, example, target, chex.min_fraction, groups)
+        masks = l1_masks(dense, example, counts, groups)
     model = extract(dense, groups, masks, example)
     h2 = fit(model, data, split, ft_cfg, chex.shift, progress, f"{method} fine-tune")
     counts = {name: int(mask.sum()) for name, mask in masks.items()}

@@ -7,7 +7,7 @@ dense by default, ``include``/``exclude`` glob patterns). ``pruneflow layers`` p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from torch import nn
@@ -27,6 +27,21 @@ class LayerInfo:
     pruned: bool
 
 
+def pruned_layers(
+    model: nn.Module,
+    model_name: str,
+    skip_first_last: bool = True,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+) -> list[str]:
+    """The prunable layers of ``model`` a method prunes, in forward order (the rest stay dense).
+
+    A pattern that matches no layer, or a selection that leaves none, is one clear error."""
+    names = prunable_layers(model)
+    skipped = set(skipped_layers(model_name, names, skip_first_last, include, exclude))
+    return [n for n in names if n not in skipped]
+
+
 def layer_table(
     model: nn.Module,
     model_name: str,
@@ -35,8 +50,14 @@ def layer_table(
     exclude: Sequence[str] = (),
 ) -> list[LayerInfo]:
     """Every prunable layer of ``model`` in forward order, marked pruned or left dense."""
+    chosen = pruned_layers(model, model_name, skip_first_last, include, exclude)
+    return marked_layers(model, set(chosen))
+
+
+def marked_layers(model: nn.Module, pruned: Collection[str]) -> list[LayerInfo]:
+    """Every prunable layer of ``model`` in forward order, pruned when it is in ``pruned``
+    (CHEX's rule is its channel groups', :func:`pruneflow.chex.groups.find_groups`)."""
     names = prunable_layers(model)
-    skipped = set(skipped_layers(model_name, names, skip_first_last, include, exclude))
     modules = dict(model.named_modules())
     return [
         LayerInfo(
@@ -44,7 +65,7 @@ def layer_table(
             type(modules[name]).__name__,
             tuple(modules[name].weight.shape),
             int(modules[name].weight.numel()),
-            name not in skipped,
+            name in pruned,
         )
         for name in names
     ]

@@ -9,6 +9,8 @@ built-in data sets with no weights and no patterns need none of this and are not
 
 from __future__ import annotations
 
+import torch
+
 from pruneflow import config
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
@@ -38,19 +40,29 @@ def _scopes(params: Params, flow: str) -> list[tuple[str | None, Params]]:
     return scopes
 
 
+def _patterns(p: Params, method: str | None) -> tuple[list[str], list[str]]:
+    """The include/exclude patterns ``method`` prunes its layers by (none for dense)."""
+    if method == "spdy":
+        return p.spdy.grid.include, p.spdy.grid.exclude
+    if method in ("sdd", "chex"):
+        section = getattr(p, method)
+        return section.include, section.exclude
+    return [], []
+
+
 def _needs_check(p: Params, method: str | None) -> bool:
-    grid = p.spdy.grid
     return (
         parse_model_name(p.model.name).kind != "zoo"
         or is_import_path(p.data.dataset)
         or p.model.weights is not None
-        or (method == "spdy" and bool(grid.include or grid.exclude))
+        or any(_patterns(p, method))
     )
 
 
 def check_own_inputs(params: Params, flow: str) -> int:
     """Build and check every user-supplied model, checkpoint, pattern and data set the flow
     uses; returns how many (method, model) pairs were checked. Raises one PruneflowError."""
+    from pruneflow.chex.groups import find_groups
     from pruneflow.data import load_dataset
     from pruneflow.models.weights import load_trained
     from pruneflow.models.zoo import build, prunable_layers
@@ -69,9 +81,15 @@ def check_own_inputs(params: Params, flow: str) -> int:
         model = build(p.model.name, num_classes, in_shape)  # type: ignore[arg-type]
         names = prunable_layers(model)
         check_output(model, p.model.name, in_shape, num_classes)  # type: ignore[arg-type]
+        include, exclude = _patterns(p, method)
         if method == "spdy":
             g = p.spdy.grid
-            skipped_layers(p.model.name, names, g.skip_first_last, g.include, g.exclude)
+            skipped_layers(p.model.name, names, g.skip_first_last, include, exclude)
+        elif method == "sdd":
+            skipped_layers(p.model.name, names, False, include, exclude)
+        elif method == "chex" and (include or exclude):
+            example = torch.zeros(2, *in_shape)
+            find_groups(model, example, include, exclude, p.model.name)
         if p.model.weights is not None:
             load_trained(model, p.model.weights, f"model {p.model.name}")
         checked += 1

@@ -48,8 +48,9 @@ from pruneflow.config import Params
 from pruneflow.data import ImageData
 from pruneflow.io import write_json, write_parquet
 from pruneflow.runtime import configure, progress_enabled
-from pruneflow.steps.base import Step
+from pruneflow.steps.base import Step, say
 from pruneflow.steps.data import load_data, read_labels
+from pruneflow.steps.dense import load_user_weights, weights_inputs
 from pruneflow.train import evaluate
 
 _DATA = ("data.dataset", "data.root", "data.image_size", "model.name")
@@ -68,7 +69,17 @@ _TRAIN = tuple(
     )
 )
 _EXPLORE = tuple(
-    f"chex.{k}" for k in ("shift", "delta_t", "t_max", "delta0", "min_fraction", "realloc")
+    f"chex.{k}"
+    for k in (
+        "shift",
+        "delta_t",
+        "t_max",
+        "delta0",
+        "min_fraction",
+        "realloc",
+        "include",
+        "exclude",
+    )
 )
 
 
@@ -85,7 +96,16 @@ def _arch(p: Params, data: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- chex_train
 
 
+def _say_weights_are_the_reference(p: Params) -> None:
+    if p.model.weights is not None:
+        say(
+            f"  chex {p.model.name}: CHEX trains from scratch by definition; {p.model.weights} "
+            "is the comparison's dense reference only"
+        )
+
+
 def _train(p: Params) -> dict[str, Any]:
+    _say_weights_are_the_reference(p)
     data, split = _setup(p)
     chex = p.chex
     model, explorer, history = train_chex(
@@ -156,12 +176,14 @@ def _extract(p: Params) -> dict[str, Any]:
     masked, meta = load_masked(paths.masked_checkpoint(p))
     example = data.images(split.train[:2])
     in_shape = tuple(data.in_shape)
-    groups = find_groups(masked, example)
+    groups = find_groups(masked, example, p.chex.include, p.chex.exclude, p.model.name)
     masks = load_masks(paths.masks_file(p), groups)
     sub = extract(masked, groups, masks, example)
     dense = build_model(p.model.name, data.num_classes, in_shape, 0)
     flops_dense, flops_extracted = count_flops(dense, in_shape), count_flops(sub, in_shape)
-    counts = {name: int(m.sum()) for name, m in masks.items()}
+    # every group's width, those chex.include/exclude left whole at their full size
+    counts = {g.name: g.size for g in find_groups(masked, example)}
+    counts |= {name: int(m.sum()) for name, m in masks.items()}
     _, test_acc = evaluate(sub, data, split.test, split.true)
     _, masked_acc = evaluate(masked, data, split.test, split.true)
     _, val_acc = evaluate(sub, data, split.val, split.true)
@@ -191,7 +213,7 @@ def _extract(p: Params) -> dict[str, Any]:
 
 CHEX_EXTRACT = Step(
     name="chex_extract",
-    reads=(*_DATA, "chex.latency"),
+    reads=(*_DATA, "chex.latency", "chex.include", "chex.exclude"),
     inputs=lambda p: [
         layout.labels_table(p),
         paths.masked_checkpoint(p),
@@ -241,6 +263,8 @@ def _chex_run(item: dict[str, Any]) -> dict[str, Any]:
 
 def _compare_inputs(p: Params, item: dict[str, Any]) -> list:
     extra = [paths.run_record(p, _chex_run(item))] if item.get("variant") == "arch_scratch" else []
+    if item["method"] == "dense":  # the user's checkpoint is the dense reference
+        extra += weights_inputs(p)
     return [layout.labels_table(p), *extra]
 
 
@@ -249,6 +273,11 @@ def _compare(p: Params, item: dict[str, Any]) -> dict[str, Any]:
     if item.get("variant") == "arch_scratch":
         channels = read_run_record(paths.run_record(p, _chex_run(item)))["channels"]
     data, split = _setup(p)
+    source: list[dict[str, str] | None] = []
+    pretrained = None
+    if item["method"] == "dense" and p.model.weights is not None:
+        _say_weights_are_the_reference(p)
+        pretrained = lambda model: source.append(load_user_weights(p, model))  # noqa: E731
     result, _ = run_method(
         item["method"],
         p.model.name,
@@ -261,8 +290,9 @@ def _compare(p: Params, item: dict[str, Any]) -> dict[str, Any]:
         progress=progress_enabled(p.runtime.progress),
         variant=item.get("variant"),
         channels=channels,
+        pretrained=pretrained,
     )
-    write_json(paths.run_record(p, item), result.record())
+    write_json(paths.run_record(p, item), {**result.record(), "weights": next(iter(source), None)})
     return {
         "test_acc": result.test_acc,
         "flops_reduction": result.flops_reduction,
@@ -282,7 +312,8 @@ CHEX_COMPARE = Step(
     inputs=_compare_inputs,  # arch_scratch items also read their CHEX run's record
     outputs=lambda p, item: [paths.run_record(p, item)],
     compute=_compare,
-    description="one comparison run (method, FLOPs target, seed) at equal FLOPs and epochs",
+    description="one comparison run (method, FLOPs target, seed) at equal FLOPs and epochs "
+    "(the dense reference: chex.weights when given)",
     fan_out=True,
     items=compare_items,
 )

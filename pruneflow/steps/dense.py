@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from pruneflow import layout, wallclock
 from pruneflow.checkpoint import save_checkpoint, sidecar
@@ -45,8 +46,8 @@ def _compute(p: Params) -> dict[str, Any]:
     train_idx = np.flatnonzero(split == "train")
     model = seeded_build(p.model.name, data.num_classes, data.in_shape, p.train.seed)
     check_output(model, p.model.name, data.in_shape, data.num_classes)
-    weights = weights_path(p)
-    if weights is None:
+    source = load_user_weights(p, model)
+    if source is None:
         with wallclock.timed("train"):
             history = train(
                 model,
@@ -59,11 +60,10 @@ def _compute(p: Params) -> dict[str, Any]:
             )
         epochs = p.train.epochs
     else:
-        load_trained(model, weights, f"model {p.model.name}")
         history, epochs = None, 0
     metrics: dict[str, Any] = {"epochs": epochs}
-    if weights is not None:
-        metrics["weights"] = {"path": str(weights), "hash": file_hash(weights)}
+    if source is not None:
+        metrics["weights"] = source
     for name, idx, labels in (
         ("train_noisy", train_idx, noisy),
         ("train_true", train_idx, true),
@@ -106,6 +106,25 @@ def weights_path(p: Params) -> Path | None:
     return path
 
 
+def load_user_weights(p: Params, model: nn.Module) -> dict[str, str] | None:
+    """``model.weights`` loaded into ``model`` (names and shapes checked), in place of dense
+    training; returns what the step records of it (path and content hash), None without it.
+
+    Every method's dense step (``train_dense``, ``sdd_dense``, CHEX's dense reference) starts
+    from the user's checkpoint through this one function."""
+    weights = weights_path(p)
+    if weights is None:
+        return None
+    load_trained(model, weights, f"model {p.model.name}")
+    return {"path": str(weights), "hash": file_hash(weights)}
+
+
+def weights_inputs(p: Params) -> list[Path]:
+    """``model.weights`` as a step input (its content hash keys the cache), or nothing."""
+    weights = weights_path(p)
+    return [weights] if weights is not None else []
+
+
 def model_code(p: Params) -> dict[str, Any] | None:
     """The content hashes of the user's model and data modules (None for the zoo's, torchvision's
     and the built-in data sets): part of the fingerprint, so editing them re-runs the step."""
@@ -113,8 +132,7 @@ def model_code(p: Params) -> dict[str, Any] | None:
 
 
 def _inputs(p: Params) -> list[Path]:
-    weights = weights_path(p)
-    return [layout.labels_table(p), *([weights] if weights is not None else [])]
+    return [layout.labels_table(p), *weights_inputs(p)]
 
 
 TRAIN_DENSE = Step(

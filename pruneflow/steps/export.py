@@ -148,7 +148,8 @@ def _chex_compute(p: Params) -> dict[str, Any]:
     sub, meta = load_extracted(paths.extracted_checkpoint(p))
     masked, _ = load_masked(paths.masked_checkpoint(p))
     example = torch.zeros(2, *meta["arch"]["in_shape"])
-    masks = load_masks(paths.masks_file(p), find_groups(masked, example))
+    groups = find_groups(masked, example, p.chex.include, p.chex.exclude, p.model.name)
+    masks = load_masks(paths.masks_file(p), groups)
     info = {
         "model": p.model.name,
         "method": "chex",
@@ -174,7 +175,7 @@ def _chex_inputs(p: Params) -> list[Path]:
 
 CHEX_EXPORT = Step(
     name="chex_export",
-    reads=(*_DATA, "export"),
+    reads=(*_DATA, "export", "chex.include", "chex.exclude"),
     inputs=_chex_inputs,
     outputs=lambda p: _outputs(chex_export_dir(p), p, "chex_export"),
     compute=_chex_compute,

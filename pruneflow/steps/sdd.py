@@ -55,7 +55,8 @@ from pruneflow import config, layout, wallclock
 from pruneflow.config import SDD_METHODS, SDD_MODES, Params
 from pruneflow.errors import PruneflowError
 from pruneflow.io import write_json, write_parquet
-from pruneflow.models import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.layers import pruned_layers
 from pruneflow.runtime import configure, progress_enabled
 from pruneflow.sdd import exports, plots
 from pruneflow.sdd.distance import learning_distance
@@ -96,7 +97,12 @@ from pruneflow.sdd.sweep import (
 from pruneflow.sparsity.masks import sparsity as mask_sparsity
 from pruneflow.steps.base import Record, Step, say
 from pruneflow.steps.data import PREPARE, load_data, read_labels
-from pruneflow.steps.dense import DATA_KEYS, TRAIN_KEYS
+from pruneflow.steps.dense import (
+    DATA_KEYS,
+    TRAIN_KEYS,
+    load_user_weights,
+    weights_inputs,
+)
 from pruneflow.train import seeded_build
 
 Item = dict[str, Any]
@@ -202,22 +208,34 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
     frame, _ = read_labels(p)
     data = load_data(p)
     splits = Splits(frame)
+    if p.model.weights is not None and rewind_epoch > 0:
+        raise PruneflowError(
+            f"sdd.rewind_epoch = {rewind_epoch} rewinds to an epoch of dense training, which "
+            f"sdd.weights skips for {p.model.name}: set sdd.rewind_epoch to 0"
+        )
     model = seeded_build(
         p.model.name, data.num_classes, data.in_shape, derive_seed(seed, 0, "init")
     )
-    layers = prunable_layers(model)
+    layers = sweep_layers(p, model)
     cfg = p.train.model_copy(update={"seed": derive_seed(seed, 0, "train")})
-    with wallclock.timed("train"):
-        history, init, rewind = train_with_rewind_point(
-            model,
-            data,
-            splits.train,
-            splits.noisy,
-            cfg,
-            rewind_epoch,
-            progress_enabled(p.runtime.progress),
-            f"sdd dense {p.model.name} seed {seed}",
-        )
+    init = clone_state(model)
+    # the user's trained checkpoint replaces dense training; the rewind point (epoch 0) is
+    # then the seed's initialisation, as it is for a trained run
+    source = load_user_weights(p, model)
+    if source is None:
+        with wallclock.timed("train"):
+            history, init, rewind = train_with_rewind_point(
+                model,
+                data,
+                splits.train,
+                splits.noisy,
+                cfg,
+                rewind_epoch,
+                progress_enabled(p.runtime.progress),
+                f"sdd dense {p.model.name} seed {seed}",
+            )
+    else:
+        history, rewind = None, {k: v.clone() for k, v in init.items()}
     final = clone_state(model)
     record = {
         "level": 0,
@@ -227,11 +245,11 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
         **level_metrics(model, data, splits),
         "learning_distance": learning_distance(init, final, None, layers),
         "target_sparsity": 0.0,
-        "final_epoch_loss": history.loss[-1],
-        "history": {"loss": history.loss, "acc": history.acc},
+        "final_epoch_loss": history.loss[-1] if history else None,
+        "history": {"loss": history.loss, "acc": history.acc} if history else None,
     }
     path = dense_file(p, seed)
-    info = {"step": "sdd_dense", "seed": seed, "rewind_epoch": rewind_epoch}
+    info = {"step": "sdd_dense", "seed": seed, "rewind_epoch": rewind_epoch, "weights": source}
     save_state(
         path,
         {"weight": final, "init": init, "rewind": rewind},
@@ -239,24 +257,36 @@ def _dense_compute(p: Params, item: Item) -> dict[str, Any]:
         info,
     )
     write_json(record_file(path), record)  # last: the record marks the level complete
-    return {k: v for k, v in record.items() if k != "history"}
+    # the record's keys are the sweep table's columns: the weights' origin stays in the file
+    return {**{k: v for k, v in record.items() if k != "history"}, "weights": source}
+
+
+def sweep_layers(p: Params, model: Any) -> list[str]:
+    """The layers the sweep prunes: every Conv2d/Linear (He et al. prune globally), narrowed
+    by ``sdd.include`` / ``sdd.exclude``; the others stay dense and out of the sparsity."""
+    sdd = p.sdd  # type: ignore[attr-defined]
+    return pruned_layers(model, p.model.name, False, sdd.include, sdd.exclude)
 
 
 # the dense run's seed comes from the item (sdd.seeds), not from train.seed
 _DENSE_READS = (
     *DATA_KEYS,
     "model.name",
+    "model.weights",
     *(key for key in TRAIN_KEYS if key != "train.seed"),
     "sdd.rewind_epoch",
+    "sdd.include",
+    "sdd.exclude",
 )
 
 SDD_DENSE = Step(
     name="sdd_dense",
     reads=_DENSE_READS,
-    inputs=lambda p, item: [layout.labels_table(p)],
+    inputs=lambda p, item: [layout.labels_table(p), *weights_inputs(p)],
     outputs=lambda p, item: [dense_file(p, item["seed"]), record_file(dense_file(p, item["seed"]))],
     compute=_dense_compute,
-    description="sdd: dense training on noisy labels, keeping the init and rewind-point weights",
+    description="sdd: dense training on noisy labels, keeping the init and rewind-point weights "
+    "(or sdd.weights loaded)",
     fan_out=True,
     items=dense_items,
 )
@@ -327,7 +357,7 @@ def _level_compute(p: Params, item: Item) -> dict[str, Any]:
 
     model = build(arch["name"], arch["num_classes"], tuple(arch["in_shape"]))
     model.load_state_dict(prev["weight"])
-    layers = prunable_layers(model)
+    layers = sweep_layers(p, model)
     target = level_sparsity(sdd.prune_fraction, level)
     if mode in _MASK_SOURCE:  # the source chain's masks at this level, pruned there already
         require(prev, prev_path, "mask")
@@ -395,6 +425,8 @@ SDD_LEVEL = Step(
         "sdd.scope",
         "sdd.prune_fraction",
         "sdd.gradient_batches",
+        "sdd.include",
+        "sdd.exclude",
     ),
     inputs=_level_inputs,
     outputs=_level_outputs,

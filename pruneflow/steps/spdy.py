@@ -73,6 +73,7 @@ from pruneflow.steps.spdy_inputs import (
 )
 from pruneflow.steps.timing import grid_levels
 from pruneflow.timing import read_timing_table, time_matrix
+from pruneflow.timing.runtime import WHOLE_MODEL
 
 SEARCH_KEYS = tuple(
     f"spdy.search.{k}"
@@ -126,6 +127,13 @@ class Problem:
         self.grid = grid_levels(p)
         path = layout.timing_table(p)
         table, self.meta = read_timing_table(path, p.model.name, self.layers)
+        if self.meta.get("whole_model"):
+            raise PruneflowError(
+                f"{p.model.name} runs whole on torch ({self.meta['whole_model']}; {path}: "
+                f"backend {WHOLE_MODEL}): masked layers save no time there, so no speedup "
+                "target is reachable; a forward that calls its Conv2d/Linear modules can be "
+                "taken apart"
+            )
         stored = [float(v) for v in self.meta["levels"]]
         if len(stored) != len(self.grid) or not np.allclose(stored, self.grid, rtol=0, atol=1e-9):
             raise PruneflowError(

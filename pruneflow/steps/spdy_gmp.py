@@ -243,7 +243,7 @@ def _results_compute(p: Params) -> dict[str, Any]:
     frame, _ = read_labels(p)
     train_idx = np.flatnonzero(frame["split"].to_numpy() == "train")
     x = load_data(p).images(train_idx[: int(meta["batch_size"])])
-    dense = SparseRuntime(model, "dense")
+    dense = SparseRuntime(model, "dense", example=x)
     items = run_items(p)
     paths = [run_checkpoint(p, item) for item in items]
     measured = _measured_speedups(p, table, meta, dense, paths, x)

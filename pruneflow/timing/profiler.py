@@ -40,6 +40,9 @@ value at the sparsest levels and each level's excess is charged to that level's 
 exactly, and sparse profiles are predicted without the dense model's cache pollution.
 
 Threads are fixed for the whole run (torch and numba alike).
+
+A model the runtime cannot take apart (:class:`~pruneflow.timing.runtime.SparseRuntime`'s
+``whole``) is timed whole instead: :mod:`pruneflow.timing.whole`.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from pruneflow.timing.measure import Timing, measure, thread_scope
 from pruneflow.timing.runtime import SparseRuntime, prepare_inference_model
 from pruneflow.timing.smooth import smooth_level_times
 from pruneflow.timing.table import FORMAT, host_description
+from pruneflow.timing.whole import whole_model_table
 
 __all__ = [
     "DEFAULT_BATCH_SIZES",
@@ -441,7 +445,22 @@ def profile_model(
     outside_rounds: dict[int, list[Timing]] = {}
     with thread_scope(st.threads), torch.no_grad():
         original = copy.deepcopy(model).eval()
-        rt = SparseRuntime(model, "dense")
+        rt = SparseRuntime(model, "dense", example=x)
+        if rt.whole is not None:  # it cannot be taken apart: timed whole, 1x at every level
+            return whole_model_table(
+                rt,
+                model_name,
+                names,
+                profiled,
+                skipped,
+                levels,
+                x,
+                threads=st.threads,
+                quantile=st.quantile,
+                repeats=(2 * st.min_repeats, 2 * st.max_repeats),
+                max_seconds=2 * st.max_seconds,
+                seed=st.seed,
+            )
         missing = [n for n in profiled if n not in rt.backends]
         if missing:
             raise PruneflowError(f"layers never called in forward: {', '.join(missing)}")

@@ -19,6 +19,14 @@ The conversion, on a copy (the given model is not touched):
 Models that ``torch.fx`` cannot trace are still converted, module by module, without folding
 or fusion (BN then runs as its own op). Inference only: ``forward`` runs under ``no_grad``
 and the result does not train.
+
+A model the runtime cannot take apart runs **whole** on torch with its masks baked in
+(:data:`WHOLE_MODEL`): a forward that reads a layer's parameters directly (``F.conv2d(x,
+self.conv.weight)``), so that replacing the layer's module would change nothing or break it;
+a converted model that fails on, or disagrees with the masked model on, the ``example`` input.
+Zeros then save no time: the timing table records :data:`WHOLE_MODEL` as every layer's backend
+(:mod:`pruneflow.timing.profiler`), and a measured speedup is the masked model's against the
+dense one, about 1x.
 """
 
 from __future__ import annotations
@@ -39,7 +47,16 @@ from pruneflow.timing import backends as B
 from pruneflow.timing.layers import ExecLayer, weight_sparsity
 from pruneflow.timing.ops import swap_fast_ops
 
-__all__ = ["SparseRuntime", "auto_backend", "prepare_inference_model", "set_submodule"]
+__all__ = [
+    "WHOLE_MODEL",
+    "SparseRuntime",
+    "auto_backend",
+    "prepare_inference_model",
+    "set_submodule",
+]
+
+# the backend of every layer of a model run whole on torch (timing table, describe())
+WHOLE_MODEL = "torch_whole"
 
 # Roughly where the sparse kernels start to beat dense GEMM / oneDNN on one Zen 4 core (float32;
 # 3x3 convs vary from 0.5 to 0.7 with their shape): the guess "auto" makes without a table.
@@ -182,6 +199,21 @@ def prepare_inference_model(
     return gm, relu, True
 
 
+def _parameters_read_directly(net: nn.Module, layers: list[str], traced: bool) -> str | None:
+    """Why the layers cannot be swapped for executable modules, or None when they can."""
+    mods = dict(net.named_modules())
+    for name in layers:
+        layer = mods.get(name)
+        if layer is not None and not isinstance(layer, (nn.Conv2d, nn.Linear)):
+            return f"its forward uses the parameters of '{name}' without calling it"
+    if traced:
+        for node in net.graph.nodes:  # type: ignore[union-attr]
+            owner = str(node.target).rpartition(".")[0]
+            if node.op == "get_attr" and owner in layers:
+                return f"its forward reads {node.target} directly"
+    return None
+
+
 class SparseRuntime(nn.Module):
     """A pruned model whose Conv2d/Linear layers run on per-layer backends (eval only).
 
@@ -190,6 +222,11 @@ class SparseRuntime(nn.Module):
     mapping layer -> backend name (unlisted layers are dense; an explicit backend that cannot
     run its layer is an error). See :meth:`from_table` to take the fastest backend per layer
     from a timing table.
+
+    ``example``: an input to check the converted model on; when it fails there or its output
+    differs from the masked model's, the model runs whole (see the module docstring), as it
+    does when its forward reads a layer's parameters directly. ``whole`` then holds the reason
+    (None: taken apart).
     """
 
     def __init__(
@@ -199,12 +236,67 @@ class SparseRuntime(nn.Module):
         *,
         masks: Mapping[str, torch.Tensor] | None = None,
         fold: bool = True,
+        example: torch.Tensor | None = None,
     ):
         super().__init__()
         self.layer_names = prunable_layers(model)
+        self.whole: str | None = None
         net, relu, traced = prepare_inference_model(model, masks, fold)
         self.traced = traced
         self.fused_relu = sorted(relu)
+        if isinstance(backends, Mapping) and WHOLE_MODEL in backends.values():
+            self._run_whole(model, masks, "its timing table runs it whole")
+            return
+        reason = _parameters_read_directly(net, self.layer_names, traced)
+        if reason is not None:
+            self._run_whole(model, masks, reason)
+            return
+        self._take_apart(net, relu, traced, backends)
+        if example is not None:
+            reason = self._disagrees(model, masks, example)
+            if reason is not None:
+                self._run_whole(model, masks, reason)
+
+    def _run_whole(
+        self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None, reason: str
+    ) -> None:
+        net = copy.deepcopy(model).eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        _bake_masks(net, masks)
+        mods = dict(net.named_modules())
+        self.whole = reason
+        self.traced, self.fused_relu = False, []
+        self.backends = {n: WHOLE_MODEL for n in self.layer_names if n in mods}
+        self.sparsities = {n: weight_sparsity(mods[n].weight) for n in self.backends}
+        self.net = net
+
+    def _disagrees(
+        self, model: nn.Module, masks: Mapping[str, torch.Tensor] | None, example: torch.Tensor
+    ) -> str | None:
+        reference = copy.deepcopy(model).eval()
+        _bake_masks(reference, masks)
+        with torch.no_grad():
+            expected = reference(example)
+            try:
+                got = self.net(example)
+            except Exception as exc:  # noqa: BLE001 - any failure: it cannot run taken apart
+                return f"taken apart it fails: {type(exc).__name__}: {exc}"
+        if not isinstance(got, torch.Tensor) or got.shape != expected.shape:
+            return "taken apart its output has another type or shape"
+        scale = float(expected.abs().max()) + 1e-6
+        worst = float((got - expected).abs().max())
+        if not worst <= 1e-3 * scale + 1e-4:
+            return f"taken apart its output differs from the masked model's by {worst:.3g}"
+        return None
+
+    def _take_apart(
+        self,
+        net: nn.Module,
+        relu: Mapping[str, bool],
+        traced: bool,
+        backends: str | Mapping[str, str],
+    ) -> None:
         mods = dict(net.named_modules())
         linear_names = {n for n in self.layer_names if isinstance(mods.get(n), nn.Linear)}
         if isinstance(backends, Mapping):
@@ -279,12 +371,16 @@ class SparseRuntime(nn.Module):
         """The executable module running prunable layer ``name``."""
         if name not in self.backends:
             raise PruneflowError(f"no prunable layer '{name}' in this runtime")
+        if self.whole is not None:
+            raise PruneflowError(f"this runtime runs the model whole ({self.whole})")
         return self.net.get_submodule(name)
 
     def describe(self) -> dict[str, Any]:
-        """Per layer: backend, sparsity, fused ReLU; and whether BN was folded."""
+        """Per layer: backend, sparsity, fused ReLU; whether BN was folded; why the model runs
+        whole (None: taken apart)."""
         return {
             "traced": self.traced,
+            "whole": self.whole,
             "layers": {
                 n: {"backend": b, "sparsity": self.sparsities[n], "relu": n in self.fused_relu}
                 for n, b in self.backends.items()
