@@ -49,12 +49,15 @@ class ValueRanges:
         return (*self.fractions, *self.non_negative, *self.positive, *self.finite)
 
     def _check(self, name: str, values: list[Any], where: str | os.PathLike[str]) -> None:
+        # a strict bound for "> 0", not the smallest float: with the CPU's flush-to-zero mode on
+        # (torch.set_flush_denormal), a denormal bound compares equal to 0
+        strict = name in self.positive
         if name in self.fractions:
             low, high, what = 0.0, 1.0, "a fraction in [0, 1]"
         elif name in self.non_negative:
             low, high, what = 0.0, math.inf, "finite and >= 0"
-        elif name in self.positive:
-            low, high, what = math.nextafter(0.0, 1.0), math.inf, "finite and > 0"
+        elif strict:
+            low, high, what = 0.0, math.inf, "finite and > 0"
         elif name in self.finite:
             low, high, what = -math.inf, math.inf, "finite"
         else:
@@ -66,8 +69,13 @@ class ValueRanges:
                 if value is None:
                     raise PruneflowError(f"{where}: '{name}' is null, expected {what}")
             number = _number(value)
-            if number is None or not math.isfinite(number) or not low <= number <= high:
+            if number is None or not _within(number, low, high, strict):
                 raise PruneflowError(f"{where}: '{name}' = {value!r} is not {what} (damaged?)")
+
+
+def _within(number: float, low: float, high: float, strict_low: bool) -> bool:
+    above = low < number if strict_low else low <= number
+    return math.isfinite(number) and above and number <= high
 
 
 def _number(value: Any) -> float | None:

@@ -52,7 +52,9 @@ LEVEL_VALUES = ValueRanges(
     ),
     non_negative=("train_loss", "test_loss", "learning_distance", "final_epoch_loss", "remaining"),
     positive=("test_size",),
-    nullable=("noise_fit",),  # no flipped labels to fit at 0 % noise
+    # noise_fit: no flipped labels to fit at 0 % noise; final_epoch_loss: a dense model loaded
+    # from the user's weights (sdd.weights) trained no epoch here
+    nullable=("noise_fit", "final_epoch_loss"),
 )
 PHASE_COLUMNS = {
     "method": "O",
