@@ -547,7 +547,9 @@ def profile_model(
             )
     # per level: the rounds' runs pooled; level 0: the plain (slot-free) dense model itself
     outside: list[float | None] = [
-        _over_rounds(outside_rounds[li]).quantile(q) if li in outside_rounds else None
+        _over_rounds(outside_rounds[li]).quantile(q)
+        if li in outside_rounds
+        else None
         for li in range(len(levels))
     ]
     outside[0] = total.quantile(q) - sum(t.quantile(q) for t in dense_times.values())
