@@ -12,6 +12,7 @@ from typing import Any
 
 from pruneflow import config, layout
 from pruneflow.chex import paths as chex_paths
+from pruneflow.structured import paths as structured_paths
 from pruneflow.claims import claims_metrics, claims_rows
 from pruneflow.config import Params
 from pruneflow.io import write_json
@@ -60,6 +61,10 @@ def report_tables(params: Params) -> list[Path]:
             chex_paths.exploration_table(p),
             chex_paths.ablation_table(p),
         ]
+    # structured (issue 27)
+    for model in params.structured.models:
+        p = config.scoped(params, f"structured:{model}")
+        tables += [structured_paths.plans_table(p), structured_paths.results_table(p)]
     return tables
 
 
