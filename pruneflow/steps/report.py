@@ -12,7 +12,6 @@ from typing import Any
 
 from pruneflow import config, layout
 from pruneflow.chex import paths as chex_paths
-from pruneflow.structured import paths as structured_paths
 from pruneflow.claims import claims_metrics, claims_rows
 from pruneflow.config import Params
 from pruneflow.io import write_json
@@ -28,6 +27,7 @@ from pruneflow.spdy.paths import (
     search_file,
 )
 from pruneflow.steps.base import Step
+from pruneflow.structured import paths as structured_paths
 
 # the report describes every section of params in its header
 SECTIONS = (
