@@ -67,6 +67,7 @@ def main() -> None:
                     "model": name,
                     "figure": "profile",
                     "seconds": round(time.perf_counter() - t0, 1),
+                    "cpu_seconds": round(float(table.meta["cpu_seconds"]), 1),
                     "groups": len(groups),
                     "levels": len(grid),
                     "dense_ms": round(table.dense_total_ms, 3),

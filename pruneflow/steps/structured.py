@@ -149,6 +149,7 @@ def _profile(p: Params) -> dict[str, Any]:
     write_table(paths.timing_table(p), table)
     return {
         "seconds": round(float(table.meta["seconds"]), 1),
+        "cpu_seconds": round(float(table.meta["cpu_seconds"]), 1),
         "dense_total_ms": table.dense_total_ms,
         "remainder_ms": table.remainder_ms,
         "max_speedup": table.max_speedup(),

@@ -23,9 +23,10 @@ Timing in situ (as :mod:`pruneflow.timing.insitu` does for sparse layers): each 
 layers (convs, their BatchNorms, the classifier) are timed by forward hooks inside whole
 forward passes of the thinned model, so each is charged its real cache behaviour; alone in a
 loop, smallcnn's thinned layers were predicted up to 1.4x slower than the models measured.
-The rest of a model (ReLUs, sums, pooling) shrinks with it; each group is charged its share
-(by dense time) of that change in the model it was measured in, and the dense model's rest is
-the fixed remainder.
+The rest of a model (ReLUs, sums, pooling, call overhead) shrinks with it, down to a fixed
+part: the smallest rest of all measured models is the fixed remainder, and the rest above it is
+charged to each model's groups in proportion to their times there (never a negative entry, and
+every uniformly thinned model is predicted as measured).
 
 Measurement discipline (:mod:`pruneflow.timing.measure`, :mod:`pruneflow.timing.smooth`): one
 thread by default (thread CPU time, so a busy host's descheduling does not count), ``rounds``
@@ -250,7 +251,7 @@ def measure_table(
         rel_tol=cfg.rel_tol,
         max_seconds=cfg.max_seconds,
     )
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with thread_scope(cfg.threads), torch.no_grad():
         for r in range(cfg.rounds):
             dense.append(measure(lambda: model(x), **settings))
@@ -274,10 +275,12 @@ def measure_table(
             if progress is not None:
                 progress(f"{model_name}: structured timing rounds", r + 1, cfg.rounds)
     q = cfg.quantile
-    dense_pair = (0, 0)
-    rest0 = float(np.quantile(rest_runs[dense_pair], q))
-    dense_slot = np.array([Timing.of(slot_runs[dense_pair][g]).quantile(q) for g in names])
-    share = dense_slot / dense_slot.sum()
+    rest_q = {pr: float(np.quantile(rest_runs[pr], q)) for pr in pairs}
+    slot_q = {pr: {g: Timing.of(slot_runs[pr][g]).quantile(q) for g in names} for pr in pairs}
+    # the part of the rest no thinning removes (call overhead) is the fixed remainder; the
+    # part above it goes to each model's groups in proportion to their times there
+    rest_min = min(rest_q.values())
+    growth = {pr: (rest_q[pr] - rest_min) / sum(slot_q[pr].values()) for pr in pairs}
     raw = np.zeros((n_groups, n_levels, n_levels))
     charged_ms = np.zeros_like(raw)
     spread = np.zeros((n_groups, n_levels, n_levels, 3))
@@ -293,9 +296,9 @@ def measure_table(
                 else:
                     sources = [(prev, own)]
                 timing = Timing.of([v for pr in sources for v in slot_runs[pr][g]])
-                rest = float(np.mean([np.quantile(rest_runs[pr], q) for pr in sources]))
                 raw[gi, prev, own] = timing.quantile(q)
-                charged_ms[gi, prev, own] = raw[gi, prev, own] + share[gi] * (rest - rest0)
+                factor = 1.0 + float(np.mean([growth[pr] for pr in sources]))
+                charged_ms[gi, prev, own] = raw[gi, prev, own] * factor
                 spread[gi, prev, own] = (timing.p10_ms, timing.p90_ms, timing.repeats)
     rows = []
     for gi, g in enumerate(names):
@@ -334,7 +337,7 @@ def measure_table(
     # a separate hook-free measurement, taken minutes apart on a shared host, could even come
     # out below the sum of its own layers' times. The hook-free figure is kept for reference.
     prunable = float(charged_ms[np.arange(n_groups), 0, 0].sum())
-    dense_ms = prunable + rest0
+    dense_ms = prunable + rest_min
     meta = {
         "format": FORMAT,
         "model": model_name,
@@ -351,8 +354,11 @@ def measure_table(
         "dense_total_ms": float(dense_ms),
         "dense_unhooked_ms": float(Timing.pooled(dense).quantile(q)),
         "prunable_dense_ms": prunable,
-        "remainder_ms": float(rest0),
+        "remainder_ms": float(rest_min),
         "seconds": time.perf_counter() - start,
+        # CPU time: what the profiling costs on a quiet host (the wall time above grows with
+        # the load of a shared one)
+        "cpu_seconds": time.process_time() - cpu_start,
     }
     return StructuredTable(frame, meta)
 
