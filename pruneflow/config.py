@@ -679,6 +679,66 @@ class OrchestrationParams(_Section):
         return value
 
 
+# --- structured: latency-constrained channel widths (issue 27) ------------------------------
+
+
+class StructuredTimingParams(_Section):
+    """How the structured timing table is measured (the unstructured profiler's discipline)."""
+
+    threads: int = Field(1, ge=1, le=512)
+    batch_size: int = Field(32, ge=1, description="images per timed forward pass")
+    warmup: int = Field(2, ge=0)
+    min_repeats: int = Field(3, ge=1)
+    max_repeats: int = Field(15, ge=1)
+    rel_tol: float = Field(0.03, gt=0.0, lt=1.0, description="stop once the median is this stable")
+    max_seconds: float = Field(0.2, gt=0.0, description="time cap per sweep (round, group, level)")
+    rounds: int = Field(3, ge=1, description="sweeps over the thinned models, in a new order each")
+    quantile: float = Field(
+        0.1, gt=0.0, lt=1.0, description="each entry: this quantile of its runs over the rounds"
+    )
+    smooth_window: int = Field(
+        3, ge=1, description="levels per local linear fit of a group's times (1: as measured)"
+    )
+    seed: int = Field(0, ge=0, description="the random inputs and the rounds' level orders")
+
+
+class StructuredReconParams(_Section):
+    """Which channels each width keeps and the least-squares refit of their consumers."""
+
+    importance: Literal["l1", "css"] = Field(
+        "l1", description="l1: producers' filter L1 norms; css: CHEX's leverage scores"
+    )
+    calib_samples: int = Field(512, ge=1, description="calibration images from the train split")
+    calib_seed: int = Field(0, ge=0)
+    rows: int = Field(8192, ge=16, description="sampled positions per consumer for the refit")
+    damp: float = Field(0.01, gt=0.0, lt=1.0, description="ridge: this fraction of mean diagonal")
+    max_columns: int = Field(
+        4096, ge=1, description="consumers with more kept input columns are masked, not refitted"
+    )
+
+
+class StructuredParams(_Section):
+    """Latency-constrained structured profiles: SPDY's DP and search over channel widths."""
+
+    dataset: DatasetName = "mnist5k"
+    noise_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    models: list[ModelName] = ["resnet_mini", "smallcnn"]
+    train: TrainParams = TrainParams(
+        epochs=5, batch_size=128, lr=0.05, weight_decay=5e-4, schedule="cosine"
+    )
+    levels: int = Field(10, ge=2, le=64, description="width levels per group, 1.0 down")
+    min_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="the narrowest kept fraction")
+    multiple: int = Field(1, ge=1, description="kept channels are rounded to this multiple")
+    timing: StructuredTimingParams = StructuredTimingParams()
+    recon: StructuredReconParams = StructuredReconParams()
+    targets: list[float] = Field([1.5, 2.0], min_length=1, description="measured speedups")
+    search: SearchParams = SearchParams(bn="train")
+    finetune_epochs: int = Field(3, ge=0, description="epochs of fine-tuning the thinned model")
+    finetune_lr: float = Field(0.01, gt=0.0, le=10.0)
+    measure_repeats: int = Field(60, ge=3, description="timed runs per model (speedup check)")
+    measure_passes: int = Field(3, ge=1, description="passes the timed runs are spread over")
+
+
 class PathsParams(_Section):
     artifacts: str = "artifacts"
     metrics: str = "metrics"
@@ -699,6 +759,7 @@ class Params(_Section):
     spdy: SpdyParams = SpdyParams()
     sdd: SddParams = SddParams()
     chex: ChexParams = ChexParams()
+    structured: StructuredParams = StructuredParams()
     export: ExportParams = ExportParams()
     orchestration: OrchestrationParams = OrchestrationParams()
     paths: PathsParams = PathsParams()
@@ -713,7 +774,7 @@ class Params(_Section):
         return node.model_dump(mode="json") if isinstance(node, BaseModel) else node
 
 
-SCOPED_METHODS = ("spdy", "sdd", "chex")
+SCOPED_METHODS = ("spdy", "sdd", "chex", "structured")
 
 
 def _parse_scope(params: Params, scope: str) -> tuple[str, str | None]:

@@ -20,6 +20,7 @@ from pruneflow.report.render_html import render_html
 from pruneflow.report.render_md import render_markdown
 from pruneflow.report.sdd import sdd_section
 from pruneflow.report.spdy import spdy_section
+from pruneflow.report.structured import structured_section
 
 FIGURES = "figures"
 
@@ -73,6 +74,7 @@ def build_report(
             spdy_section(params, figures),
             sdd_section(params, figures),
             chex_section(params, figures),
+            structured_section(params, figures),
         ]
         source = Path(params_file) if params_file is not None else None
         blocks = header(params, sections, source, overrides)

@@ -94,6 +94,7 @@ from numpy.typing import ArrayLike
 from pruneflow.errors import PruneflowError
 
 __all__ = [
+    "ChainDPSolver",
     "DPResult",
     "DPSolver",
     "Discretized",
@@ -404,6 +405,117 @@ class DPSolver:
         if not math.isfinite(total):  # cannot happen after the checks above
             raise RuntimeError(f"DP internal error: optimum {total} for a feasible budget")
         return DPResult(levels, float(total))
+
+
+class ChainDPSolver:
+    """Exact solver when a layer's time depends on its own and the previous layer's level.
+
+    ``times`` int [layers, levels, levels]: ``times[l, p, s]`` is layer ``l``'s time at level
+    ``s`` when layer ``l - 1`` is at level ``p`` (layer 0 reads row ``p = 0``). A channel's
+    width is a conv's output and its successor's input, so in a chain of convs this is the
+    exact cost model (pruneflow.structured). The recurrence carries the previous level in the
+    state::
+
+        F_L(r, p) = 0
+        F_l(r, p) = min over s with t[l, p, s] <= r of  e[l, s] + F_{l+1}(r - t[l, p, s], s)
+        optimum = F_0(T, 0)
+
+    O(L |S|^2 T), vectorized over ``r``. Same interface, float64 summation order (from the
+    last layer backwards) and tie rule (lexicographically smallest levels) as
+    :class:`DPSolver`, which is the special case ``times[l, p, s] = t[l, s]``.
+    """
+
+    def __init__(self, times: ArrayLike, budget: int) -> None:
+        budget = _as_budget(budget)
+        try:
+            arr = np.asarray(times)
+        except (TypeError, ValueError) as exc:
+            raise PruneflowError(f"times must be [layers, levels, levels]: {exc}") from exc
+        if arr.ndim != 3 or arr.shape[1] != arr.shape[2] or min(arr.shape) < 1:
+            raise PruneflowError(
+                f"chain times must be an array [layers, levels, levels], got shape {arr.shape}"
+            )
+        n_layers, n_levels, _ = arr.shape
+        flat = _as_bucket_times(arr.reshape(n_layers, -1), budget)
+        t = flat.reshape(arr.shape)
+        if (n_layers + 1) * n_levels * (budget + 1) > _MAX_TABLE_ENTRIES:
+            raise PruneflowError(
+                f"a chain DP over {n_layers} layers, {n_levels} levels and {budget} buckets is "
+                "too large; use fewer buckets (discretize(buckets=...))"
+            )
+        # the fastest chain, by the same recurrence over time alone
+        best = np.zeros(n_levels, dtype=np.int64)
+        for layer in range(n_layers - 1, 0, -1):
+            best = (t[layer] + best[None, :]).min(axis=1)
+        fastest_total = int((t[0, 0] + best).min())
+        if fastest_total > budget:
+            raise PruneflowError(
+                f"infeasible: even the fastest profile takes {fastest_total} time buckets, more "
+                f"than the budget of {budget}; lower the target speedup"
+            )
+        self._times = t
+        self._budget = budget
+        self._fastest_total = fastest_total
+        self._lock = threading.Lock()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(layers, levels)``, the shape :meth:`solve` expects for ``errors``."""
+        return int(self._times.shape[0]), int(self._times.shape[2])
+
+    @property
+    def budget(self) -> int:
+        return self._budget
+
+    @property
+    def fastest_total(self) -> int:
+        return self._fastest_total
+
+    def solve(self, errors: ArrayLike) -> DPResult:
+        """The optimal profile for ``errors`` [layers, levels]; see the class docstring."""
+        arr = _matrix("errors", errors)
+        if arr.shape != self.shape:
+            raise PruneflowError(
+                f"errors has shape {arr.shape} but the chain times need {self.shape}"
+            )
+        _check_finite("errors", arr)
+        e = np.ascontiguousarray(arr, dtype=np.float64)
+        t = self._times
+        n_layers, n_levels = self.shape
+        size = self._budget + 1
+        with self._lock:
+            # tables[l][p, r] = F_l(r, p); F_L = 0
+            nxt = np.zeros((n_levels, size))
+            tables = [nxt]
+            for layer in range(n_layers - 1, -1, -1):
+                cur = np.full((n_levels, size), np.inf)
+                rows = 1 if layer == 0 else n_levels
+                for p in range(rows):
+                    for s in range(n_levels):
+                        dt = int(t[layer, p, s])
+                        if dt >= size:
+                            continue
+                        cand = e[layer, s] + nxt[s, : size - dt]
+                        np.minimum(cur[p, dt:], cand, out=cur[p, dt:])
+                tables.append(cur)
+                nxt = cur
+            tables.reverse()  # tables[l] is F_l
+            total = float(tables[0][0, self._budget])
+            if not math.isfinite(total):
+                raise RuntimeError(f"chain DP internal error: optimum {total}")
+            levels = np.empty(n_layers, dtype=np.int64)
+            r, p = self._budget, 0
+            for layer in range(n_layers):
+                target = tables[layer][p, r]
+                for s in range(n_levels):
+                    dt = int(t[layer, p, s])
+                    if dt <= r and e[layer, s] + tables[layer + 1][s, r - dt] == target:
+                        levels[layer] = s
+                        r, p = r - dt, s
+                        break
+                else:
+                    raise RuntimeError("chain DP internal error: back-tracking found no level")
+        return DPResult(levels, total)
 
 
 def solve(errors: ArrayLike, times: ArrayLike, budget: int) -> DPResult:

@@ -74,7 +74,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pruneflow.errors import PruneflowError
-from pruneflow.spdy.dp import DPSolver
+from pruneflow.spdy.dp import ChainDPSolver, DPSolver
 
 __all__ = [
     "HISTORY_COLUMNS",
@@ -303,6 +303,14 @@ def _times_hash(times: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _bucket_time(t: np.ndarray, rows: np.ndarray, levels: np.ndarray) -> int:
+    """A profile's time in buckets: ``t[l, s_l]``, or ``t[l, s_{l-1}, s_l]`` for chain times."""
+    if t.ndim == 2:
+        return int(t[rows, levels].astype(np.int64).sum())
+    prev = np.concatenate([[0], levels[:-1]])
+    return int(t[rows, prev, levels].astype(np.int64).sum())
+
+
 def _check_loss(value: Any, profile: Profile) -> float:
     try:
         loss = float(value)
@@ -352,7 +360,9 @@ def sensitivity_search(
 ) -> SearchResult:
     """SPDY's search (Algorithm 4) for the sensitivities ``c`` under a time budget.
 
-    ``times`` int [L, |S|] and ``budget`` are the discretized times (``discretize``).
+    ``times`` int [L, |S|] and ``budget`` are the discretized times (``discretize``); chain
+    times int [L, |S|, |S|] (a layer's time given the previous layer's level too) are solved by
+    :class:`~pruneflow.spdy.dp.ChainDPSolver`.
     ``evaluate(profile)`` gets a tuple of level indices (Python ints, one per layer) and returns
     the calibration loss of the stitched model; it should be deterministic (the memo assumes
     it). ``k``: random candidates, and with ``local_rule="fixed_k"`` also candidates per ``d``.
@@ -362,12 +372,12 @@ def sensitivity_search(
     ``checkpoint`` propagates unchanged; the last checkpoint stays valid.
     """
     t = np.asarray(times)
-    if t.ndim != 2 or t.shape[0] < 1:
+    if t.ndim not in (2, 3) or t.shape[0] < 1:
         raise PruneflowError(
-            f"the sensitivity search needs times [layers, levels] with at least one prunable "
-            f"layer, got shape {t.shape}"
+            f"the sensitivity search needs times [layers, levels] (or [layers, levels, levels] "
+            f"for chain times) with at least one prunable layer, got shape {t.shape}"
         )
-    n_layers, n_levels = t.shape
+    n_layers, n_levels = t.shape[0], t.shape[-1]
     prior = error_prior(n_levels)  # rejects |S| < 2
     k = _positive_int("k", k)
     max_no_improvement = _positive_int("max_no_improvement", max_no_improvement)
@@ -381,7 +391,8 @@ def sensitivity_search(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise PruneflowError(f"seed must be a non-negative integer, got {seed!r}")
 
-    solver = DPSolver(t, budget)  # validates times and budget, raises if infeasible
+    # validates times and budget, raises if infeasible
+    solver = DPSolver(t, budget) if t.ndim == 2 else ChainDPSolver(t, budget)
     d_start = max(1, round(delta * n_layers))
     rows = np.arange(n_layers)
     config = {
@@ -463,7 +474,7 @@ def sensitivity_search(
                     "phase": state.phase,
                     "d": state.d,
                     "calib_loss": loss,
-                    "pred_time": int(t[rows, levels].astype(np.int64).sum()),
+                    "pred_time": _bucket_time(t, rows, levels),
                     "best": state.best_loss,
                     "new_profile": new_profile,
                     "improved": improved,

@@ -27,6 +27,7 @@ from pruneflow.spdy.paths import (
     search_file,
 )
 from pruneflow.steps.base import Step
+from pruneflow.structured import paths as structured_paths
 
 # the report describes every section of params in its header
 SECTIONS = (
@@ -60,6 +61,10 @@ def report_tables(params: Params) -> list[Path]:
             chex_paths.exploration_table(p),
             chex_paths.ablation_table(p),
         ]
+    # structured (issue 27)
+    for model in params.structured.models:
+        p = config.scoped(params, f"structured:{model}")
+        tables += [structured_paths.plans_table(p), structured_paths.results_table(p)]
     return tables
 
 

@@ -1,0 +1,151 @@
+"""Does the structured timing table add up? Predicted vs measured time of random widths.
+
+    uv run python bench/structured_additivity.py [--models resnet_mini smallcnn]
+        [--profiles 8] [--rounds 3] [--seed 0]
+
+For each model: measure its structured timing table (default ``structured.timing`` params;
+the line ``profile`` reports how long that took), then for random width profiles (a uniformly
+random level per channel group, plus the uniform profiles at three levels) build the physically
+thinned model (CHEX's extraction, first channels kept) and time it end to end with the table's
+own discipline: ``rounds`` measurements, the table's quantile of the pooled runs.
+``predicted_ms = remainder_ms + sum_g t[g, level_{g-1}, level_g]``; goal ``|measured /
+predicted - 1| <= 0.05``. Because the host's speed drifts between the table's sweeps and the
+check (other tenants), each profile is also timed against the dense model in alternating
+passes (``measure_speedups``): ``speedup_ratio`` = measured speedup / predicted speedup is the
+drift-free figure. One JSON object per line, the first one the host and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+import torch
+
+from pruneflow.chex.extract import extract, keep_first
+from pruneflow.config import StructuredTimingParams
+from pruneflow.models.zoo import build
+from pruneflow.structured.timing import measure_table
+from pruneflow.structured.widths import fractions, structured_groups, width_grid
+from pruneflow.timing.measure import Timing, measure, measure_speedups, thread_scope
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["resnet_mini", "smallcnn"])
+    ap.add_argument("--profiles", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_flush_denormal(True)
+    print(
+        json.dumps(
+            {
+                "host": torch.backends.cpu.get_cpu_capability(),
+                "nproc": os.cpu_count(),
+                "load": os.getloadavg(),
+            }
+        ),
+        flush=True,
+    )
+    cfg = StructuredTimingParams()
+    shape = (1, 28, 28)
+    for name in args.models:
+        model = build(name, 10, shape).eval()
+        example = torch.zeros(1, *shape)
+        groups, wiring = structured_groups(model, example)
+        grid = fractions(10, 0.1)
+        widths = width_grid(groups, grid, 1)
+        t0 = time.perf_counter()
+        table = measure_table(model, name, groups, wiring, widths, grid, shape, cfg)
+        print(
+            json.dumps(
+                {
+                    "model": name,
+                    "figure": "profile",
+                    "seconds": round(time.perf_counter() - t0, 1),
+                    "cpu_seconds": round(float(table.meta["cpu_seconds"]), 1),
+                    "groups": len(groups),
+                    "levels": len(grid),
+                    "dense_ms": round(table.dense_total_ms, 3),
+                    "remainder_ms": round(table.remainder_ms, 3),
+                    "max_speedup": round(table.max_speedup(), 3),
+                    "load": os.getloadavg()[0],
+                }
+            ),
+            flush=True,
+        )
+        rng = np.random.Generator(np.random.PCG64(args.seed))
+        profiles = [np.full(len(groups), s) for s in (3, 6, 9)]
+        profiles += [rng.integers(0, len(grid), len(groups)) for _ in range(args.profiles)]
+        x = torch.randn(cfg.batch_size, *shape, generator=torch.Generator().manual_seed(1))
+        errors, raw_errors = [], []
+        for levels in profiles:
+            counts = {
+                g.name: int(widths[i, lv])
+                for i, (g, lv) in enumerate(zip(groups, levels, strict=True))
+            }
+            thin = extract(model, groups, keep_first(groups, counts), example).eval()
+            with thread_scope(cfg.threads), torch.no_grad():
+                runs = [
+                    measure(
+                        lambda m=thin, x=x: m(x),
+                        warmup=cfg.warmup,
+                        min_repeats=cfg.min_repeats,
+                        max_repeats=cfg.max_repeats,
+                        rel_tol=cfg.rel_tol,
+                        max_seconds=cfg.max_seconds,
+                    )
+                    for _ in range(args.rounds)
+                ]
+                (speedup,) = measure_speedups(
+                    lambda model=model, x=x: model(x),
+                    [lambda m=thin, x=x: m(x)],
+                    repeats=30,
+                    passes=3,
+                    quantile=cfg.quantile,
+                )
+            measured = Timing.pooled(runs).quantile(cfg.quantile)
+            predicted = table.predict_ms(levels)
+            ratio = measured / predicted
+            speedup_ratio = speedup / (table.dense_total_ms / predicted)
+            errors.append(abs(speedup_ratio - 1))
+            raw_errors.append(abs(ratio - 1))
+            print(
+                json.dumps(
+                    {
+                        "model": name,
+                        "levels": [int(v) for v in levels],
+                        "predicted_ms": round(predicted, 3),
+                        "measured_ms": round(measured, 3),
+                        "ratio": round(ratio, 4),
+                        "predicted_speedup": round(table.dense_total_ms / predicted, 3),
+                        "measured_speedup": round(speedup, 3),
+                        "speedup_ratio": round(speedup_ratio, 4),
+                    }
+                ),
+                flush=True,
+            )
+        print(
+            json.dumps(
+                {
+                    "model": name,
+                    "figure": "additivity",
+                    "max_abs_time_error": round(max(raw_errors), 4),
+                    "median_abs_time_error": round(float(np.median(raw_errors)), 4),
+                    "max_abs_error": round(max(errors), 4),
+                    "median_abs_error": round(float(np.median(errors)), 4),
+                    "within_5pct": int(sum(e <= 0.05 for e in errors)),
+                    "profiles": len(errors),
+                    "load": os.getloadavg()[0],
+                }
+            ),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

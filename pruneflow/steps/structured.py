@@ -1,0 +1,416 @@
+"""Steps of the structured pipeline (run them on ``config.scoped(params, "structured:MODEL")``).
+
+* ``structured_dense``: the dense model, trained with ``structured.train``.
+* ``structured_profile``: the structured timing table on this host (its fingerprint holds the
+  host description, so a table from another machine is never a cache hit).
+* ``structured_recondb``: keep sets and least-squares refits per group and width level.
+* ``structured_search``: SPDY's search per target speedup -> ``plans.parquet``.
+* ``structured_realize``: each plan as a physically smaller model, fine-tuned; its measured
+  end-to-end speedup and test accuracy -> ``results.parquet`` and DVC metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from pruneflow import layout
+from pruneflow.checkpoint import load_checkpoint, save_checkpoint, sidecar
+from pruneflow.config import Params, TrainParams
+from pruneflow.errors import PruneflowError
+from pruneflow.io import atomic_path, write_json, write_parquet
+from pruneflow.runtime import configure, progress_enabled, report_progress
+from pruneflow.spdy.search import HISTORY_COLUMNS
+from pruneflow.steps.base import Step
+from pruneflow.steps.data import load_data, read_labels
+from pruneflow.structured import paths
+from pruneflow.structured.database import StructuredDB, build_database
+from pruneflow.structured.realize import measured_speedup, realize
+from pruneflow.structured.search import WidthLoss, search_widths
+from pruneflow.structured.timing import measure_table, read_table, write_table
+from pruneflow.structured.widths import fractions, structured_groups, width_grid
+from pruneflow.timing.table import host_description
+from pruneflow.train import evaluate, seeded_build, train
+
+_DATA = ("data.dataset", "data.root", "data.image_size", "model.name")
+_GRID = ("structured.levels", "structured.min_fraction", "structured.multiple")
+_TRAIN = tuple(
+    f"train.{k}"
+    for k in (
+        "epochs",
+        "batch_size",
+        "optimizer",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "schedule",
+        "step_size",
+        "gamma",
+        "seed",
+    )
+)
+
+
+def _split(p: Params) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
+    frame, _ = read_labels(p)
+    split = frame["split"].to_numpy()
+    return (
+        frame,
+        np.flatnonzero(split == "train"),
+        np.flatnonzero(split == "test"),
+        frame["true_label"].to_numpy(),
+    )
+
+
+def _grid(p: Params, model: nn.Module, example: torch.Tensor):  # noqa: ANN202
+    groups, wiring = structured_groups(model, example)
+    grid = fractions(p.structured.levels, p.structured.min_fraction)
+    return groups, wiring, grid, width_grid(groups, grid, p.structured.multiple)
+
+
+def _calibration(p: Params, data: Any, train_idx: np.ndarray, labels: np.ndarray):  # noqa: ANN202
+    rng = np.random.default_rng(p.structured.recon.calib_seed)
+    idx = np.sort(rng.permutation(train_idx)[: p.structured.recon.calib_samples])
+    x = data.images(idx)
+    y = torch.as_tensor(labels[idx], dtype=torch.long)
+    return [(x[i : i + 128], y[i : i + 128]) for i in range(0, len(idx), 128)]
+
+
+def _dense(p: Params) -> nn.Module:
+    model, _ = load_checkpoint(paths.dense_checkpoint(p))
+    return model.eval()
+
+
+# ------------------------------------------------------------------------ structured_dense
+
+
+def _train_dense(p: Params) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    data = load_data(p)
+    _, train_idx, test_idx, true = _split(p)
+    model = seeded_build(p.model.name, data.num_classes, data.in_shape, p.train.seed)
+    history = train(
+        model,
+        data,
+        train_idx,
+        true,
+        p.train,
+        progress_enabled(p.runtime.progress),
+        description=f"structured dense {p.model.name}",
+    )
+    _, acc = evaluate(model, data, test_idx, true)
+    arch = {"name": p.model.name, "num_classes": data.num_classes, "in_shape": list(data.in_shape)}
+    save_checkpoint(
+        paths.dense_checkpoint(p),
+        model,
+        arch,
+        {"metrics": {"test_acc": acc}, "history": {"loss": history.loss}},
+    )
+    return {"test_acc": acc}
+
+
+STRUCTURED_DENSE = Step(
+    name="structured_dense",
+    reads=(*_DATA, *_TRAIN),
+    inputs=lambda p: [layout.labels_table(p)],
+    outputs=lambda p: [paths.dense_checkpoint(p), sidecar(paths.dense_checkpoint(p))],
+    compute=_train_dense,
+    description="the dense model the structured search thins (structured.train)",
+)
+
+
+# ---------------------------------------------------------------------- structured_profile
+
+
+def _profile(p: Params) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    data = load_data(p)
+    # layer times depend on shapes, not on trained weights: a freshly built model will do
+    model = seeded_build(p.model.name, data.num_classes, data.in_shape, 0).eval()
+    example = torch.zeros(1, *data.in_shape)
+    groups, wiring, grid, widths = _grid(p, model, example)
+    table = measure_table(
+        model,
+        p.model.name,
+        groups,
+        wiring,
+        widths,
+        grid,
+        tuple(data.in_shape),
+        p.structured.timing,
+        progress=report_progress,
+    )
+    write_table(paths.timing_table(p), table)
+    return {
+        "seconds": round(float(table.meta["seconds"]), 1),
+        "cpu_seconds": round(float(table.meta["cpu_seconds"]), 1),
+        "dense_total_ms": table.dense_total_ms,
+        "remainder_ms": table.remainder_ms,
+        "max_speedup": table.max_speedup(),
+    }
+
+
+STRUCTURED_PROFILE = Step(
+    name="structured_profile",
+    reads=(*_DATA, *_GRID, "structured.timing"),
+    inputs=lambda p: [layout.labels_table(p)],
+    outputs=lambda p: [paths.timing_table(p)],
+    compute=_profile,
+    description="time every channel group's thinned layers at every width on this host",
+    environment=lambda p: host_description(p.structured.timing.threads),
+)
+
+
+# ---------------------------------------------------------------------- structured_recondb
+
+
+def _recondb(p: Params) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    data = load_data(p)
+    _, train_idx, _, true = _split(p)
+    model = _dense(p)
+    example = torch.zeros(1, *data.in_shape)
+    groups, _, grid, widths = _grid(p, model, example)
+    batches = [x for x, _ in _calibration(p, data, train_idx, true)]
+    db = build_database(
+        paths.recondb_dir(p),
+        model,
+        p.model.name,
+        groups,
+        widths,
+        grid,
+        batches,
+        p.structured.recon,
+        progress=report_progress,
+    )
+    return {
+        "rows": len(db.index),
+        "refit_share": float(db.index["refit"].mean()),
+        "mean_rel_error": float(db.index["rel_error"].mean()),
+    }
+
+
+STRUCTURED_RECONDB = Step(
+    name="structured_recondb",
+    reads=(*_DATA, *_GRID, "structured.recon"),
+    inputs=lambda p: [
+        layout.labels_table(p),
+        paths.dense_checkpoint(p),
+        sidecar(paths.dense_checkpoint(p)),
+    ],
+    outputs=lambda p: [paths.recondb_dir(p)],
+    compute=_recondb,
+    description="per group and width: channels kept, consumers refitted by least squares",
+)
+
+
+# ----------------------------------------------------------------------- structured_search
+
+
+def _open(p: Params, model: nn.Module, example: torch.Tensor):  # noqa: ANN202
+    groups, _, _, _ = _grid(p, model, example)
+    names = [g.name for g in groups]
+    table = read_table(
+        paths.timing_table(p),
+        p.model.name,
+        names,
+        host=host_description(p.structured.timing.threads),
+    )
+    db = StructuredDB.open(paths.recondb_dir(p), p.model.name, names)
+    return groups, table, db
+
+
+def _search(p: Params) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    data = load_data(p)
+    _, train_idx, _, true = _split(p)
+    model = _dense(p)
+    example = torch.zeros(1, *data.in_shape)
+    groups, table, db = _open(p, model, example)
+    batches = _calibration(p, data, train_idx, true)
+    if p.structured.search.calib_samples is not None:
+        keep = p.structured.search.calib_samples
+        x = torch.cat([b[0] for b in batches])[:keep]
+        y = torch.cat([b[1] for b in batches])[:keep]
+        batches = [(x[i : i + 128], y[i : i + 128]) for i in range(0, len(x), 128)]
+    loss = WidthLoss(model, groups, db, batches, bn=p.structured.search.bn)
+    dense_loss = loss([0] * len(groups))
+    rows = []
+    for target in p.structured.targets:
+        plan = search_widths(
+            table, loss, target, p.structured.search, progress=progress_enabled(p.runtime.progress)
+        )
+        write_parquet(
+            paths.history_table(p, target), plan.result.history_frame()[list(HISTORY_COLUMNS)]
+        )
+        rows.append(
+            {
+                "target": float(target),
+                "levels": json.dumps(list(plan.levels)),
+                "widths": json.dumps(list(plan.widths)),
+                "predicted_speedup": plan.predicted_speedup,
+                "calib_loss": plan.calib_loss,
+                "dense_calib_loss": dense_loss,
+                "candidates": plan.result.evaluations,
+                "distinct_profiles": plan.result.distinct_profiles,
+            }
+        )
+    frame = pd.DataFrame(rows, columns=list(paths.PLAN_COLUMNS))
+    write_parquet(paths.plans_table(p), frame, {"groups": [g.name for g in groups]})
+    return {"plans": len(rows), "predicted": [r["predicted_speedup"] for r in rows]}
+
+
+STRUCTURED_SEARCH = Step(
+    name="structured_search",
+    reads=(*_DATA, *_GRID, "structured.targets", "structured.search", "structured.recon"),
+    inputs=lambda p: [
+        layout.labels_table(p),
+        paths.dense_checkpoint(p),
+        sidecar(paths.dense_checkpoint(p)),
+        paths.timing_table(p),
+        paths.recondb_dir(p),
+    ],
+    outputs=lambda p: (
+        [paths.plans_table(p)] + [paths.history_table(p, t) for t in p.structured.targets]
+    ),
+    compute=_search,
+    description="SPDY's DP and search over width levels per target speedup",
+    environment=lambda p: host_description(p.structured.timing.threads),
+)
+
+
+# ---------------------------------------------------------------------- structured_realize
+
+
+def _realize(p: Params) -> dict[str, Any]:
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    data = load_data(p)
+    _, train_idx, test_idx, true = _split(p)
+    model = _dense(p)
+    example = torch.zeros(1, *data.in_shape)
+    groups, table, db = _open(p, model, example)
+    from pruneflow.io import read_parquet
+
+    plans = read_parquet(paths.plans_table(p), paths.PLAN_COLUMNS)
+    missing = sorted(set(p.structured.targets) - set(plans["target"]))
+    if missing:
+        raise PruneflowError(f"{paths.plans_table(p)} has no plan for targets {missing}")
+    _, dense_acc = evaluate(model, data, test_idx, true)
+    gen = torch.Generator().manual_seed(p.structured.timing.seed)
+    x = torch.randn((p.structured.timing.batch_size, *data.in_shape), generator=gen)
+    ft = TrainParams(
+        **{
+            **p.train.model_dump(),
+            "epochs": max(1, p.structured.finetune_epochs),
+            "lr": p.structured.finetune_lr,
+        }
+    )
+    rows = []
+    for target in p.structured.targets:
+        plan = plans[plans["target"] == target].iloc[0]
+        levels = json.loads(plan["levels"])
+        thin = realize(model, groups, db, levels, example)
+        _, stitched_acc = evaluate(thin, data, test_idx, true)
+        if p.structured.finetune_epochs > 0:
+            train(
+                thin,
+                data,
+                train_idx,
+                true,
+                ft,
+                progress_enabled(p.runtime.progress),
+                description=f"fine-tune {p.model.name} at {target}x",
+            )
+        _, acc = evaluate(thin, data, test_idx, true)
+        speedup = measured_speedup(
+            model,
+            thin,
+            x,
+            p.structured.timing.threads,
+            p.structured.measure_repeats,
+            p.structured.measure_passes,
+            p.structured.timing.quantile,
+        )
+        keep = db.masks({g.name: g.size for g in groups}, levels)
+        out = paths.realized_model(p, target)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "model": p.model.name,
+            "target": str(target),
+            "widths": plan["widths"],
+            "keep": json.dumps({g: m.nonzero().flatten().tolist() for g, m in keep.items()}),
+        }
+        with atomic_path(out) as tmp:
+            save_file({k: v.contiguous() for k, v in thin.state_dict().items()}, str(tmp), meta)
+        rows.append(
+            {
+                "target": float(target),
+                "predicted_speedup": float(plan["predicted_speedup"]),
+                "measured_speedup": speedup,
+                "speedup_vs_target": speedup / float(target),
+                "params_dense": sum(t.numel() for t in model.parameters()),
+                "params_thin": sum(t.numel() for t in thin.parameters()),
+                "test_acc_dense": dense_acc,
+                "test_acc_stitched": stitched_acc,
+                "test_acc": acc,
+                "finetune_epochs": p.structured.finetune_epochs,
+                "widths": plan["widths"],
+            }
+        )
+        report_progress(f"realize {p.model.name}", len(rows), len(p.structured.targets))
+    frame = pd.DataFrame(rows, columns=list(paths.RESULT_COLUMNS))
+    write_parquet(paths.results_table(p), frame, {"host": host_description(1)})
+    metrics = {
+        f"{r['target']}x": {
+            k: r[k]
+            for k in ("measured_speedup", "predicted_speedup", "speedup_vs_target", "test_acc")
+        }
+        for r in rows
+    }
+    write_json(paths.metrics_json(p), metrics)
+    return metrics
+
+
+STRUCTURED_REALIZE = Step(
+    name="structured_realize",
+    reads=(
+        *_DATA,
+        *_GRID,
+        *_TRAIN,
+        "structured.targets",
+        "structured.finetune_epochs",
+        "structured.finetune_lr",
+        "structured.measure_repeats",
+        "structured.measure_passes",
+        "structured.timing",
+    ),
+    inputs=lambda p: [
+        layout.labels_table(p),
+        paths.dense_checkpoint(p),
+        sidecar(paths.dense_checkpoint(p)),
+        paths.timing_table(p),
+        paths.recondb_dir(p),
+        paths.plans_table(p),
+    ],
+    outputs=lambda p: (
+        [paths.results_table(p), paths.metrics_json(p)]
+        + [paths.realized_model(p, t) for t in p.structured.targets]
+    ),
+    compute=_realize,
+    description="each plan as a physically smaller model, fine-tuned; measured speedup",
+    environment=lambda p: host_description(p.structured.timing.threads),
+)
+
+STRUCTURED_STEPS = (
+    STRUCTURED_DENSE,
+    STRUCTURED_PROFILE,
+    STRUCTURED_RECONDB,
+    STRUCTURED_SEARCH,
+    STRUCTURED_REALIZE,
+)

@@ -1,0 +1,67 @@
+"""The structured steps end to end on 8x8 digits: dense -> profile -> database -> search ->
+realize, the report section, and the bad-input lines."""
+
+import json
+
+import pandas as pd
+import pytest
+
+from pruneflow import config
+from pruneflow.config import Params
+from pruneflow.errors import PruneflowError
+from pruneflow.report.structured import structured_section
+from pruneflow.steps.data import PREPARE
+from pruneflow.steps.structured import STRUCTURED_STEPS
+from pruneflow.structured import paths
+from pruneflow.structured.timing import read_table
+from pruneflow.timing.table import host_description
+
+FAST = {"runtime": {"threads": 1, "progress": "off"}}
+STRUCTURED = {
+    "dataset": "digits",
+    "models": ["resnet_mini"],
+    "train": {"epochs": 1, "batch_size": 128},
+    "levels": 3,
+    "min_fraction": 0.25,
+    "timing": {"batch_size": 256, "rounds": 1, "max_repeats": 3, "max_seconds": 0.01},
+    "recon": {"calib_samples": 128, "rows": 2048},
+    "targets": [1.05],
+    "search": {"candidates": 3, "max_no_improvement": 2, "buckets": 500, "calib_samples": 128},
+    "finetune_epochs": 1,
+    "measure_repeats": 6,
+    "measure_passes": 2,
+}
+
+
+def test_structured_steps_end_to_end(workdir, tmp_path):
+    p = config.updated(Params.model_validate(FAST), structured=STRUCTURED)
+    PREPARE.run(config.scoped(p, "structured"))
+    q = config.scoped(p, "structured:resnet_mini")
+    for step in STRUCTURED_STEPS:
+        step.run(q)
+    plans = pd.read_parquet(paths.plans_table(q))
+    assert list(plans["target"]) == [1.05]
+    assert plans["predicted_speedup"].iloc[0] >= 1.05 * (1 - 1e-9)
+    results = pd.read_parquet(paths.results_table(q))
+    row = results.iloc[0]
+    assert row["params_thin"] <= row["params_dense"]
+    assert row["measured_speedup"] > 0 and 0 <= row["test_acc"] <= 1
+    widths = json.loads(row["widths"])
+    assert len(widths) == 6 and all(w >= 1 for w in widths)
+    assert paths.realized_model(q, 1.05).is_file()
+    metrics = json.loads(paths.metrics_json(q).read_text())
+    assert "1.05x" in metrics
+    section = structured_section(p, tmp_path)
+    assert section.status == "ran"
+    # a target beyond the table's reach: one line naming the reachable speedup
+    table = read_table(paths.timing_table(q), "resnet_mini", _groups(q), host_description(1))
+    far = config.updated(p, structured={**STRUCTURED, "targets": [table.max_speedup() * 2]})
+    with pytest.raises(PruneflowError, match="unreachable .* at most") as err:
+        STRUCTURED_STEPS[3].run(config.scoped(far, "structured:resnet_mini"))
+    assert "\n" not in str(err.value)
+
+
+def _groups(q):
+    from pruneflow.io import parquet_metadata
+
+    return parquet_metadata(paths.plans_table(q))["groups"]
