@@ -61,7 +61,6 @@ def report_tables(params: Params) -> list[Path]:
             chex_paths.exploration_table(p),
             chex_paths.ablation_table(p),
         ]
-    # structured (issue 27)
     for model in params.structured.models:
         p = config.scoped(params, f"structured:{model}")
         tables += [structured_paths.plans_table(p), structured_paths.results_table(p)]
