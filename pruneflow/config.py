@@ -679,7 +679,7 @@ class OrchestrationParams(_Section):
         return value
 
 
-# --- structured: latency-constrained channel widths (issue 27) ------------------------------
+# --- structured: latency-constrained channel widths ------------------------------
 
 
 class StructuredTimingParams(_Section):

@@ -35,7 +35,7 @@ FLOWS: dict[str, str] = {
     "sdd": "flows.double_descent:double_descent",
     "chex": "flows.chex:chex",
     "profile": "flows.layer_times:profile_tables",
-    # structured (issue 27): its own flow and preset, not part of "all"
+    # structured: its own flow and preset, not part of "all"
     "structured": "flows.structured:structured",
 }
 

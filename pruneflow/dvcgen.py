@@ -212,7 +212,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("chex_compare", "chex_compare", "chex:", items_from=("chex.compare",)),
     Stage("chex_report", "chex_report", "chex:"),
     Stage("chex_export", "chex_export", "chex:"),
-    # structured (issue 27)
+    # structured
     Stage(
         "structured_dense",
         "structured_dense",

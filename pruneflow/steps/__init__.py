@@ -10,9 +10,7 @@ from pruneflow.steps.report import REPORT
 from pruneflow.steps.sdd import SDD_STEPS
 from pruneflow.steps.spdy import SPDY_ONESHOT, SPDY_SEARCH
 from pruneflow.steps.spdy_gmp import SPDY_GMP, SPDY_RESULTS
-
-# structured (issue 27)
-from pruneflow.steps.structured import STRUCTURED_STEPS  # noqa: E402, I001
+from pruneflow.steps.structured import STRUCTURED_STEPS
 from pruneflow.steps.timing import PROFILE
 
 STEPS: dict[str, Step] = {
