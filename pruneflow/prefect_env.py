@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import signal
 import socket
@@ -77,6 +78,26 @@ def _stop_run(message: str) -> None:
     os._exit(2)  # Prefect's client would retry for minutes and end in a traceback
 
 
+# Prefect's client-side event delivery (task-run events over a websocket) logs a warning and an
+# error the moment its server goes away, before the watchdog's grace runs out; the watchdog
+# reports a lost server once, so these loggers stay quiet while it watches
+EVENT_DELIVERY_LOGGERS = ("prefect.events.clients", "prefect._internal.concurrency")
+
+
+@contextlib.contextmanager
+def _quiet_event_delivery() -> Iterator[None]:
+    # disabled, not a level: prefect._internal's SafeLogger ignores logger levels
+    loggers = [logging.getLogger(name) for name in EVENT_DELIVERY_LOGGERS]
+    states = [logger.disabled for logger in loggers]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        yield
+    finally:
+        for logger, state in zip(loggers, states, strict=True):
+            logger.disabled = state
+
+
 @contextlib.contextmanager
 def server_watchdog(
     api_url: str | None,
@@ -112,7 +133,8 @@ def server_watchdog(
     thread = threading.Thread(target=watch, name="prefect-server-watchdog", daemon=True)
     thread.start()
     try:
-        yield
+        with _quiet_event_delivery():
+            yield
     finally:
         done.set()
 

@@ -64,6 +64,27 @@ def test_a_server_lost_mid_run_ends_the_run_with_one_line_within_the_grace():
     assert 0.6 <= time.monotonic() - started < 5
 
 
+def test_prefects_event_delivery_is_quiet_while_the_watchdog_reports_a_loss():
+    """Prefect's events client warns and its EventsWorker logs an error as soon as the server
+    goes; the watchdog's one line must be all the user sees (restored afterwards)."""
+    import logging
+
+    from pruneflow.prefect_env import EVENT_DELIVERY_LOGGERS, server_watchdog
+
+    loggers = [logging.getLogger(name) for name in EVENT_DELIVERY_LOGGERS]
+    assert not any(logger.disabled for logger in loggers)
+    with server_watchdog("http://127.0.0.1:9/api", grace=60, on_loss=lambda _: None):
+        seen: list[logging.LogRecord] = []
+        handler = logging.Handler()
+        handler.emit = seen.append  # type: ignore[method-assign]
+        for logger in loggers:
+            logger.addHandler(handler)
+            logger.error("the server went away")  # what Prefect logs when it does
+            logger.removeHandler(handler)
+        assert seen == []
+    assert not any(logger.disabled for logger in loggers)
+
+
 def _own_env(folder: Path) -> dict[str, str]:
     """This folder's own Prefect (home, local server) and state, whatever the session set."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
