@@ -24,7 +24,7 @@ from pruneflow import layout
 from pruneflow.checkpoint import load_checkpoint, save_checkpoint, sidecar
 from pruneflow.config import Params, TrainParams
 from pruneflow.errors import PruneflowError
-from pruneflow.io import atomic_path, write_json, write_parquet
+from pruneflow.io import atomic_path, read_parquet, write_json, write_parquet
 from pruneflow.runtime import configure, progress_enabled, report_progress
 from pruneflow.spdy.search import HISTORY_COLUMNS
 from pruneflow.steps.base import Step
@@ -295,7 +295,6 @@ def _realize(p: Params) -> dict[str, Any]:
     model = _dense(p)
     example = torch.zeros(1, *data.in_shape)
     groups, table, db = _open(p, model, example)
-    from pruneflow.io import read_parquet
 
     plans = read_parquet(paths.plans_table(p), paths.PLAN_COLUMNS)
     missing = sorted(set(p.structured.targets) - set(plans["target"]))
