@@ -90,6 +90,17 @@ def _dense(p: Params) -> nn.Module:
 # ------------------------------------------------------------------------ structured_dense
 
 
+def _dense_inputs(
+    p: Params,
+) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, nn.Module, torch.Tensor]:
+    """What the steps after dense training start from: the data, its train and test indices
+    and true labels, the dense model and an example input."""
+    configure(p.runtime.threads, p.runtime.flush_denormal)
+    data = load_data(p)
+    _, train_idx, test_idx, true = _split(p)
+    return data, train_idx, test_idx, true, _dense(p), torch.zeros(1, *data.in_shape)
+
+
 def _train_dense(p: Params) -> dict[str, Any]:
     configure(p.runtime.threads, p.runtime.flush_denormal)
     data = load_data(p)
@@ -171,11 +182,7 @@ STRUCTURED_PROFILE = Step(
 
 
 def _recondb(p: Params) -> dict[str, Any]:
-    configure(p.runtime.threads, p.runtime.flush_denormal)
-    data = load_data(p)
-    _, train_idx, _, true = _split(p)
-    model = _dense(p)
-    example = torch.zeros(1, *data.in_shape)
+    data, train_idx, test_idx, true, model, example = _dense_inputs(p)
     groups, _, grid, widths = _grid(p, model, example)
     batches = [x for x, _ in _calibration(p, data, train_idx, true)]
     db = build_database(
@@ -227,11 +234,7 @@ def _open(p: Params, model: nn.Module, example: torch.Tensor):  # noqa: ANN202
 
 
 def _search(p: Params) -> dict[str, Any]:
-    configure(p.runtime.threads, p.runtime.flush_denormal)
-    data = load_data(p)
-    _, train_idx, _, true = _split(p)
-    model = _dense(p)
-    example = torch.zeros(1, *data.in_shape)
+    data, train_idx, test_idx, true, model, example = _dense_inputs(p)
     groups, table, db = _open(p, model, example)
     batches = _calibration(p, data, train_idx, true)
     if p.structured.search.calib_samples is not None:
@@ -289,11 +292,7 @@ STRUCTURED_SEARCH = Step(
 
 
 def _realize(p: Params) -> dict[str, Any]:
-    configure(p.runtime.threads, p.runtime.flush_denormal)
-    data = load_data(p)
-    _, train_idx, test_idx, true = _split(p)
-    model = _dense(p)
-    example = torch.zeros(1, *data.in_shape)
+    data, train_idx, test_idx, true, model, example = _dense_inputs(p)
     groups, table, db = _open(p, model, example)
 
     plans = read_parquet(paths.plans_table(p), paths.PLAN_COLUMNS)
