@@ -259,7 +259,7 @@ class GmpParams(_Section):
         ["spdy", "uniform", "gmp"], min_length=1, description="which one-shot profiles to train"
     )
     seeds: list[int] = Field(
-        [0, 1, 2], min_length=1, description="one gradual-pruning run per seed"
+        [0, 1, 2, 3, 4], min_length=1, description="one gradual-pruning run per seed"
     )
     start_epoch: float = Field(
         0.0, ge=0.0, description="pruning starts here (epochs of this run; fractions allowed)"
@@ -517,10 +517,10 @@ class ChexCompareParams(_Section):
         1e-5, ge=0.0, le=1.0, description="slimming: L1 penalty on BN scales while pre-training"
     )
     ablations: list[Literal[CHEX_VARIANTS]] = Field(  # type: ignore[valid-type]
-        [], description="CHEX variants to run too (see pruneflow.chex.methods.apply_variant)"
+        ["no_realloc"], description="CHEX variants to run too (see pruneflow.chex.methods.apply_variant)"
     )
     ablation_targets: list[float] | None = Field(
-        None, description="targets of the ablation runs (null: the same as targets)"
+        [0.9], description="targets of the ablation runs (null: the same as targets)"
     )
 
     @model_validator(mode="after")

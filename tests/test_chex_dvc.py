@@ -65,7 +65,7 @@ def _files(body: dict, kinds: tuple[str, ...], resolve) -> set[str]:
 VARIANTS = [
     {},
     {"compare": {"ablations": ["no_regrow", "arch_scratch"], "ablation_targets": [0.9]}},
-    {"compare": {"targets": [0.5], "seeds": [4], "dense_reference": False}},
+    {"compare": {"targets": [0.5], "seeds": [4], "dense_reference": False, "ablations": []}},
     {"flops_reduction": None, "sparsity": 0.5},
 ]
 
@@ -106,7 +106,7 @@ def test_report_without_ablations_still_writes_every_declared_file(workdir):
         "train": {"epochs": 1, "batch_size": 256, "lr": 0.1},
         "delta_t": 0.5,
         "t_max": 1.0,
-        "compare": {"targets": [0.7], "seeds": [0], "methods": ["static"]},
+        "compare": {"targets": [0.7], "seeds": [0], "methods": ["static"], "ablations": []},
     }
     p = config.updated(
         Params.model_validate({"runtime": {"threads": 1, "progress": "off"}}), chex=chex

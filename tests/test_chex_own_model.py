@@ -34,7 +34,7 @@ def _params(**chex) -> Params:
         "delta_t": 0.5,
         "t_max": 1.5,
         "latency": {"repeats": 2},
-        "compare": {"targets": [0.5], "seeds": [0], "methods": ["static"]},
+        "compare": {"targets": [0.5], "seeds": [0], "methods": ["static"], "ablations": []},
         **chex,
     }
     return config.updated(base, chex=tree)

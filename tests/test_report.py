@@ -46,7 +46,7 @@ from pruneflow.timing.table import FORMAT, host_description, write_timing_table
 TREE = {
     "spdy": {"models": ["smallcnn", "mlp1024"], "targets": [2.0, 3.0], "model_targets": {}},
     "sdd": {"seeds": [0, 1], "final_sparsity": 0.99},
-    "chex": {"compare": {"targets": [0.7, 0.9], "seeds": [0, 1]}},
+    "chex": {"compare": {"targets": [0.7, 0.9], "seeds": [0, 1], "ablations": []}},
 }
 CHEX_SIZES = {
     "conv1": 8,

@@ -44,5 +44,5 @@ CHEX = {
     "delta_t": 0.5,
     "t_max": 1.0,
     "latency": {"repeats": 3},
-    "compare": {"targets": [0.7], "seeds": [0], "methods": ["chex", "static"]},
+    "compare": {"targets": [0.7], "seeds": [0], "methods": ["chex", "static"], "ablations": []},
 }
