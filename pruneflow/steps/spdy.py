@@ -159,13 +159,21 @@ class Problem:
         )
 
     def discretize(self, p: Params, target: float) -> Discretized:
-        return discretize(
-            self.times_ms,
-            float(self.meta["dense_total_ms"]),
-            float(self.times_ms[:, 0].sum()),
-            target,
-            buckets=p.spdy.search.buckets,
-        )
+        try:
+            return discretize(
+                self.times_ms,
+                float(self.meta["dense_total_ms"]),
+                float(self.times_ms[:, 0].sum()),
+                target,
+                buckets=p.spdy.search.buckets,
+            )
+        except PruneflowError as err:
+            model = p.model.name
+            raise PruneflowError(
+                f"{model}: {err}. Lower spdy.model_targets.{model} (or spdy.targets), or re-time "
+                f"the layers on a quieter host (`pruneflow profile --model {model} --force`): "
+                "a busy CPU slows the sparse kernels more than the dense ones"
+            ) from None
 
 
 def run_search(
