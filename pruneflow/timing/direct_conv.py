@@ -150,7 +150,8 @@ def _item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img,
     L1 while every output channel reads it. Partial sums wait in ``acc`` (a ``TILE`` row per
     output channel; one row where there is one chunk); with the last chunk come bias and
     activation, and the tile's row segments ``segs[g] = (start in tile, offset in the output
-    plane, length)`` are stored to the NCHW output."""
+    plane, length, stored length)`` are stored to the NCHW output (see
+    :func:`_row_segments`)."""
     nchunks = indptr.shape[0]
     no_act = np.float32(-np.inf)
     n = item // ntb
