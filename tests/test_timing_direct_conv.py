@@ -3,13 +3,15 @@ layers it cannot run fall back to another backend."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from pruneflow.errors import PruneflowError
 from pruneflow.timing import SparseRuntime, build_layer, get_backend, thread_scope
-from pruneflow.timing.direct_conv import direct_supports
+from pruneflow.timing.direct_conv import _row_segments, direct_supports
+from pruneflow.timing.kernels import TILE
 
 
 def _pruned(layer: nn.Conv2d, sparsity: float, seed: int = 0, empty_rows: int = 1) -> nn.Conv2d:
@@ -72,10 +74,16 @@ def test_direct_conv_single_pixel_and_non_contiguous_input() -> None:
         torch.testing.assert_close(exe(x), torch.relu(layer(x)), rtol=1e-5, atol=1e-5)
 
 
-def test_direct_conv_on_two_threads_equals_one() -> None:
-    # large enough that the parallel kernel runs (above the fork/join threshold)
-    layer = _pruned(nn.Conv2d(32, 32, 3, padding=1), 0.5)
-    x = torch.randn(4, 32, 28, 28)
+@pytest.mark.parametrize(
+    ("batch", "channels", "hw"),
+    [(4, 32, (28, 28)), (1, 96, (14, 13)), (3, 64, (9, 31))],
+    ids=["28x28", "batch1-14x13", "9x31"],
+)
+def test_direct_conv_on_two_threads_equals_one(batch: int, channels: int, hw: tuple) -> None:
+    # large enough that the parallel kernel runs (above the fork/join threshold); the tiles of
+    # a plane are split over work items, rows across tiles
+    layer = _pruned(nn.Conv2d(channels, channels, 3, padding=1), 0.5)
+    x = torch.randn(batch, channels, *hw)
     exe = build_layer("direct_numba", layer, relu=True)
     with torch.no_grad():
         ref = torch.relu(layer(x))
@@ -136,3 +144,31 @@ def test_direct_conv_in_input_channel_chunks(stride: int) -> None:
     x = torch.randn(2, 160, 14, 13)
     _check(layer, x)
     assert build_layer("direct_numba", layer)._geometry(2, 14, 13).ptrs.shape[0] > 1
+
+
+@pytest.mark.parametrize("wo", [1, 5, 7, 14, 28, 60, 64, 70])
+@pytest.mark.parametrize("extra", [0, 2, 6])  # pitch - wo: junk columns per row
+@pytest.mark.parametrize("tile_block", [1, 2, 1000])
+def test_rounded_stores_are_overwritten_by_the_same_work_item(
+    wo: int, extra: int, tile_block: int
+) -> None:
+    """Replay each work item's stores in kernel order: a store past its run (rounded up to
+    whole vectors) must land inside the plane on a position the same item stores exactly
+    later, so that no item leaves a wrong value or races another item's exact store."""
+    pitch, ho = wo + extra, 5
+    length = (ho - 1) * pitch + wo
+    tiles = -(-length // TILE)
+    segs, ptr = _row_segments(length, pitch, wo, tiles, tile_block)
+    assert (segs[:, 3] >= segs[:, 2]).all() and (segs[:, 3] <= TILE).all()
+    exact_cover = np.zeros(ho * wo, dtype=int)
+    for block in range(0, tiles, tile_block):
+        out: dict[int, int] = {}
+        for t in range(block, min(block + tile_block, tiles)):
+            for start, off, run, stored in segs[ptr[t] : ptr[t + 1]]:
+                assert 0 <= off and off + stored <= ho * wo
+                for k in range(stored):
+                    out[off + k] = t * TILE + start + k  # the grid position it came from
+                exact_cover[off : off + run] += 1
+        for pos, src in out.items():
+            assert src == pos // wo * pitch + pos % wo, (pos, src)
+    assert (exact_cover == 1).all()  # every output once, from its own grid position

@@ -34,6 +34,7 @@ calling thread where the work is too small for a fork/join
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numba
@@ -149,7 +150,8 @@ def _item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img,
     L1 while every output channel reads it. Partial sums wait in ``acc`` (a ``TILE`` row per
     output channel; one row where there is one chunk); with the last chunk come bias and
     activation, and the tile's row segments ``segs[g] = (start in tile, offset in the output
-    plane, length)`` are stored to the NCHW output."""
+    plane, length, stored length)`` are stored to the NCHW output (see
+    :func:`_row_segments`)."""
     nchunks = indptr.shape[0]
     no_act = np.float32(-np.inf)
     n = item // ntb
@@ -167,7 +169,7 @@ def _item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img,
                 if last:
                     yq = (n * cout + o) * plane
                     for g in range(seg_ptr[t], seg_ptr[t + 1]):
-                        _store(acc, ab + segs[g, 0], y, yq + segs[g, 1], segs[g, 2])
+                        _store(acc, ab + segs[g, 0], y, yq + segs[g, 1], segs[g, 3])
 
 
 @njit(parallel=True, **_JIT)
@@ -209,11 +211,12 @@ def direct_conv_serial(indptr, vals, offs, x, y, batch, img, length, segs, seg_p
 class _Geometry:
     """Per input shape: the operand buffer and how the input is copied into it."""
 
-    operand: torch.Tensor | None  # None: the (contiguous) input is the operand itself
-    copies: list[tuple[tuple[int, ...], tuple[int, ...], int, tuple[int, ...], int]]
+    operand: np.ndarray | None  # flat; None: the (contiguous) input is the operand itself
+    # (view of the operand, size, source strides, source offset) per strided copy
+    copies: list[tuple[torch.Tensor, tuple[int, ...], tuple[int, ...], int]]
     img: int  # operand floats per image
     length: int  # flat output positions per plane on the operand grid
-    segs: np.ndarray  # [segments, 3]: each tile's output row segments
+    segs: np.ndarray  # [segments, 4]: each tile's output row segments
     seg_ptr: np.ndarray  # [tiles + 1]
     ho: int
     wo: int
@@ -222,24 +225,44 @@ class _Geometry:
     offs: np.ndarray
     tile_block: int
     parallel: bool
+    run: Callable[..., None]  # direct_conv where parallel, else direct_conv_serial
 
 
-def _row_segments(length: int, pitch: int, wo: int, tiles: int) -> tuple[np.ndarray, np.ndarray]:
+def _row_segments(
+    length: int, pitch: int, wo: int, tiles: int, tile_block: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per tile of the pitch-``pitch`` grid: ``(start in tile, offset in the output plane,
-    length)`` of each run of valid columns (``< wo``) it holds, and the tiles' pointers."""
-    segs, ptr = [], [0]
+    length, stored length)`` of each run of valid columns (``< wo``) it holds, and the tiles'
+    pointers.
+
+    The stored length rounds a run up to whole 8-float pieces (one or two vector stores
+    instead of up to four pieces and their branches) where the floats past the run land on
+    output positions that a later store of the same thread overwrites: the next run, in the
+    same tile or in the next tile of the same work item (tiles come in blocks of
+    ``tile_block``, each block on one thread, tile by tile). The run that ends a plane or a
+    block is stored exactly.
+    """
+    runs: list[list[tuple[int, int, int]]] = []
     for t in range(tiles):
-        q, end = t * TILE, min((t + 1) * TILE, length)
+        q, end, here = t * TILE, min((t + 1) * TILE, length), []
         while q < end:
             r, col = divmod(q, pitch)
             if col >= wo:
                 q = (r + 1) * pitch
                 continue
             seg = min(end, r * pitch + wo) - q
-            segs.append((q - t * TILE, r * wo + col, seg))
+            here.append((q - t * TILE, r * wo + col, seg))
             q += seg
+        runs.append(here)
+    segs, ptr = [], [0]
+    for t, here in enumerate(runs):
+        same_item = t + 1 < tiles and (t + 1) % tile_block != 0
+        for k, (start, off, seg) in enumerate(here):
+            nxt = here[k + 1] if k + 1 < len(here) else (runs[t + 1][0] if same_item else None)
+            room = nxt[2] if nxt is not None and nxt[1] == off + seg else 0
+            segs.append((start, off, seg, min(-(-seg // 8) * 8, seg + room)))
         ptr.append(len(segs))
-    return np.asarray(segs, dtype=np.int64).reshape(-1, 3), np.asarray(ptr, dtype=np.int64)
+    return np.asarray(segs, dtype=np.int64).reshape(-1, 4), np.asarray(ptr, dtype=np.int64)
 
 
 def _phase_copies(
@@ -301,6 +324,7 @@ class DirectSparseConv(ExecLayer):
         self.vals = np.ascontiguousarray(w[rows, c, i, j], dtype=np.float32)
         self.taps = (c.astype(np.int64), i.astype(np.int64), j.astype(np.int64))
         self.bias_np = bias_of(layer).numpy()
+        self.lo = np.float32(0.0 if relu else -np.inf)  # the fused ReLU's floor
         self._geo: dict[tuple[int, ...], _Geometry] = {}
 
     def _geometry(self, n: int, h: int, w: int) -> _Geometry:
@@ -317,17 +341,20 @@ class DirectSparseConv(ExecLayer):
         wq = max(-(-wp // s), wo + (kw - 1) // s)
         tc, ti, tj = self.taps
         offs = ((tc * s + ti % s) * s + tj % s) * hq * wq + (ti // s) * wq + tj // s
-        if s == 1 and ph == 0 and pw == 0:
-            operand, copies = None, []
-        else:
-            operand = torch.zeros(n * c * s * s * hq * wq)
+        operand, copies = None, []
+        if s != 1 or ph != 0 or pw != 0:
+            buffer = torch.zeros(n * c * s * s * hq * wq)
             used = set(zip((ti % s).tolist(), (tj % s).tolist(), strict=True))
-            copies = _phase_copies(n, c, h, w, s, (ph, pw), hq, wq, used)
+            for size, dst_strides, dst_off, src_strides, src_off in _phase_copies(
+                n, c, h, w, s, (ph, pw), hq, wq, used
+            ):
+                view = torch.as_strided(buffer, size, dst_strides, dst_off)
+                copies.append((view, size, src_strides, src_off))
+            operand = buffer.numpy()
         work = len(self.vals) * n * ho * wo
         parallel = threads > 1 and kernels.parallel_worthwhile(work)
         length = (ho - 1) * wq + wo
         tiles = -(-length // kernels.TILE)
-        segs, seg_ptr = _row_segments(length, wq, wo, tiles)
         # chunks of input channels whose operand window (a tile plus the kernel's reach, per
         # phase) fits L1, as in the csr_numba kernel
         reach = int(offs.max() % (hq * wq)) if len(offs) else 0
@@ -335,6 +362,8 @@ class DirectSparseConv(ExecLayer):
         ptrs, order = _column_chunks(self.indptr, (tc * kh + ti) * kw + tj, c * kh * kw, per_column)
         # at least four items per thread where there are enough tiles
         tile_block = tiles if threads <= 1 else max(1, -(-tiles * n // (4 * threads)))
+        tile_block = min(tile_block, tiles)
+        segs, seg_ptr = _row_segments(length, wq, wo, tiles, tile_block)
         geo = _Geometry(
             operand=operand,
             copies=copies,
@@ -347,8 +376,9 @@ class DirectSparseConv(ExecLayer):
             ptrs=ptrs,
             vals=np.ascontiguousarray(self.vals[order]),
             offs=_offsets(offs[order]),
-            tile_block=min(tile_block, tiles),
+            tile_block=tile_block,
             parallel=parallel,
+            run=direct_conv if parallel else direct_conv_serial,
         )
         self._geo[key] = geo
         return geo
@@ -357,25 +387,22 @@ class DirectSparseConv(ExecLayer):
         if x.dim() != 4:
             raise PruneflowError(f"conv2d expects NCHW input, got shape {tuple(x.shape)}")
         check_f32(x)
-        n, _, h, w = (int(v) for v in x.shape)
+        n, _, h, w = x.shape
         geo = self._geometry(n, h, w)
         x = x.contiguous()
         if geo.operand is None:
-            operand = x
+            operand = x.numpy().reshape(-1)
         else:
             operand = geo.operand
-            for size, dst_strides, dst_off, src_strides, src_off in geo.copies:
-                torch.as_strided(operand, size, dst_strides, dst_off).copy_(
-                    torch.as_strided(x, size, src_strides, src_off)
-                )
+            for view, size, src_strides, src_off in geo.copies:
+                view.copy_(x.as_strided(size, src_strides, src_off))
         y = torch.empty(n, self.out_channels, geo.ho, geo.wo)
-        run = direct_conv if geo.parallel else direct_conv_serial
-        run(
+        geo.run(
             geo.ptrs,
             geo.vals,
             geo.offs,
-            operand.reshape(-1).numpy(),
-            y.reshape(-1).numpy(),
+            operand,
+            y.numpy().reshape(-1),
             n,
             geo.img,
             geo.length,
@@ -383,7 +410,7 @@ class DirectSparseConv(ExecLayer):
             geo.seg_ptr,
             geo.ho * geo.wo,
             self.bias_np,
-            np.float32(0.0 if self.relu else -np.inf),
+            self.lo,
             geo.tile_block,
         )
         return y
