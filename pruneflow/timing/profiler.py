@@ -6,19 +6,24 @@ so it sees its real input (shape and memory layout) and its real cache state.
 
 1. A dense sweep: the BN-folded dense model; per-layer dense times and the end-to-end time
    from runs without the timing slots, interleaved with the timed ones.
-2. ``rounds`` rounds of sparse sweeps. Each round visits every sparser level once, in a new
-   random order (seeded): every profiled layer gets a random mask of exactly that sparsity
-   (seeded per layer, level and round) on its BN-folded weight, and each available sparse
-   backend runs the whole model at that level (a layer it cannot run, or that is hopeless
-   after one run, keeps its best backend so far). A dense sweep follows every eighth sparse
-   sweep (every round's start when a round has fewer levels), and one more ends the run.
+2. ``rounds`` rounds of sweeps. In each round every profiled layer visits every level (dense
+   included) once, each layer in its own seeded random order, so that in one sweep its
+   neighbours sit at other, independent levels, as in a pruned model. A layer at a sparse level
+   gets a random mask of exactly that sparsity (seeded per layer, level and round) on its
+   BN-folded weight, and each available sparse backend runs the whole model (a layer it cannot
+   run, or that is hopeless after one run, keeps its best backend so far); a layer at level 0
+   runs dense. An all-dense sweep follows every eighth sweep (every round's start when a round
+   has fewer levels), and one more ends the run: they give the dense reference.
    Rounds are added until the sweeps have taken ``min_seconds`` (at most ``max_rounds``).
 3. Per (layer, level, backend): the ``quantile`` of its runs pooled over the rounds. Per
-   (layer, level) the fastest backend is kept, or dense when no sparse backend beats it. The
-   dense reference: the same quantile of every dense sweep's runs pooled.
-4. Each layer's sparse-level times are replaced by a local linear fit over ``smooth_window``
+   (layer, level) the fastest backend is kept, or dense when no sparse backend beats it.
+4. Context: what each (layer, level) does to the time outside the profiled layers and to the
+   next layer is added to its entry (:mod:`pruneflow.timing.context`); the remainder is the
+   time outside the profiled layers over all sweeps, and the dense entries absorb what makes
+   the dense model add up as measured (the identity below).
+5. Each layer's sparse-level times are replaced by a local linear fit over ``smooth_window``
    neighbouring levels (within a factor 1.3 in density), made non-increasing in sparsity
-   (:mod:`pruneflow.timing.smooth`); the measured times stay in the metadata
+   (:mod:`pruneflow.timing.smooth`); the unsmoothed entries stay in the metadata
    (``measured_time_ms``).
 
 Why. A shared CPU's speed drifts by 10-20% within seconds to minutes, memory-bound sparse
@@ -33,11 +38,14 @@ workload: a probe's time depends on the level swept just before it, not on the h
 measurements behind each choice are in docs/timing.md.
 
 Remainder. Everything outside the profiled layers (skipped first/last layers, pooling,
-residual adds, flatten, dispatch) is timed in every sweep too. It runs slower after dense
-layers that stream their weights through the caches, so the recorded ``remainder_ms`` is its
-value at the sparsest levels and each level's excess is charged to that level's layers: then
-``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) times`` holds
-exactly, and sparse profiles are predicted without the dense model's cache pollution.
+residual adds, flatten, dispatch) is timed in every sweep too. It runs slower after layers that
+stream a lot of memory through the caches (dense ones, CSR ones at 40-60% sparsity), as does
+a sparse layer after such a neighbour; one sweep per level with every layer at that level could
+not tell which layer caused it, nor see a sparse layer beside a dense one. With independent
+levels per layer, the mean of (outside time + next layer's residual) over the sweeps with a
+layer at a level, minus its mean over all sweeps, is that level's effect, charged to its entry.
+``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) entries`` holds
+exactly.
 
 Threads are fixed for the whole run (torch and numba alike).
 
