@@ -125,9 +125,9 @@ class ProfileSettings:
     """How to profile. ``None`` batch size / levels / backends mean the defaults.
 
     ``warmup``, ``min_repeats``, ``max_repeats``, ``rel_tol`` and ``max_seconds`` apply to
-    each whole-model sweep (one per round, level and backend); the dense reference sweeps get
+    each whole-model sweep (one per round, sweep and backend); the dense reference sweeps get
     twice the repeats and time and half the tolerance. ``rounds``: how many times every
-    (layer, level) is timed, each time in another sweep (the table takes the median).
+    (layer, level) is timed, each time in another sweep beside other neighbours' levels.
     ``quantile``: each entry is this quantile of its runs, pooled over the rounds (the
     median by default; see the module docstring for the low quantile pipelines use).
     ``min_seconds``: after ``rounds`` rounds, whole rounds are added (up to ``max_rounds``)
