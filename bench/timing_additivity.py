@@ -2,21 +2,28 @@
 
     uv run python bench/timing_additivity.py [--models mlp1024 smallcnn resnet18_cifar]
         [--profiles 5] [--threads 1] [--tables DIR] [--seed 0] [--steps 40]
-        [--backends dense direct_numba csr_numba csr] [--breakdown]
+        [--backends dense direct_numba csr_numba csr] [--quantile 0.1] [--min-seconds 60]
+        [--breakdown]
 
 For each model: profile it (or read ``DIR/<model>.parquet`` when ``--tables`` holds one for
 this host), then for several random profiles (a uniformly random level per profiled layer)
 prune a copy of the model to that profile with exact random masks, convert it with
 ``SparseRuntime.from_table`` (each layer on the backend the table chose at its level) and
 time it end to end. ``predicted_ms = remainder_ms + sum of the table's entries``.
-Goal: ``|ratio - 1| <= 0.1`` with ``ratio = measured_ms / predicted_ms``.
+Goal: ``|ratio - 1| <= 0.1`` with ``ratio = measured_ms / predicted_ms``. The table is
+profiled with the pipeline's defaults (``spdy.timing``: ``--quantile``, ``--min-seconds``), and
+every measured time is the same quantile of its runs as the table's entries.
 
 A shared host's speed drifts over minutes, and the table was measured minutes before the
 profiles run, so ``ratio`` carries the host's drift as well as the sum's error. Each line
 therefore also gives ``speedup_ratio``: the profile's speedup over the dense model, measured
 in alternating blocks in the same minute (``measure_speedups``), over the predicted speedup
 ``dense_total_ms / predicted_ms``. A common slowdown of the host cancels there; what is left
-is the error of the additive model.
+is the error of the additive model. ``uniform_ratio`` does the same against a reference of
+sparse layers: the model with every profiled layer at the profile's median level (what one of
+the profiler's sweeps looked like before they mixed levels), measured in alternating blocks
+with the profile; sparse kernels drift with the host's load more than dense GEMM, so this
+reference cancels more of the drift where the profile is mostly sparse.
 
 Inputs: mlp1024 and smallcnn on 1x28x28 at their default profiling batch sizes,
 resnet18_cifar on 3x32x32 at batch 8. Prints one JSON object per line (and a header line with
@@ -40,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pruneflow.config import TimingParams
 from pruneflow.models.zoo import build
 from pruneflow.sparsity.grid import sparsity_grid
 from pruneflow.timing import (
@@ -60,6 +68,7 @@ from pruneflow.timing import (
 from pruneflow.timing.insitu import InSitu, SweepSettings
 
 SHAPES = {"resnet18_cifar": (3, 32, 32)}
+DEFAULTS = TimingParams()  # the profile step's settings (params.yaml spdy.timing)
 BATCH = {"resnet18_cifar": 8}
 
 
@@ -79,6 +88,16 @@ def _table(name: str, model: torch.nn.Module, args: argparse.Namespace):  # noqa
         seed=args.seed,
         levels=sparsity_grid(steps=args.steps),
         backends=args.backends,
+        warmup=DEFAULTS.warmup,
+        min_repeats=DEFAULTS.min_repeats,
+        max_repeats=DEFAULTS.max_repeats,
+        rel_tol=DEFAULTS.rel_tol,
+        max_seconds=DEFAULTS.max_seconds,
+        rounds=DEFAULTS.rounds,
+        quantile=args.quantile,
+        min_seconds=args.min_seconds,
+        max_rounds=DEFAULTS.max_rounds,
+        smooth_window=DEFAULTS.smooth_window,
     )
     table, meta = profile_model(model, name, in_shape=shape, settings=settings)
     if path is not None:
@@ -95,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=40, help="sparsity grid steps")
     parser.add_argument("--backends", nargs="+", default=None, help="default: all available")
+    parser.add_argument("--quantile", type=float, default=DEFAULTS.quantile)
+    parser.add_argument("--min-seconds", type=float, default=DEFAULTS.min_seconds)
     parser.add_argument("--breakdown", action="store_true", help="per-layer in-situ lines")
     args = parser.parse_args()
     print(json.dumps({"host": host_description(args.threads), "loadavg": os.getloadavg()}))
@@ -116,6 +137,17 @@ def main() -> None:
                 for n, lv in profile.items()
             }
             rt = SparseRuntime.from_table(model, table, masks=masks)
+            median = int(np.median(list(profile.values())))
+            uniform = dict.fromkeys(profile, median)
+            uni_rt = SparseRuntime.from_table(
+                model,
+                table,
+                masks={
+                    n: exact_mask(model.get_submodule(n).weight.shape, meta["levels"][lv], rng)
+                    for n, lv in uniform.items()
+                },
+            )
+            q = float(meta["quantile"])
             with thread_scope(args.threads):
                 measured = measure(
                     lambda rt=rt, x=x: rt(x),
@@ -132,7 +164,17 @@ def main() -> None:
                     repeats=30,
                     passes=3,
                     min_block_seconds=0.3,
+                    quantile=q,
                 )
+                (vs_uniform,) = measure_speedups(
+                    lambda x=x, u=uni_rt: u(x),
+                    [lambda rt=rt, x=x: rt(x)],
+                    repeats=30,
+                    passes=3,
+                    min_block_seconds=0.3,
+                    quantile=q,
+                )
+            uni_predicted = predict_ms(table, meta, uniform)
             print(
                 json.dumps(
                     {
@@ -141,13 +183,16 @@ def main() -> None:
                         "batch_size": meta["batch_size"],
                         "threads": args.threads,
                         "predicted_ms": round(predicted, 4),
-                        "measured_ms": round(measured.median_ms, 4),
+                        "quantile": q,
+                        "measured_ms": round(measured.quantile(q), 4),
                         "measured_p10_ms": round(measured.p10_ms, 4),
                         "measured_p90_ms": round(measured.p90_ms, 4),
-                        "ratio": round(measured.median_ms / predicted, 4),
+                        "ratio": round(measured.quantile(q) / predicted, 4),
                         "measured_speedup": round(speedup, 4),
                         "predicted_speedup": round(meta["dense_total_ms"] / predicted, 4),
                         "speedup_ratio": round(speedup * predicted / meta["dense_total_ms"], 4),
+                        "uniform_level": median,
+                        "uniform_ratio": round(vs_uniform * predicted / uni_predicted, 4),
                         "dense_total_ms": round(meta["dense_total_ms"], 4),
                         "remainder_ms": round(meta["remainder_ms"], 4),
                         "mean_sparsity": round(

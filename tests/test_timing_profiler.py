@@ -69,8 +69,8 @@ def test_table_schema_and_rows() -> None:
     assert meta["layers"] == ["fc2"] and meta["skipped_layers"] == ["fc1", "fc3"]
     assert meta["all_layers"] == ["fc1", "fc2", "fc3"]
     assert len(table) == 1 * len(LEVELS)
-    # once per layer and sweep: the dense sweep, then every sparse level in each round
-    assert meta["_progress_calls"] == progress_calls(1, len(LEVELS), 2) == 1 + 2 * 2
+    # once per layer and sweep: the dense sweep, then every level in each round
+    assert meta["_progress_calls"] == progress_calls(1, len(LEVELS), 2) == 1 + 2 * 3
     assert meta["rounds"] == 2
     assert list(table["level"]) == [0, 1, 2]
     assert list(table["sparsity"]) == list(LEVELS)
@@ -82,9 +82,10 @@ def test_table_schema_and_rows() -> None:
     assert (table["time_ms"] > 0).all() and (table["repeats"] >= 1).all()
     assert (table["time_ms_p10"] <= table["time_ms"]).all()
     assert (table["time_ms"] <= table["time_ms_p90"]).all()
-    outside = meta["outside_by_level_ms"]  # per level: the median over the rounds
-    assert len(outside) == len(LEVELS) and all(o is not None for o in outside)
-    assert 0.0 <= meta["remainder_ms"] <= max(outside) + 1e-9
+    assert meta["outside_ms"] > 0.0
+    # the remainder is the time outside the layers; the dense model adds up as measured
+    assert meta["remainder_ms"] == pytest.approx(meta["outside_ms"])
+    assert list(meta["context_ms"]) == ["fc2"] and len(meta["context_ms"]["fc2"]) == len(LEVELS)
     # a round of two levels is shorter than _DENSE_EVERY: a dense sweep starts every round,
     # and one ends the run
     assert len(meta["dense_sweep_totals_ms"]) == 2 + 1
@@ -287,13 +288,16 @@ def test_profile_of_a_layer_called_twice() -> None:
 def test_sweep_plan_visits_every_level_once_per_round_in_new_orders() -> None:
     layers = ["a", "b", "c"]
     plan = _sweep_plan(layers, 42, rounds=3, seed=0)
-    assert len(plan) == 3 * 41 and plan == _sweep_plan(layers, 42, rounds=3, seed=0)
+    assert len(plan) == 3 * 42 and plan == _sweep_plan(layers, 42, rounds=3, seed=0)
     orders = []
     for r in range(3):
         sweeps = [assign for rnd, assign in plan if rnd == r]
-        assert all(len(set(a.values())) == 1 for a in sweeps)  # all layers at one level
+        for n in layers:  # every level once per layer and round, the dense one included
+            assert sorted(a[n] for a in sweeps) == list(range(42))
         orders.append([a["a"] for a in sweeps])
-        assert sorted(orders[-1]) == list(range(1, 42))  # every sparse level once, never 0
+        # each layer in its own order: its neighbours sit at other levels (in situ, mixed)
+        assert [a["a"] for a in sweeps] != [a["b"] for a in sweeps]
+        assert sum(len(set(a.values())) == 1 for a in sweeps) < 5
     # the point of rounds: a level is timed at other moments, its neighbours at others again
     assert orders[0] != orders[1] != orders[2] and orders[0] != sorted(orders[0])
     assert _sweep_plan(layers, 42, rounds=3, seed=1) != plan
@@ -388,7 +392,7 @@ def test_sparse_entries_are_their_sweeps_runs_pooled_unscaled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # each (level, backend) entry is the quantile of the runs of its sweeps in every round,
-    # as timed (plus the level's outside-time share): no per-sweep correction
+    # as timed (plus its level's context effect): no per-sweep correction
     swept: dict[int, list[dict[str, Timing]]] = {}
     real = profiler._sparse_sweep
 
@@ -399,16 +403,51 @@ def test_sparse_entries_are_their_sweeps_runs_pooled_unscaled(
 
     monkeypatch.setattr(profiler, "_sparse_sweep", spy)
     table, meta = _profile_lenet(rounds=3, quantile=0.25, smooth_window=1)
-    assert {li: len(v) for li, v in swept.items()} == {1: 3, 2: 3}
+    assert {li: len(v) for li, v in swept.items()} == {0: 3, 1: 3, 2: 3}
     measured = meta["measured_time_ms"]["fc2"]
-    outside, base = meta["outside_by_level_ms"], meta["remainder_ms"]
+    effect = meta["context_ms"]["fc2"]
+    dense = Timing.pooled([f["dense"] for f in swept[0]]).quantile(0.25)
+    # level 0: the dense time among the sweeps, plus what makes the dense model add up
+    excess = meta["dense_total_ms"] - meta["outside_ms"] - dense - effect[0]
+    assert measured[0] == pytest.approx(max(dense + effect[0] + excess, 0.1 * dense))
     for li in (1, 2):
         backend = table.loc[li, "backend"]
-        if backend == "dense":  # the level's dense time: level 0's, at this level's outside
-            raw = measured[0] - (outside[0] - base)
+        if backend == "dense":  # the level's dense time: level 0's
+            raw = dense
         else:
             # the rounds that kept this backend (one may give up on it in a slow round)
             kept = [f[backend] for f in swept[li] if backend in f]
             assert 2 * len(kept) > len(swept[li])
             raw = Timing.pooled(kept).quantile(0.25)
-        assert measured[li] == pytest.approx(max(raw + outside[li] - base, 0.1 * raw))
+        assert measured[li] == pytest.approx(max(raw + effect[li], 0.1 * raw))
+
+
+def test_layers_are_timed_beside_neighbours_at_other_levels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # in one sweep a layer may be dense while its neighbour is sparse: each entry is timed in
+    # the contexts a pruned model gives it, and what its level does to the layers after it is
+    # in its entry (meta context_ms)
+    swept: list[tuple[dict[str, int], dict[str, set[str]]]] = []
+    real = profiler._sparse_sweep
+
+    def spy(ctx, rnd, assign):  # noqa: ANN001, ANN202
+        found, outside = real(ctx, rnd, assign)
+        swept.append((dict(assign), {n: set(f) for n, f in found.items()}))
+        return found, outside
+
+    monkeypatch.setattr(profiler, "_sparse_sweep", spy)
+    table, meta = _profile_lenet(skip_first_last=False, rounds=2, backends=("dense", "csr_numba"))
+    assert meta["layers"] == ["fc1", "fc2", "fc3"] and len(swept) == 2 * len(LEVELS)
+    assert any(len(set(a.values())) > 1 for a, _ in swept)
+    for assign, found in swept:
+        for n, li in assign.items():
+            if li == 0:  # timed as the dense layer, in whatever the others run
+                assert found[n] == {"dense"}
+            else:
+                assert "dense" not in found[n]
+    assert sorted(meta["context_ms"]) == ["fc1", "fc2", "fc3"]
+    assert all(len(v) == len(LEVELS) for v in meta["context_ms"].values())
+    # the dense model still adds up as measured
+    dense = table.loc[table["level"] == 0, "time_ms"].sum()
+    assert meta["remainder_ms"] + dense == pytest.approx(meta["dense_total_ms"])

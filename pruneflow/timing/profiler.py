@@ -6,19 +6,24 @@ so it sees its real input (shape and memory layout) and its real cache state.
 
 1. A dense sweep: the BN-folded dense model; per-layer dense times and the end-to-end time
    from runs without the timing slots, interleaved with the timed ones.
-2. ``rounds`` rounds of sparse sweeps. Each round visits every sparser level once, in a new
-   random order (seeded): every profiled layer gets a random mask of exactly that sparsity
-   (seeded per layer, level and round) on its BN-folded weight, and each available sparse
-   backend runs the whole model at that level (a layer it cannot run, or that is hopeless
-   after one run, keeps its best backend so far). A dense sweep follows every eighth sparse
-   sweep (every round's start when a round has fewer levels), and one more ends the run.
+2. ``rounds`` rounds of sweeps. In each round every profiled layer visits every level (dense
+   included) once, each layer in its own seeded random order, so that in one sweep its
+   neighbours sit at other, independent levels, as in a pruned model. A layer at a sparse level
+   gets a random mask of exactly that sparsity (seeded per layer, level and round) on its
+   BN-folded weight, and each available sparse backend runs the whole model (a layer it cannot
+   run, or that is hopeless after one run, keeps its best backend so far); a layer at level 0
+   runs dense. An all-dense sweep follows every eighth sweep (every round's start when a round
+   has fewer levels), and one more ends the run: they give the dense reference.
    Rounds are added until the sweeps have taken ``min_seconds`` (at most ``max_rounds``).
 3. Per (layer, level, backend): the ``quantile`` of its runs pooled over the rounds. Per
-   (layer, level) the fastest backend is kept, or dense when no sparse backend beats it. The
-   dense reference: the same quantile of every dense sweep's runs pooled.
-4. Each layer's sparse-level times are replaced by a local linear fit over ``smooth_window``
+   (layer, level) the fastest backend is kept, or dense when no sparse backend beats it.
+4. Context: what each (layer, level) does to the time outside the profiled layers and to the
+   next layer is added to its entry (:mod:`pruneflow.timing.context`); the remainder is the
+   time outside the profiled layers over all sweeps, and the dense entries absorb what makes
+   the dense model add up as measured (the identity below).
+5. Each layer's sparse-level times are replaced by a local linear fit over ``smooth_window``
    neighbouring levels (within a factor 1.3 in density), made non-increasing in sparsity
-   (:mod:`pruneflow.timing.smooth`); the measured times stay in the metadata
+   (:mod:`pruneflow.timing.smooth`); the unsmoothed entries stay in the metadata
    (``measured_time_ms``).
 
 Why. A shared CPU's speed drifts by 10-20% within seconds to minutes, memory-bound sparse
@@ -33,11 +38,14 @@ workload: a probe's time depends on the level swept just before it, not on the h
 measurements behind each choice are in docs/timing.md.
 
 Remainder. Everything outside the profiled layers (skipped first/last layers, pooling,
-residual adds, flatten, dispatch) is timed in every sweep too. It runs slower after dense
-layers that stream their weights through the caches, so the recorded ``remainder_ms`` is its
-value at the sparsest levels and each level's excess is charged to that level's layers: then
-``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) times`` holds
-exactly, and sparse profiles are predicted without the dense model's cache pollution.
+residual adds, flatten, dispatch) is timed in every sweep too. It runs slower after layers that
+stream a lot of memory through the caches (dense ones, CSR ones at 40-60% sparsity), as does
+a sparse layer after such a neighbour; one sweep per level with every layer at that level could
+not tell which layer caused it, nor see a sparse layer beside a dense one. With independent
+levels per layer, the mean of (outside time + next layer's residual) over the sweeps with a
+layer at a level, minus its mean over all sweeps, is that level's effect, charged to its entry.
+``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) entries`` holds
+exactly.
 
 Threads are fixed for the whole run (torch and numba alike).
 
@@ -62,6 +70,7 @@ from pruneflow.errors import PruneflowError
 from pruneflow.models.zoo import SMALLCNN_WIDTHS, prunable_layers
 from pruneflow.sparsity.grid import skipped_layers, sparsity_grid
 from pruneflow.timing import backends as B
+from pruneflow.timing.context import SweepRecord, context_effects
 from pruneflow.timing.insitu import InSitu, SweepResult, SweepSettings
 from pruneflow.timing.measure import Timing, measure, thread_scope
 from pruneflow.timing.runtime import SparseRuntime, prepare_inference_model
@@ -116,9 +125,9 @@ class ProfileSettings:
     """How to profile. ``None`` batch size / levels / backends mean the defaults.
 
     ``warmup``, ``min_repeats``, ``max_repeats``, ``rel_tol`` and ``max_seconds`` apply to
-    each whole-model sweep (one per round, level and backend); the dense reference sweeps get
+    each whole-model sweep (one per round, sweep and backend); the dense reference sweeps get
     twice the repeats and time and half the tolerance. ``rounds``: how many times every
-    (layer, level) is timed, each time in another sweep (the table takes the median).
+    (layer, level) is timed, each time in another sweep beside other neighbours' levels.
     ``quantile``: each entry is this quantile of its runs, pooled over the rounds (the
     median by default; see the module docstring for the low quantile pipelines use).
     ``min_seconds``: after ``rounds`` rounds, whole rounds are added (up to ``max_rounds``)
@@ -152,7 +161,7 @@ class ProfileSettings:
 def progress_calls(n_layers: int, n_levels: int, rounds: int) -> int:
     """How often :func:`profile_model` calls ``progress``: once per layer and sweep (with
     ``rounds`` the rounds actually run: more than asked for under ``min_seconds``)."""
-    return n_layers * (1 + rounds * (n_levels - 1))
+    return n_layers * (1 + rounds * n_levels)
 
 
 def _check_levels(levels: Sequence[float]) -> list[float]:
@@ -201,14 +210,14 @@ def _calibration_batch(
 def _sweep_plan(
     profiled: Sequence[str], n_levels: int, rounds: int, seed: int
 ) -> list[tuple[int, dict[str, int]]]:
-    """``(round, layer -> level)`` of every sparse sweep: per round, every level
-    ``1 .. n_levels - 1`` once, all layers at that level, levels in a new random order."""
+    """``(round, layer -> level)`` of every sweep: per round ``n_levels`` sweeps in which every
+    layer visits every level ``0 .. n_levels - 1`` once, each layer in its own random order, so
+    that its neighbours sit at independent levels (:mod:`pruneflow.timing.context`)."""
     rng = np.random.default_rng([seed, 0x5EED])
     plan = []
     for r in range(rounds):
-        plan += [
-            (r, dict.fromkeys(profiled, int(li))) for li in rng.permutation(np.arange(1, n_levels))
-        ]
+        orders = {n: rng.permutation(np.arange(n_levels)) for n in profiled}
+        plan += [(r, {n: int(orders[n][k]) for n in profiled}) for k in range(n_levels)]
     return plan
 
 
@@ -230,26 +239,36 @@ class _Context:
 
 def _sparse_sweep(
     ctx: _Context, rnd: int, assign: Mapping[str, int]
-) -> tuple[dict[str, dict[str, Timing]], Timing | None]:
-    """Every sparse backend's timing per layer at its assigned level (backends a layer gave
-    up on, or cannot run: absent) and the least time spent outside the profiled layers, each
-    (from the backend's sweep that spent least there)."""
+) -> tuple[dict[str, dict[str, Timing]], Timing]:
+    """Every backend's timing per layer at its assigned level (``dense`` for a layer at level
+    0, every backend's whole-model sweep's runs pooled; a sparse backend a layer gave up on, or
+    cannot run: absent) and the time outside the profiled layers (every run pooled)."""
+    sparse = [n for n, li in assign.items() if li > 0]
     masked = {
         n: _masked(
             ctx.folded.get_submodule(n),
-            ctx.levels[li],
-            np.random.default_rng([ctx.seed, ctx.names.index(n), li, rnd]),
+            ctx.levels[assign[n]],
+            np.random.default_rng([ctx.seed, ctx.names.index(n), assign[n], rnd]),
         )
-        for n, li in assign.items()
+        for n in sparse
     }
     found: dict[str, dict[str, Timing]] = {n: {} for n in assign}
+    dense_runs: dict[str, list[Timing]] = {n: [] for n in assign if n not in masked}
+    outside: list[Timing] = []
     best: dict[str, Timing] = {}
     current: dict[str, nn.Module] = dict(ctx.dense_exec)
-    outside: Timing | None = None
+
+    def record(result: SweepResult) -> None:
+        outside.append(result.remainder)
+        for n, runs in dense_runs.items():
+            t = result.layers[n]
+            if t is not None:
+                runs.append(t)
+
     for bname in ctx.sparse_backends:
         backend = B.get_backend(bname)
         exes = {}
-        for n in assign:
+        for n in sparse:
             if backend.supports(masked[n]):
                 exe = backend.build(masked[n], relu=ctx.relu.get(n, False))
                 exe.feature_major = getattr(ctx.dense_exec[n], "feature_major", False)
@@ -263,8 +282,7 @@ def _sparse_sweep(
             give_up[n] = (_GIVE_UP * ref.median_ms, current[n])
             ctx.session.install(n, exe)
         result = ctx.session.sweep(ctx.settings, give_up)
-        if outside is None or result.remainder.median_ms < outside.median_ms:
-            outside = result.remainder
+        record(result)
         for n, exe in exes.items():
             t = result.layers[n]
             if t is not None:
@@ -272,9 +290,14 @@ def _sparse_sweep(
                 if n not in best or t.median_ms < best[n].median_ms:
                     best[n], current[n] = t, exe
             ctx.session.install(n, current[n])
-    for n in assign:
+    if not outside:  # no sparse layer ran on any backend: the model as it is, once
+        record(ctx.session.sweep(ctx.settings))
+    for n in sparse:
         ctx.session.install(n, ctx.dense_exec[n])
-    return found, outside
+    for n, runs in dense_runs.items():
+        if runs:
+            found[n]["dense"] = Timing.pooled(runs)
+    return found, Timing.pooled(outside)
 
 
 def _over_rounds(timings: Sequence[Timing]) -> Timing:
@@ -322,41 +345,39 @@ def _dense_reference(sweeps: Sequence[SweepResult]) -> tuple[Timing, dict[str, T
     return total, layers
 
 
-def _least_outside(outside: Sequence[float | None]) -> float:
-    """The remainder: the median outside time over the sparsest third of the levels.
+def _records(
+    sweeps: Sequence[tuple[Mapping[str, int], Mapping[str, Mapping[str, Timing]], Timing]],
+    rows: Sequence[Mapping[str, Any]],
+    q: float,
+) -> list[SweepRecord]:
+    """Each sweep's layer times on the backend its layer's table entry uses at that level."""
+    chosen = {(r["layer"], r["level"]): r["backend"] for r in rows}
+    out = []
+    for assign, found, outside in sweeps:
+        layer_ms: dict[str, float | None] = {}
+        for n, li in assign.items():
+            t = found[n].get(chosen[(n, li)])
+            layer_ms[n] = None if t is None else t.quantile(q)
+        out.append(SweepRecord(dict(assign), layer_ms, outside.quantile(q)))
+    return out
 
-    Those levels pollute the caches least and agree with each other; the minimum over all
-    levels would pick the luckiest of ~40 noisy sweeps instead.
-    """
-    known = [o for o in outside if o is not None]
-    tail = known[-max(1, len(known) // 3) :]
-    return max(0.0, float(np.median(tail)))
 
-
-def _outside_shares(
-    rows: list[dict[str, Any]], outside: Sequence[float | None], base: float
+def _add_context(
+    rows: list[dict[str, Any]], effects: Mapping[str, np.ndarray], dense_excess: float
 ) -> None:
-    """Charge each level's extra outside time to that level's layers, in proportion to time.
+    """Add each (layer, level)'s context effect to its entry (in place, ``rows``), and spread
+    ``dense_excess`` over the dense entries in proportion to their times, so that the dense
+    model is predicted as measured: ``remainder_ms = dense_total_ms - sum of dense entries``.
 
-    The ops outside the profiled layers (skipped layers, pooling, dispatch) run slower after
-    layers that stream a lot of weights through the caches: in mlp1024 the skipped 1024 -> 10
-    output layer takes 0.15 ms after dense layers and 0.05 ms after 90%-sparse ones. A fixed
-    remainder measured on the dense model would then over-predict every sparse profile (by
-    14% at 90% sparsity). So the remainder is the outside time of the sparse levels
-    (:func:`_least_outside`), and the excess of each level's outside time over it is added to
-    that level's layers' times (in place, ``rows``).
-    """
-    for li, out in enumerate(outside):
-        if out is None:
-            continue
-        at_level = [r for r in rows if r["level"] == li]
-        total = sum(r["time_ms"] for r in at_level)
-        for r in at_level:
-            # a level below the remainder (noise) gets a negative share, never below a tenth
-            # of the layer's own time
-            share = (out - base) * r["time_ms"] / total if total > 0 else 0.0
-            for key in ("time_ms", "time_ms_p10", "time_ms_p90"):
-                r[key] = max(r[key] + share, 0.1 * r[key])
+    An entry never drops below a tenth of its own time (an effect is a few percent of a
+    forward pass; a larger negative one is noise)."""
+    dense_sum = sum(r["time_ms"] for r in rows if r["level"] == 0)
+    for r in rows:
+        add = float(effects[r["layer"]][r["level"]])
+        if r["level"] == 0 and dense_sum > 0:
+            add += dense_excess * r["time_ms"] / dense_sum
+        for key in ("time_ms", "time_ms_p10", "time_ms_p90"):
+            r[key] = max(r[key] + add, 0.1 * r[key])
 
 
 def _smooth(rows: list[dict[str, Any]], levels: Sequence[float], window: int) -> None:
@@ -442,7 +463,7 @@ def profile_model(
         max_seconds=2 * st.max_seconds,
     )
     found: dict[str, dict[int, list[dict[str, Timing]]]] = {n: {} for n in profiled}
-    outside_rounds: dict[int, list[Timing]] = {}
+    swept: list[tuple[dict[str, int], dict[str, dict[str, Timing]], Timing]] = []
     with thread_scope(st.threads), torch.no_grad():
         original = copy.deepcopy(model).eval()
         rt = SparseRuntime(model, "dense", example=x)
@@ -502,13 +523,12 @@ def profile_model(
                 if rnd >= st.rounds and _enough(started, st.min_seconds):
                     break
                 rounds_run += 1
-            if _dense_sweep_before(j, len(levels) - 1):
+            if _dense_sweep_before(j, len(levels)):
                 dense_sweeps.append(session.sweep(dense_sweep, plain=True))
             best, out = _sparse_sweep(ctx, rnd, assign)
             for n, li in assign.items():
                 found[n].setdefault(li, []).append(best[n])
-            if out is not None:
-                outside_rounds.setdefault(next(iter(assign.values())), []).append(out)
+            swept.append((assign, best, out))
             report(assign, best)
         dense_sweeps.append(session.sweep(dense_sweep, plain=True))
         total, dense_times = _dense_reference(dense_sweeps)
@@ -525,7 +545,9 @@ def profile_model(
     for name in profiled:
         layer = folded.get_submodule(name)
         op = "conv2d" if isinstance(layer, nn.Conv2d) else "linear"
-        dense_t = dense_times[name]
+        # dense among neighbours at random levels (as in a pruned model), not among dense ones
+        mixed = [f["dense"] for f in found[name].get(0, []) if "dense" in f]
+        dense_t = _over_rounds(mixed) if mixed else dense_times[name]
         for li, s in enumerate(levels):
             backend, t = ("dense", dense_t) if li == 0 else _fastest(found[name][li], dense_t, q)
             rows.append(
@@ -545,16 +567,13 @@ def profile_model(
                     "repeats": t.repeats,
                 }
             )
-    # per level: the rounds' runs pooled; level 0: the plain (slot-free) dense model itself
-    outside: list[float | None] = [
-        _over_rounds(outside_rounds[li]).quantile(q)
-        if li in outside_rounds
-        else None
-        for li in range(len(levels))
-    ]
-    outside[0] = total.quantile(q) - sum(t.quantile(q) for t in dense_times.values())
-    # the dense level never gets a negative share: remainder = dense total - dense layers
-    _outside_shares(rows, outside, min(_least_outside(outside), max(outside[0], 0.0)))
+    # the remainder: the time outside the profiled layers, every sweep's runs pooled; what a
+    # layer's level adds to it and to the next layer: its context effect (pruneflow.timing.context)
+    outside_ms = _over_rounds([out for _, _, out in swept]).quantile(q)
+    entries = {n: [r["time_ms"] for r in rows if r["layer"] == n] for n in profiled}
+    effects = context_effects(_records(swept, rows, q), entries, profiled)
+    dense_model = outside_ms + sum(entries[n][0] + effects[n][0] for n in profiled)
+    _add_context(rows, effects, total.quantile(q) - dense_model)
     measured = {n: [r["time_ms"] for r in rows if r["layer"] == n] for n in profiled}
     _smooth(rows, levels, st.smooth_window)
     table = pd.DataFrame(rows)
@@ -585,7 +604,8 @@ def profile_model(
         "torch_dense_total_ms": torch_total.median_ms,
         "prunable_dense_ms": prunable_dense,
         "remainder_ms": total.quantile(q) - prunable_dense,
-        "outside_by_level_ms": outside,
+        "outside_ms": outside_ms,
+        "context_ms": {n: [float(v) for v in effects[n]] for n in profiled},
         "bn_folded": rt.traced,
         "fused_relu": rt.fused_relu,
         "seed": st.seed,
