@@ -517,7 +517,8 @@ class ChexCompareParams(_Section):
         1e-5, ge=0.0, le=1.0, description="slimming: L1 penalty on BN scales while pre-training"
     )
     ablations: list[Literal[CHEX_VARIANTS]] = Field(  # type: ignore[valid-type]
-        ["no_realloc"], description="CHEX variants to run too (see pruneflow.chex.methods.apply_variant)"
+        ["no_realloc"],
+        description="CHEX variants to run too (see pruneflow.chex.methods.apply_variant)",
     )
     ablation_targets: list[float] | None = Field(
         [0.9], description="targets of the ablation runs (null: the same as targets)"
