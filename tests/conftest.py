@@ -3,6 +3,11 @@
 Prefect: one ``prefect server start`` for the whole test session (the same code path as the
 CLI's reusable local server), so the suite pays the server start once, not per test or per
 subprocess. Every test that writes pipeline state runs in its own temporary folder.
+
+`uv run pytest` runs on two pytest-xdist workers (pyproject's addopts: ``-n 2 --dist
+loadgroup``); each worker is its own session, with its own Prefect server (own port, own
+PREFECT_HOME under its own temporary folder). The tests that read one of the expensive
+session results (:data:`SHARED_RESULTS`) run on one worker, so it is computed once.
 """
 
 from __future__ import annotations
@@ -18,6 +23,19 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # flows/ and tasks/ are repository folders, not installed
+
+
+# session fixtures that compute something expensive: the tests reading one share a worker
+SHARED_RESULTS = ("sdd_run", "smoke_checkout")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for name in SHARED_RESULTS:
+            if name in item.fixturenames:  # type: ignore[attr-defined]
+                item.add_marker(pytest.mark.xdist_group(name))
+                break
 
 
 @pytest.fixture(scope="session")
