@@ -69,6 +69,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(find(min(reads[item.nodeid]))))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A worker whose groups pytest-xdist did not apply (it marks a grouped test's node id
+    with ``@group``) would compute every shared fixture again: stop with one line instead."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or session.config.option.dist != "loadgroup":
+        return
+    for item in session.items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            raise pytest.UsageError(
+                f"pytest-xdist did not group {item.nodeid}: this pytest and pytest-xdist do not "
+                "work together (pytest-dev/pytest-xdist#1386); see pyproject's pytest pin"
+            )
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     """A Prefect server for the session; yields its API URL (also exported to subprocesses)."""
