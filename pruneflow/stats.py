@@ -23,8 +23,6 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scipy import stats as _scipy_stats
-
 CONFIDENCE = 0.95
 REPRODUCED = "reproduced"
 NOT_REPRODUCED = "not reproduced"
@@ -54,6 +52,10 @@ class Estimate:
 
 def _quantile(n: int) -> float:
     """The two-sided critical value: Student's t with n - 1 degrees of freedom, normal at n=1."""
+    # imported here: scipy.stats costs every process that imports the steps a second of CPU
+    # at start-up (numpy.f2py, scipy's array API), and most never compute an interval
+    from scipy import stats as _scipy_stats
+
     if n < 2:
         return float(_scipy_stats.norm.ppf(0.5 + CONFIDENCE / 2))
     return float(_scipy_stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1))

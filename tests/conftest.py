@@ -3,14 +3,22 @@
 Prefect: one ``prefect server start`` for the whole test session (the same code path as the
 CLI's reusable local server), so the suite pays the server start once, not per test or per
 subprocess. Every test that writes pipeline state runs in its own temporary folder.
+
+`uv run pytest` runs on two pytest-xdist workers (pyproject's addopts: ``-n 2 --dist
+loadgroup``); each worker is its own session, with its own Prefect server (own port, own
+PREFECT_HOME under its own temporary folder). The tests that read the same session or module
+fixture run on one worker, so it is computed once (:func:`pytest_collection_modifyitems`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +26,60 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # flows/ and tasks/ are repository folders, not installed
+
+
+# session fixtures every worker has its own of (a Prefect server on its own port and home)
+PER_WORKER = ("prefect_api",)
+
+
+def _shared_results(item: pytest.Item) -> set[str]:
+    """What ``item`` reads that is computed once per session (the fixture's name) or once per
+    test module (the module's path): this suite's session and module fixtures."""
+    keys = set()
+    for name, defs in item._fixtureinfo.name2fixturedefs.items():  # type: ignore[attr-defined]
+        fixture = defs[-1]
+        if not fixture.baseid or name in PER_WORKER:  # pytest's own, or one per worker
+            continue
+        if fixture.scope == "session":
+            keys.add(name)
+        elif fixture.scope != "function":
+            keys.add(item.nodeid.split("::")[0])
+    return keys
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the xdist_group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist each worker computes its own session and module fixtures: the tests
+    that read the same one (directly or through another test that reads both) go to one
+    worker, as one group, so that each is computed once."""
+    group: dict[str, str] = {}  # union-find over the shared results
+
+    def find(key: str) -> str:
+        while group.setdefault(key, key) != key:
+            key = group[key]
+        return key
+
+    reads = {item.nodeid: _shared_results(item) for item in items}
+    for keys in reads.values():
+        first, *rest = sorted(keys) or [None]
+        for key in rest:
+            group[find(key)] = find(first)
+    for item in items:
+        if reads[item.nodeid]:
+            item.add_marker(pytest.mark.xdist_group(find(min(reads[item.nodeid]))))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A worker whose groups pytest-xdist did not apply (it marks a grouped test's node id
+    with ``@group``) would compute every shared fixture again: stop with one line instead."""
+    if not os.environ.get("PYTEST_XDIST_WORKER") or session.config.option.dist != "loadgroup":
+        return
+    for item in session.items:
+        if item.get_closest_marker("xdist_group") and "@" not in item.nodeid:
+            raise pytest.UsageError(
+                f"pytest-xdist did not group {item.nodeid}: this pytest and pytest-xdist do not "
+                "work together (pytest-dev/pytest-xdist#1386); see pyproject's pytest pin"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +101,12 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     from prefect._internal.concurrency.services import QueueService
 
     QueueService.drain_all(timeout=10)
-    os.killpg(record["pid"], 15)
+    os.killpg(record["pid"], signal.SIGTERM)
+    # reaped, so that its CPU time counts in the session's (and no zombie is left)
+    deadline = time.monotonic() + 15
+    with contextlib.suppress(ChildProcessError):  # reaped already (subprocess's own cleanup)
+        while time.monotonic() < deadline and not os.waitpid(record["pid"], os.WNOHANG)[0]:
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from pruneflow.chex.groups import ChannelGroup
 
@@ -31,6 +30,8 @@ def module_flops(model: nn.Module, in_shape: InShape) -> dict[str, int]:
     training got other counts, and other widths): this thread's running total (the counter's
     dispatch mode is per thread) is read before and after each layer by the model's own hooks.
     """
+    from torch.utils.flop_counter import FlopCounterMode  # see count_flops
+
     leaves = {m: n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
     counter = FlopCounterMode(display=False)
     started: dict[nn.Module, int] = {}
@@ -59,6 +60,10 @@ def module_flops(model: nn.Module, in_shape: InShape) -> dict[str, int]:
 
 def count_flops(model: nn.Module, in_shape: InShape) -> int:
     """Total FLOPs of one image (batch 1) as torch.utils.flop_counter counts them."""
+    # imported here: torch's counter imports triton, a second of CPU at the start of every
+    # process that imports the steps, most of which never count FLOPs
+    from torch.utils.flop_counter import FlopCounterMode
+
     was_training = model.training
     model.eval()
     try:
