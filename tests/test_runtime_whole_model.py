@@ -14,7 +14,6 @@ from torch import nn
 
 from pruneflow.models import build, prunable_layers
 from pruneflow.spdy.dp import predicted_speedup
-from pruneflow.timing import measure_speedups
 from pruneflow.timing.layers import ExecLayer
 from pruneflow.timing.profiler import ProfileSettings, exact_mask, profile_model
 from pruneflow.timing.runtime import WHOLE_MODEL, SparseRuntime
@@ -93,13 +92,11 @@ def test_the_timing_table_says_whole_and_the_speedup_is_honest(monkeypatch, tmp_
     dense_total, prunable = float(meta["dense_total_ms"]), float(meta["prunable_dense_ms"])
     assert predicted_speedup(times, sparsest, dense_total, prunable) == pytest.approx(1.0)
 
-    # the pruned model, run from that table, is the masked torch model: measured against the
-    # dense one it runs the same ops (a sparse kernel at 90% would be several times faster)
+    # the pruned model, run from that table, is the masked torch model: the same torch ops as
+    # the dense one, no sparse kernel that a measured speedup could come from
     pruned = SparseRuntime.from_table(model, table, masks=masks)
     dense = SparseRuntime(model, "dense", example=x)
     assert pruned.whole and dense.whole
-    with torch.inference_mode():
-        (speedup,) = measure_speedups(
-            lambda: dense(x), [lambda: pruned(x)], repeats=20, passes=2, warmup=2
-        )
-    assert 0.5 < speedup < 2.0, speedup
+    assert not any(isinstance(m, ExecLayer) for m in pruned.net.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), _masked(FUNCTIONAL, model, masks)(x), rtol=0, atol=0)
