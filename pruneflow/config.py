@@ -333,7 +333,7 @@ class SpdyParams(_Section):
         [1.5, 2.0, 2.5, 3.0], min_length=1, description="end-to-end speedup targets"
     )
     model_targets: dict[str, list[float]] = Field(
-        {"mlp1024": [5.0, 10.0, 15.0, 20.0]},
+        {"mlp1024": [4.0, 7.0, 10.0]},
         description="per model, its own targets instead of `targets` (MODEL: [..]): models "
         "reach very different speedups on one runtime (a CSR MLP 20x, a narrow CNN 2-5x)",
     )
