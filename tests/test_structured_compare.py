@@ -14,6 +14,7 @@ from pruneflow import config
 from pruneflow.chex.flops import FlopsModel, count_flops
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
+from pruneflow.report.structured import structured_section
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.structured import STRUCTURED_STEPS
 from pruneflow.steps.structured_compare import STRUCTURED_COMPARE_STEPS, compare_items
@@ -111,7 +112,7 @@ STRUCTURED = {
 }
 
 
-def test_export_and_compare_steps_end_to_end(workdir):
+def test_export_and_compare_steps_end_to_end(workdir, tmp_path):
     p = config.updated(Params.model_validate(FAST), structured=STRUCTURED)
     PREPARE.run(config.scoped(p, "structured"))
     q = config.scoped(p, "structured:smallcnn")
@@ -158,6 +159,9 @@ def test_export_and_compare_steps_end_to_end(workdir):
         assert s.loc[m, "diff_low"] <= diff <= s.loc[m, "diff_high"]
     metrics = json.loads(paths.compare_metrics_json(q).read_text())
     assert set(metrics["1.2x"]) == set(methods)
+    section = structured_section(p, tmp_path)
+    tables = [b for b in section.blocks if getattr(b, "key", "") == "structured-compare-smallcnn"]
+    assert len(tables) == 1 and len(tables[0].rows) == 4
 
 
 def test_uniform_level_names_the_best_uniform_speedup_when_out_of_reach(workdir):
