@@ -718,6 +718,26 @@ class StructuredReconParams(_Section):
     )
 
 
+STRUCTURED_BASELINES = ("search", "uniform", "chex_realloc", "tp_magnitude")
+
+
+class StructuredCompareParams(_Section):
+    """The searched profile against FLOPs-, MACs- and uniform-width profiles at equal measured
+    latency, each fine-tuned alike (``structured.finetune_epochs``, ``finetune_lr``)."""
+
+    methods: list[Literal[STRUCTURED_BASELINES]] = list(STRUCTURED_BASELINES)  # type: ignore[valid-type]
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="fine-tuning seeds (paired)")
+    calibration_steps: int = Field(
+        7, ge=1, le=30, description="bisection steps of a baseline's budget on measured speedup"
+    )
+    calibration_repeats: int = Field(
+        20, ge=3, description="timed runs per model while calibrating (alternating passes: 2)"
+    )
+    tp_max_ratio: float = Field(
+        0.9, gt=0.0, lt=1.0, description="Torch-Pruning: max_pruning_ratio of any layer"
+    )
+
+
 class StructuredParams(_Section):
     """Latency-constrained structured profiles: SPDY's DP and search over channel widths."""
 
@@ -738,6 +758,7 @@ class StructuredParams(_Section):
     finetune_lr: float = Field(0.01, gt=0.0, le=10.0)
     measure_repeats: int = Field(60, ge=3, description="timed runs per model (speedup check)")
     measure_passes: int = Field(3, ge=1, description="passes the timed runs are spread over")
+    compare: StructuredCompareParams = StructuredCompareParams()
 
 
 class PathsParams(_Section):

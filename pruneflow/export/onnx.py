@@ -111,3 +111,9 @@ def ort_latency_ms(
         session.run([OUTPUT], {INPUT: x})
         times.append(time.perf_counter() - start)
     return 1000.0 * statistics.median(times)
+
+
+def ort_session(path: str | Path, threads: int = 1):  # noqa: ANN201
+    """An onnxruntime CPU session of ``path`` with ``threads`` intra-op threads (one
+    inter-op), as :func:`run_onnx` and :func:`ort_latency_ms` run it."""
+    return _session(path, threads)

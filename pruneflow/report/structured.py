@@ -1,6 +1,8 @@
 """The structured section: per model and target, the searched widths' predicted and measured
 speedup and the thinned model's accuracy before and after fine-tuning
-(``artifacts/structured/<dataset>-<model>/results.parquet``, :mod:`pruneflow.structured.paths`).
+(``artifacts/structured/<dataset>-<model>/results.parquet``, :mod:`pruneflow.structured.paths`),
+and the comparison with uniform, FLOPs- and MACs-budgeted profiles at equal measured latency
+(``comparison.parquet``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from pruneflow.io import parquet_metadata, read_parquet
 from pruneflow.report import fmt
 from pruneflow.report.doc import Heading, Note, Table, Text
 from pruneflow.report.section import Section
+from pruneflow.stats import Estimate
 from pruneflow.structured import paths
+from pruneflow.structured.comparison import read_comparison
 
 RUN = "uv run pruneflow run structured --params presets/structured.yaml"
 # the realized speedup must reach this share of the target (docs/structured.md)
@@ -62,6 +66,64 @@ def _results(sec: Section, p: Params, model: str) -> None:
     )
 
 
+METHOD_NAMES = {
+    "search": "this search (measured latency)",
+    "uniform": "uniform widths",
+    "chex_realloc": "CHEX BN-scale re-allocation (FLOPs)",
+    "tp_magnitude": "Torch-Pruning global magnitude (MACs)",
+}
+
+
+def _comparison(sec: Section, p: Params, model: str) -> None:
+    runs, summary = read_comparison(p)
+    meta = parquet_metadata(paths.comparison_table(p))
+    rows = []
+    for r in summary.sort_values("target", kind="stable").itertuples():
+        acc = Estimate(int(r.n), r.test_acc_mean, r.test_acc_low, r.test_acc_high)
+        diff = (
+            "-"
+            if r.method == "search" or r.diff_vs_search != r.diff_vs_search
+            else Estimate(int(r.n), r.diff_vs_search, r.diff_low, r.diff_high).format(
+                100, signed=True
+            )
+        )
+        rows.append(
+            [
+                fmt.target(r.target),
+                METHOD_NAMES.get(r.method, r.method),
+                str(int(r.n)),
+                acc.format(100),
+                diff,
+                f"{fmt.speedup(r.predicted_speedup)} ({r.predictor})",
+                fmt.speedup(r.measured_speedup),
+                f"{r.measured_vs_target:.2f}",
+            ]
+        )
+    low, high = meta.get("load_1min_range", [float("nan")] * 2)
+    epochs = int(runs["finetune_epochs"].iloc[0])
+    sec.blocks.append(
+        Table(
+            key=f"structured-compare-{model}",
+            caption=f"{model}: profiles at equal measured latency, each fine-tuned "
+            f"{epochs} epoch(s) alike",
+            columns=[
+                "target",
+                "profile",
+                "n",
+                "test acc % [95%]",
+                "vs search, points [95%] (paired by seed)",
+                "predicted speedup (by)",
+                "measured speedup (median)",
+                "measured / target",
+            ],
+            rows=rows,
+            note=f"test images: {meta.get('test_size')}; speedups measured end to end with "
+            "plain torch, each fine-tuned model against the dense one in alternating passes; "
+            f"host load (1 min) {low:.1f}-{high:.1f}",
+        )
+    )
+
+
 def structured_section(params: Params, figures: Path) -> Section:
     sec = Section("Structured profiles", "structured", RUN)
     for model in params.structured.models:
@@ -71,6 +133,17 @@ def structured_section(params: Params, figures: Path) -> Section:
             _results(sec, p, model)
         else:
             sec.blocks.append(Note(f"Not produced yet. `{RUN}` makes it."))
+        # the comparison is optional (its own steps): its absence does not make the section
+        # partly run
+        if paths.comparison_table(p).is_file() and sec.look(paths.comparison_table(p)):
+            _comparison(sec, p, model)
+        else:
+            sec.blocks.append(
+                Note(
+                    "The comparison at equal measured latency was not run "
+                    "(`pruneflow stage structured_compare_report`)."
+                )
+            )
     s = params.structured
     intro = Text(
         "SPDY's measure-then-solve over channel widths (Frantar & Alistarh, ICML 2022, applied "

@@ -11,6 +11,8 @@ from pruneflow.steps.sdd import SDD_STEPS
 from pruneflow.steps.spdy import SPDY_ONESHOT, SPDY_SEARCH
 from pruneflow.steps.spdy_gmp import SPDY_GMP, SPDY_RESULTS
 from pruneflow.steps.structured import STRUCTURED_STEPS
+from pruneflow.steps.structured_compare import STRUCTURED_COMPARE_STEPS
+from pruneflow.steps.structured_export import STRUCTURED_EXPORT
 from pruneflow.steps.timing import PROFILE
 
 STEPS: dict[str, Step] = {
@@ -31,6 +33,8 @@ STEPS: dict[str, Step] = {
         CHEX_EXPORT,
         REPORT,
         *STRUCTURED_STEPS,
+        STRUCTURED_EXPORT,
+        *STRUCTURED_COMPARE_STEPS,
     )
 }
 
