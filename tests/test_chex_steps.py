@@ -68,7 +68,12 @@ def test_compare_items_run_one_by_one_and_report(workdir):
         "train": {"epochs": 2, "batch_size": 256, "lr": 0.1},
         "delta_t": 0.5,
         "t_max": 1.0,
-        "compare": {"targets": [0.7], "seeds": [0], "ablations": ["no_regrow", "arch_scratch"]},
+        "compare": {
+            "targets": [0.7],
+            "seeds": [0],
+            "ablations": ["no_regrow", "arch_scratch"],
+            "ablation_targets": None,  # the ablations run at the comparison's targets
+        },
     }
     p = _params(chex)
     PREPARE.run(config.scoped(p, "chex"))
