@@ -291,6 +291,14 @@ STRUCTURED_SEARCH = Step(
 # ---------------------------------------------------------------------- structured_realize
 
 
+def _measured(p: Params, model: nn.Module, thin: nn.Module, x: torch.Tensor) -> float:
+    """End-to-end speedup of ``thin`` over ``model`` with ``structured``'s measuring settings."""
+    s = p.structured
+    return measured_speedup(
+        model, thin, x, s.timing.threads, s.measure_repeats, s.measure_passes, s.timing.quantile
+    )
+
+
 def _realize(p: Params) -> dict[str, Any]:
     data, train_idx, test_idx, true, model, example = _dense_inputs(p)
     groups, table, db = _open(p, model, example)
@@ -326,15 +334,7 @@ def _realize(p: Params) -> dict[str, Any]:
                 description=f"fine-tune {p.model.name} at {target}x",
             )
         _, acc = evaluate(thin, data, test_idx, true)
-        speedup = measured_speedup(
-            model,
-            thin,
-            x,
-            p.structured.timing.threads,
-            p.structured.measure_repeats,
-            p.structured.measure_passes,
-            p.structured.timing.quantile,
-        )
+        speedup = _measured(p, model, thin, x)
         keep = db.masks({g.name: g.size for g in groups}, levels)
         out = paths.realized_model(p, target)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -39,7 +39,15 @@ from pruneflow.io import (
 )
 from pruneflow.runtime import progress_enabled, report_progress
 from pruneflow.steps.base import Step
-from pruneflow.steps.structured import _DATA, _GRID, _TRAIN, _dense_inputs, _grid, _open
+from pruneflow.steps.structured import (
+    _DATA,
+    _GRID,
+    _TRAIN,
+    _dense_inputs,
+    _grid,
+    _measured,
+    _open,
+)
 from pruneflow.structured import paths
 from pruneflow.structured.baselines import (
     calibrate,
@@ -280,15 +288,7 @@ def _compare(p: Params, item: dict[str, Any]) -> dict[str, Any]:
     _, acc = evaluate(thin, data, test_idx, true)
     x = _probe(p, tuple(data.in_shape))
     load = _load()
-    speedup = measured_speedup(
-        model,
-        thin,
-        x,
-        s.timing.threads,
-        s.measure_repeats,
-        s.measure_passes,
-        s.timing.quantile,
-    )
+    speedup = _measured(p, model, thin, x)
     record = {
         "method": method,
         "target": target,

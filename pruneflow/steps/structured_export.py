@@ -26,10 +26,9 @@ from pruneflow.config import Params
 from pruneflow.export.onnx import INPUT, OUTPUT, check_onnx, export_onnx, ort_session, run_onnx
 from pruneflow.io import load_tensors, write_json, write_parquet
 from pruneflow.steps.base import Step
-from pruneflow.steps.structured import _DATA, _GRID, _dense_inputs, _grid
+from pruneflow.steps.structured import _DATA, _GRID, _dense_inputs, _grid, _measured
 from pruneflow.structured import paths
 from pruneflow.structured.baselines import rebuild
-from pruneflow.structured.realize import measured_speedup
 from pruneflow.timing.measure import measure_speedups
 from pruneflow.timing.table import host_description
 
@@ -73,15 +72,7 @@ def _export(p: Params) -> dict[str, Any]:
             passes=s.measure_passes,
             quantile=s.timing.quantile,
         )
-        torch_speedup = measured_speedup(
-            model,
-            thin,
-            x,
-            s.timing.threads,
-            s.measure_repeats,
-            s.measure_passes,
-            s.timing.quantile,
-        )
+        torch_speedup = _measured(p, model, thin, x)
         rows.append(
             {
                 "target": float(target),
