@@ -299,6 +299,33 @@ def _measured(p: Params, model: nn.Module, thin: nn.Module, x: torch.Tensor) -> 
     )
 
 
+def _finetune(
+    p: Params,
+    thin: nn.Module,
+    split: tuple[Any, np.ndarray, np.ndarray],
+    description: str,
+    seed: int | None = None,
+) -> None:
+    """``structured.finetune_epochs`` of ``p.train``'s recipe at ``structured.finetune_lr`` on
+    ``split`` = (data, train indices, labels); ``seed`` replaces ``p.train.seed``."""
+    s = p.structured
+    if s.finetune_epochs <= 0:
+        return
+    recipe = {**p.train.model_dump(), "epochs": s.finetune_epochs, "lr": s.finetune_lr}
+    if seed is not None:
+        recipe["seed"] = seed
+    data, train_idx, labels = split
+    train(
+        thin,
+        data,
+        train_idx,
+        labels,
+        TrainParams(**recipe),
+        progress_enabled(p.runtime.progress),
+        description=description,
+    )
+
+
 def _realize(p: Params) -> dict[str, Any]:
     data, train_idx, test_idx, true, model, example = _dense_inputs(p)
     groups, table, db = _open(p, model, example)
@@ -310,29 +337,13 @@ def _realize(p: Params) -> dict[str, Any]:
     _, dense_acc = evaluate(model, data, test_idx, true)
     gen = torch.Generator().manual_seed(p.structured.timing.seed)
     x = torch.randn((p.structured.timing.batch_size, *data.in_shape), generator=gen)
-    ft = TrainParams(
-        **{
-            **p.train.model_dump(),
-            "epochs": max(1, p.structured.finetune_epochs),
-            "lr": p.structured.finetune_lr,
-        }
-    )
     rows = []
     for target in p.structured.targets:
         plan = plans[plans["target"] == target].iloc[0]
         levels = json.loads(plan["levels"])
         thin = realize(model, groups, db, levels, example)
         _, stitched_acc = evaluate(thin, data, test_idx, true)
-        if p.structured.finetune_epochs > 0:
-            train(
-                thin,
-                data,
-                train_idx,
-                true,
-                ft,
-                progress_enabled(p.runtime.progress),
-                description=f"fine-tune {p.model.name} at {target}x",
-            )
+        _finetune(p, thin, (data, train_idx, true), f"fine-tune {p.model.name} at {target}x")
         _, acc = evaluate(thin, data, test_idx, true)
         speedup = _measured(p, model, thin, x)
         keep = db.masks({g.name: g.size for g in groups}, levels)

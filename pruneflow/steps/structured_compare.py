@@ -28,7 +28,7 @@ from torch import nn
 from pruneflow import layout
 from pruneflow.checkpoint import sidecar
 from pruneflow.chex.flops import FlopsModel
-from pruneflow.config import Params, TrainParams
+from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.io import (
     load_tensors,
@@ -37,13 +37,14 @@ from pruneflow.io import (
     write_json,
     write_parquet,
 )
-from pruneflow.runtime import progress_enabled, report_progress
+from pruneflow.runtime import report_progress
 from pruneflow.steps.base import Step
 from pruneflow.steps.structured import (
     _DATA,
     _GRID,
     _TRAIN,
     _dense_inputs,
+    _finetune,
     _grid,
     _measured,
     _open,
@@ -61,7 +62,7 @@ from pruneflow.structured.comparison import summarize
 from pruneflow.structured.realize import measured_speedup, realize
 from pruneflow.structured.widths import thin_copy
 from pruneflow.timing.table import host_description
-from pruneflow.train import evaluate, train
+from pruneflow.train import evaluate
 
 _PREDICTOR = {
     "search": "timing table",
@@ -267,24 +268,13 @@ def _compare(p: Params, item: dict[str, Any]) -> dict[str, Any]:
     widths = json.loads(row["widths"])
     thin = rebuild(model, groups, widths)
     thin.load_state_dict(load_tensors(paths.profile_model(p, method, target)))
-    if s.finetune_epochs > 0:
-        ft = TrainParams(
-            **{
-                **p.train.model_dump(),
-                "epochs": s.finetune_epochs,
-                "lr": s.finetune_lr,
-                "seed": seed,
-            }
-        )
-        train(
-            thin,
-            data,
-            train_idx,
-            true,
-            ft,
-            progress_enabled(p.runtime.progress),
-            description=f"fine-tune {p.model.name} {method} at {target}x, seed {seed}",
-        )
+    _finetune(
+        p,
+        thin,
+        (data, train_idx, true),
+        f"fine-tune {p.model.name} {method} at {target}x, seed {seed}",
+        seed=seed,
+    )
     _, acc = evaluate(thin, data, test_idx, true)
     x = _probe(p, tuple(data.in_shape))
     load = _load()
