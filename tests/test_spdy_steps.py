@@ -16,6 +16,7 @@ from pruneflow.config import Params, scoped
 from pruneflow.errors import PruneflowError
 from pruneflow.io import parquet_metadata
 from pruneflow.spdy.dp import discretize
+from pruneflow.steps import spdy as spdy_step
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.dense import TRAIN_DENSE
 from pruneflow.steps.recondb import RECONDB, RECONDB_LAYER
@@ -41,8 +42,10 @@ from pruneflow.steps.spdy_gmp import (
 from pruneflow.steps.timing import PROFILE
 
 
-def _params(**search) -> Params:
+def _params(verify: dict | None = None, **search) -> Params:
     spdy = {**SPDY, "search": {**SPDY["search"], **search}}
+    if verify is not None:
+        spdy["verify"] = verify
     base = Params.model_validate({"runtime": {"threads": 1, "progress": "off"}, "spdy": spdy})
     return scoped(base, "spdy:lenet300100")
 
@@ -146,6 +149,8 @@ def test_oneshot_compares_spdy_with_the_baselines_at_the_same_budget(spdy_dir):
     assert len(table) == 8 and set(table["profile"]) == {"spdy", "uniform", "gmp", "prior"}
     for target, part in table.groupby("target"):
         assert (part["predicted_speedup"] >= target * 0.99).all()
+        # spdy.verify.rounds 0: chosen for the target itself, not measured
+        assert (part["aim"] == target).all() and part["measured_speedup"].isna().all()
         spdy = part.set_index("profile").loc["spdy"]
         # re-stitched for the table, SPDY's profile scores exactly what the search measured
         history = pd.read_parquet(search_file(p, target))
@@ -238,3 +243,57 @@ def test_measured_speedups_are_refused_for_another_hosts_timing_table(spdy_dir):
     with pytest.raises(PruneflowError, match="another host .*cpu: table 'Serving CPU 9000'"):
         SPDY_RESULTS.run(p)
     assert not results_file(p).exists()
+
+
+def test_a_profile_measured_short_of_its_target_is_chosen_again_for_a_raised_target(
+    spdy_dir, monkeypatch
+):
+    p = _params(verify={"rounds": 3, "tolerance": 0.02})
+    SPDY_SEARCH.run_all(p)
+    problem = Problem(p)
+
+    def predicted(levels) -> float:  # noqa: ANN001
+        return problem.discretize(p, 1.5).predicted_speedup(levels)
+
+    measured: list[tuple[int, ...]] = []
+
+    def short_by_6_percent(self, levels):  # noqa: ANN001, ANN202
+        measured.append(tuple(int(v) for v in levels))
+        return 0.94 * predicted(levels)
+
+    monkeypatch.setattr(spdy_step._Measure, "__call__", short_by_6_percent)
+    SPDY_ONESHOT.run(p)
+    table = pd.read_parquet(oneshot_file(p))
+    attempts = pd.DataFrame(parquet_metadata(oneshot_file(p))["verify"])
+    profiles = pd.read_parquet(profiles_file(p))
+    assert len(attempts) == len(measured) >= 8
+    for row in table.itertuples():
+        mine = attempts[(attempts["target"] == row.target) & (attempts["profile"] == row.profile)]
+        # the first attempt: the profile chosen for the target; each next one asks the table
+        # for the target times what it over-promised the last one by
+        assert mine["aim"].iloc[0] == row.target and len(mine) <= 1 + 3
+        for prev, nxt in zip(mine.itertuples(), mine.iloc[1:].itertuples(), strict=False):
+            assert nxt.aim == pytest.approx(row.target * prev.predicted / prev.measured)
+            assert nxt.predicted >= nxt.aim * 0.99 and nxt.levels != prev.levels
+        kept = mine[mine["aim"] == row.aim].iloc[0]
+        assert row.measured_speedup == pytest.approx(0.94 * predicted(kept["levels"]))
+        levels = profiles[(profiles["target"] == row.target) & (profiles["profile"] == row.profile)]
+        assert list(levels["level"]) == list(kept["levels"])
+        if row.measured_speedup < 0.98 * row.target:  # only where the table reaches no further
+            last = mine.iloc[-1]
+            with pytest.raises(PruneflowError, match="unreachable"):
+                problem.discretize(p, row.target * last["predicted"] / last["measured"])
+    spdy = table[(table["profile"] == "spdy") & (table["target"] == 1.5)].iloc[0]
+    assert spdy.aim > 1.5 and spdy.measured_speedup >= 0.98 * 1.5
+
+
+def test_every_oneshot_profile_is_measured_end_to_end(spdy_dir):
+    p = _params(verify={"rounds": 1, "tolerance": 0.02})
+    SPDY_SEARCH.run_all(p)
+    SPDY_ONESHOT.run(p)
+    table = pd.read_parquet(oneshot_file(p))
+    attempts = pd.DataFrame(parquet_metadata(oneshot_file(p))["verify"])
+    assert len(table) == 8 and (table["measured_speedup"] > 0).all()
+    counts = attempts.groupby(["target", "profile"]).size()
+    assert len(counts) == 8 and counts.between(1, 2).all()
+    assert (table["aim"] >= table["target"]).all()

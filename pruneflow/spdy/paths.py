@@ -32,6 +32,8 @@ ONESHOT_COLUMNS = {
     "calib_loss": "f",
     "test_acc": "f",
     "predicted_speedup": "f",
+    "aim": "f",
+    "measured_speedup": "f",
     "dp_calls": "iu",
     "profiles_scored": "iu",
     "seed": "iu",

@@ -19,12 +19,18 @@ and ends with the same profile as an uninterrupted run (the state holds the gene
 and ``prior`` (the DP with ``c = 1``) at the same discretized budget, every one stitched from
 the same database: ``oneshot.parquet`` (:data:`ONESHOT_COLUMNS`), ``profiles.parquet``
 (:data:`PROFILES_COLUMNS`, what gradual pruning starts from) and two figures under
-``artifacts/reports/``. Test accuracy is measured with BatchNorm in eval mode.
+``artifacts/reports/``. Test accuracy is measured with BatchNorm in eval mode. Every profile's
+speedup is measured end to end and, if short of its target, chosen again by its own rule for a
+raised target (``spdy.verify``, :mod:`pruneflow.spdy.verify`): the profiles are compared at
+equal measured speedup. This step runs alone (not fanned out), so no sibling task disturbs the
+clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Sequence
+from math import nan
 from pathlib import Path
 from typing import Any
 
@@ -61,18 +67,22 @@ from pruneflow.spdy.search import (
     state_from_json,
     state_to_json,
 )
+from pruneflow.spdy.verify import Attempt, meet_measured_target
 from pruneflow.steps import recondb as recondb_step
 from pruneflow.steps.base import Item, Step, state_dir
 from pruneflow.steps.spdy_inputs import (
     CALIB_KEYS,
+    MEASURE_KEYS,
     calibration_batches,
     dense_model,
     inputs_of_dense,
+    measured_speedups,
     spdy_layers,
     test_accuracy,
+    timing_batch,
 )
 from pruneflow.steps.timing import grid_levels
-from pruneflow.timing import read_timing_table, time_matrix
+from pruneflow.timing import SparseRuntime, host_description, read_timing_table, time_matrix
 from pruneflow.timing.runtime import WHOLE_MODEL
 
 SEARCH_KEYS = tuple(
@@ -121,12 +131,15 @@ def _inputs(p: Params) -> list[Path]:
 class Problem:
     """The dense model, the database and the timing table of one model, checked to agree."""
 
-    def __init__(self, p: Params):
+    def __init__(self, p: Params, *, measuring: bool = False):
         self.model = dense_model(p)
         self.layers = spdy_layers(p, self.model)
         self.grid = grid_levels(p)
         path = layout.timing_table(p)
-        table, self.meta = read_timing_table(path, p.model.name, self.layers)
+        # a speedup measured here is only a claim about the host the table was measured on
+        host = host_description(p.spdy.timing.threads) if measuring else None
+        self.table, self.meta = read_timing_table(path, p.model.name, self.layers, host=host)
+        table = self.table
         if self.meta.get("whole_model"):
             raise PruneflowError(
                 f"{p.model.name} runs whole on torch ({self.meta['whole_model']}; {path}: "
@@ -276,27 +289,103 @@ def read_profile(p: Params, target: float) -> pd.DataFrame:
     return read_parquet(profile_file(p, target), PROFILE_COLUMNS)
 
 
+def _profile_rules(
+    p: Params, problem: Problem, target: float, searched: pd.DataFrame
+) -> dict[str, Callable[[Discretized], np.ndarray]]:
+    """Each one-shot profile's rule: its levels for a discretized budget. SPDY's is the DP with
+    the sensitivities its search found for ``target``: at ``target`` itself, the search's
+    profile (``searched``)."""
+    meta = parquet_metadata(profile_file(p, target))
+    errors = errors_from_c(np.asarray(meta["best_c"], dtype=np.float64), len(problem.grid))
+    dense_weights = [problem.db.weights(layer, 0).numpy() for layer in problem.layers]
+
+    def spdy(d: Discretized) -> np.ndarray:
+        if d.target_speedup == target:
+            return searched["level"].to_numpy()
+        return DPSolver(d.times, d.budget).solve(errors).levels
+
+    return {
+        "spdy": spdy,
+        "uniform": lambda d: uniform_profile(d.times, d.budget),
+        "gmp": lambda d: global_magnitude_profile(dense_weights, problem.grid, d.times, d.budget),
+        "prior": lambda d: prior_profile(DPSolver(d.times, d.budget)),
+    }
+
+
+class _Measure:
+    """A profile's measured end-to-end speedup: the database's weights stitched into a copy of
+    the dense model, run on the timing table's backends against the dense model
+    (``spdy_results``' measurement, one profile at a time)."""
+
+    def __init__(self, p: Params, problem: Problem):
+        self.p, self.problem = p, problem
+        self.model = dense_model(p)
+        self.x = timing_batch(p, problem.meta)
+        self.dense = SparseRuntime(copy.deepcopy(self.model), "dense", example=self.x)
+
+    def __call__(self, levels: Sequence[int]) -> float:
+        model = self.problem.db.stitch(
+            copy.deepcopy(self.model), dict(zip(self.problem.layers, levels, strict=True))
+        )
+        pruned = SparseRuntime.from_table(model.eval(), self.problem.table)
+        return measured_speedups(self.p, self.problem.meta, self.dense, [pruned], self.x)[0]
+
+
+def _verified(
+    p: Params,
+    problem: Problem,
+    target: float,
+    rule: Callable[[Discretized], np.ndarray],
+    measure: _Measure | None,
+) -> tuple[Attempt, list[Attempt]]:
+    """``rule``'s profile for ``target``, re-aimed until its measured speedup meets it
+    (``spdy.verify``): the attempt kept and every attempt (none, and the speedup not measured,
+    with ``spdy.verify.rounds`` 0)."""
+    disc = problem.discretize(p, target)
+    levels = rule(disc)
+    if measure is None:
+        kept = Attempt(target, tuple(int(v) for v in levels), disc.predicted_speedup(levels), nan)
+        return kept, []
+
+    def solve(aim: float) -> np.ndarray | None:
+        try:
+            return rule(problem.discretize(p, aim))
+        except PruneflowError:  # the table cannot reach this aim
+            return None
+
+    v = p.spdy.verify
+    return meet_measured_target(
+        target,
+        solve,
+        disc.predicted_speedup,
+        measure,
+        rounds=v.rounds,
+        tolerance=v.tolerance,
+        first=levels,
+    )
+
+
 def _oneshot_compute(p: Params) -> dict[str, Any]:
     configure(p.runtime.threads, p.runtime.flush_denormal)
-    problem = Problem(p)
+    verifying = p.spdy.verify.rounds > 0
+    problem = Problem(p, measuring=verifying)
+    measure = _Measure(p, problem) if verifying else None
     s = p.spdy.search
     score = problem.calibration_loss(p)
-    dense_weights = [problem.db.weights(layer, 0).numpy() for layer in problem.layers]
-    rows, chosen = [], []
+    rows, chosen, attempts = [], [], []
     for target in p.spdy.targets:
         disc = problem.discretize(p, target)
         spdy = read_profile(p, target)
         if list(spdy["layer"]) != problem.layers:
             raise PruneflowError(f"{profile_file(p, target)} is for layers {list(spdy['layer'])}")
         search_meta = parquet_metadata(profile_file(p, target))
-        solver = DPSolver(disc.times, disc.budget)
-        profiles = {
-            "spdy": spdy["level"].to_numpy(),
-            "uniform": uniform_profile(disc.times, disc.budget),
-            "gmp": global_magnitude_profile(dense_weights, problem.grid, disc.times, disc.budget),
-            "prior": prior_profile(solver),
-        }
-        for name, levels in profiles.items():
+        for name, rule in _profile_rules(p, problem, target, spdy).items():
+            kept, tried = _verified(p, problem, target, rule, measure)
+            levels = np.asarray(kept.levels)
+            attempts += [
+                {"target": float(target), "profile": name, **vars(a), "levels": list(a.levels)}
+                for a in tried
+            ]
             loss = score([int(v) for v in levels])
             acc = test_accuracy(p, score.model)
             is_spdy = name == "spdy"
@@ -308,6 +397,8 @@ def _oneshot_compute(p: Params) -> dict[str, Any]:
                     "calib_loss": loss,
                     "test_acc": acc,
                     "predicted_speedup": disc.predicted_speedup(levels),
+                    "aim": kept.aim,
+                    "measured_speedup": kept.measured,
                     "dp_calls": int(search_meta["dp_calls"]) if is_spdy else int(name == "prior"),
                     "profiles_scored": int(search_meta["profiles_scored"]) if is_spdy else 1,
                     "seed": s.seed,
@@ -324,7 +415,7 @@ def _oneshot_compute(p: Params) -> dict[str, Any]:
                 for layer, lv in zip(problem.layers, levels, strict=True)
             ]
     oneshot = pd.DataFrame(rows, columns=list(ONESHOT_COLUMNS))
-    meta = {"model": p.model.name, "grid": problem.grid, "bn": s.bn}
+    meta = {"model": p.model.name, "grid": problem.grid, "bn": s.bn, "verify": attempts}
     write_parquet(oneshot_file(p), oneshot, meta)
     write_parquet(profiles_file(p), pd.DataFrame(chosen, columns=list(PROFILES_COLUMNS)), meta)
     figures = figure_files(p)
@@ -341,12 +432,15 @@ def _oneshot_compute(p: Params) -> dict[str, Any]:
         "spdy_lowest_loss_at": [
             float(t) for t in wins.index if wins.loc[t, "spdy"] <= wins.loc[t].min()
         ],
+        "re_aimed": sorted(
+            {(r["target"], r["profile"]) for r in attempts if r["aim"] > r["target"]}
+        ),
     }
 
 
 SPDY_ONESHOT = Step(
     name="spdy_oneshot",
-    reads=READS + ("spdy.targets",),
+    reads=READS + ("spdy.targets", "spdy.verify", *MEASURE_KEYS),
     inputs=lambda p: (
         _inputs(p) + [f for t in p.spdy.targets for f in (profile_file(p, t), search_file(p, t))]
     ),

@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from pruneflow import layout
 from pruneflow.checkpoint import load_checkpoint, save_checkpoint, sidecar
@@ -43,14 +42,18 @@ from pruneflow.steps import recondb as recondb_step
 from pruneflow.steps import spdy as spdy_step
 from pruneflow.steps.base import Item, Step
 from pruneflow.steps.data import load_data, read_labels
-from pruneflow.steps.spdy_inputs import dense_model, inputs_of_dense, spdy_layers
+from pruneflow.steps.spdy_inputs import (
+    dense_model,
+    inputs_of_dense,
+    measured_speedups,
+    spdy_layers,
+    timing_batch,
+)
 from pruneflow.steps.timing import grid_levels
 from pruneflow.timing import (
     SparseRuntime,
     host_description,
-    measure_speedups,
     read_timing_table,
-    thread_scope,
     time_matrix,
 )
 from pruneflow.train import evaluate
@@ -211,24 +214,6 @@ SPDY_GMP = Step(
 )
 
 
-def _measured_speedups(
-    p: Params, table: pd.DataFrame, meta: dict[str, Any], dense: Any, paths: list[Path], x: Any
-) -> list[float]:
-    """End-to-end speedup of every checkpoint over the dense runtime, all of them timed in
-    ``spdy.gmp.measure_passes`` passes (:func:`~pruneflow.timing.measure_speedups`)."""
-    pruned = [SparseRuntime.from_table(load_checkpoint(path)[0].eval(), table) for path in paths]
-    with thread_scope(int(meta["threads"])), torch.inference_mode():
-        return measure_speedups(
-            lambda: dense(x),
-            [lambda rt=rt: rt(x) for rt in pruned],
-            repeats=p.spdy.gmp.measure_repeats,
-            passes=p.spdy.gmp.measure_passes,
-            min_block_seconds=p.spdy.gmp.measure_block_seconds,
-            # the table's statistic: the speedup it predicted, measured the same way
-            quantile=float(meta.get("quantile", 0.5)),
-        )
-
-
 def _results_compute(p: Params) -> dict[str, Any]:
     configure(p.runtime.threads, p.runtime.flush_denormal)
     model = dense_model(p)
@@ -241,12 +226,12 @@ def _results_compute(p: Params) -> dict[str, Any]:
     grid = grid_levels(p)
     dense_acc = float(read_json(sidecar(layout.dense_checkpoint(p)))["metrics"]["test_acc"])
     frame, _ = read_labels(p)
-    train_idx = np.flatnonzero(frame["split"].to_numpy() == "train")
-    x = load_data(p).images(train_idx[: int(meta["batch_size"])])
+    x = timing_batch(p, meta)
     dense = SparseRuntime(model, "dense", example=x)
     items = run_items(p)
     paths = [run_checkpoint(p, item) for item in items]
-    measured = _measured_speedups(p, table, meta, dense, paths, x)
+    pruned = [SparseRuntime.from_table(load_checkpoint(path)[0].eval(), table) for path in paths]
+    measured = measured_speedups(p, meta, dense, pruned, x)
     rows = []
     for item, path, speedup in zip(items, paths, measured, strict=True):
         info = read_json(sidecar(path))

@@ -1,4 +1,5 @@
-"""What the SPDY steps share: the dense model, the layers SPDY prunes, the calibration set.
+"""What the SPDY steps share: the dense model, the layers SPDY prunes, the calibration set,
+and how a pruned model's speedup is measured.
 
 The calibration set is ``spdy.recon.calib_samples`` training images drawn once with
 ``spdy.recon.calib_seed`` (all of the train split when it is smaller). The reconstruction
@@ -8,7 +9,9 @@ as in the paper: both only ever see the same few training images.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,10 +24,13 @@ from pruneflow.errors import PruneflowError
 from pruneflow.models import prunable_layers
 from pruneflow.sparsity.grid import skipped_layers
 from pruneflow.steps.data import load_data, read_labels
+from pruneflow.timing import measure_speedups, thread_scope
 from pruneflow.train import evaluate
 
 # keys every step that reads the calibration set must list
 CALIB_KEYS = ("spdy.recon.calib_samples", "spdy.recon.calib_seed", "spdy.recon.batch_size")
+# keys every step that measures a speedup must list
+MEASURE_KEYS = tuple(f"spdy.gmp.measure_{k}" for k in ("repeats", "passes", "block_seconds"))
 
 
 def spdy_layers(p: Params, model: nn.Module) -> list[str]:
@@ -85,3 +91,34 @@ def test_accuracy(p: Params, model: nn.Module) -> float:
 def inputs_of_dense(p: Params) -> list[Path]:
     ckpt = layout.dense_checkpoint(p)
     return [layout.labels_table(p), ckpt, sidecar(ckpt)]
+
+
+def timing_batch(p: Params, meta: dict[str, Any]) -> torch.Tensor:
+    """The first training images, as many as the timing table's batch: what a speedup is
+    measured on."""
+    frame, _ = read_labels(p)
+    train = np.flatnonzero(frame["split"].to_numpy() == "train")
+    return load_data(p).images(train[: int(meta["batch_size"])])
+
+
+def measured_speedups(
+    p: Params,
+    meta: dict[str, Any],
+    dense: Callable[[torch.Tensor], Any],
+    pruned: Sequence[Callable[[torch.Tensor], Any]],
+    x: torch.Tensor,
+) -> list[float]:
+    """End-to-end speedup of every ``pruned`` runtime over ``dense`` on ``x``, all of them
+    timed in ``spdy.gmp.measure_passes`` passes (:func:`~pruneflow.timing.measure_speedups`)
+    at the timing table's thread count and statistic (its quantile), so that a measured speedup
+    compares with the one the table predicted."""
+    g = p.spdy.gmp
+    with thread_scope(int(meta["threads"])), torch.inference_mode():
+        return measure_speedups(
+            lambda: dense(x),
+            [lambda rt=rt: rt(x) for rt in pruned],
+            repeats=g.measure_repeats,
+            passes=g.measure_passes,
+            min_block_seconds=g.measure_block_seconds,
+            quantile=float(meta.get("quantile", 0.5)),
+        )

@@ -1,0 +1,81 @@
+"""SPDY's profiles re-aimed on a measured shortfall (pruneflow.spdy.verify), on a stand-in
+table: a profile is its predicted speedup, chosen as the first grid speedup at or above the
+aim."""
+
+import pytest
+
+from pruneflow.errors import PruneflowError
+from pruneflow.spdy.verify import meet_measured_target
+
+GRID = [1.0, 1.5, 2.0, 2.4, 3.0, 3.3, 4.0]
+
+
+def solve(aim: float) -> list[int] | None:
+    return next(([i] for i, s in enumerate(GRID) if s >= aim), None)
+
+
+def predict(levels: list[int]) -> float:
+    return GRID[levels[0]]
+
+
+def test_a_profile_that_measures_its_target_is_kept_as_chosen() -> None:
+    kept, tried = meet_measured_target(
+        2.0, solve, predict, lambda lv: 0.99 * predict(lv), rounds=3, tolerance=0.02
+    )
+    assert len(tried) == 1 and kept.aim == 2.0 and kept.levels == (2,)
+    assert kept.measured == pytest.approx(1.98)
+
+
+def test_a_shortfall_asks_the_table_for_the_target_times_what_it_over_promised() -> None:
+    # the table over-promises by 1/0.8: 2.0 -> 1.6 measured; aim 2 * 2.0 / 1.6 = 2.5 -> 3.0
+    kept, tried = meet_measured_target(
+        2.0, solve, predict, lambda lv: 0.8 * predict(lv), rounds=3, tolerance=0.02
+    )
+    assert [a.aim for a in tried] == pytest.approx([2.0, 2.5])
+    assert [a.levels for a in tried] == [(2,), (4,)]
+    assert kept is tried[-1] and kept.measured == pytest.approx(2.4)
+
+
+def test_rounds_bound_the_re_aims_and_the_closest_attempt_is_kept() -> None:
+    # a table with a profile for every tenth of a speedup, worse every time it is measured
+    ratios = iter([0.5, 0.25, 0.2, 0.1])
+    kept, tried = meet_measured_target(
+        2.0,
+        lambda aim: [round(aim * 10)],
+        lambda lv: lv[0] / 10,
+        lambda lv: next(ratios) * lv[0] / 10,
+        rounds=2,
+        tolerance=0.0,
+    )
+    assert [a.aim for a in tried] == pytest.approx([2.0, 4.0, 8.0])  # the first, two re-aims
+    assert [a.measured for a in tried] == pytest.approx([1.0, 1.0, 1.6])
+    assert kept is tried[-1]
+
+
+def test_the_table_reaching_no_further_stops_the_re_aims() -> None:
+    kept, tried = meet_measured_target(
+        3.3, solve, predict, lambda lv: 0.5 * predict(lv), rounds=5, tolerance=0.02
+    )
+    # 3.3 -> 1.65 measured: aim 6.6 is past the grid's 4.0
+    assert len(tried) == 1 and kept.levels == (5,)
+
+
+def test_the_first_profile_given_is_measured_first() -> None:
+    kept, tried = meet_measured_target(
+        2.0, solve, predict, lambda lv: predict(lv), rounds=1, tolerance=0.0, first=[3]
+    )
+    assert tried[0].levels == (3,) and kept.levels == (3,)
+
+
+@pytest.mark.parametrize(
+    ("rounds", "tolerance", "match"),
+    [(-1, 0.02, "rounds must be >= 0"), (1, 1.0, r"tolerance must be in \[0, 1\)")],
+)
+def test_bad_settings_are_one_line(rounds: int, tolerance: float, match: str) -> None:
+    with pytest.raises(PruneflowError, match=match):
+        meet_measured_target(2.0, solve, predict, predict, rounds=rounds, tolerance=tolerance)
+
+
+def test_an_unreachable_target_is_one_line() -> None:
+    with pytest.raises(PruneflowError, match="9x is unreachable"):
+        meet_measured_target(9.0, solve, predict, predict, rounds=1, tolerance=0.0)
