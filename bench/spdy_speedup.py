@@ -50,15 +50,14 @@ from pruneflow.spdy.dp import DPSolver, discretize
 from pruneflow.spdy.search import errors_from_c
 from pruneflow.steps import timing as timing_step
 from pruneflow.steps.data import build_labels, load_data
+from pruneflow.steps.spdy_inputs import measured_speedups
 from pruneflow.timing import (
     SparseRuntime,
     default_batch_size,
     exact_mask,
     host_description,
-    measure_speedups,
     profile_model,
     read_timing_table,
-    thread_scope,
     time_matrix,
     write_timing_table,
 )
@@ -93,18 +92,6 @@ def _profiles(times, meta, target, args, rng):  # noqa: ANN001, ANN202
     return disc, out
 
 
-def _speedups(dense, runtimes, x, threads: int, quantile: float, g) -> list[float]:  # noqa: ANN001
-    with thread_scope(threads), torch.inference_mode():
-        return measure_speedups(
-            lambda: dense(x),
-            [lambda rt=rt: rt(x) for rt in runtimes],
-            repeats=g.measure_repeats,
-            passes=g.measure_passes,
-            min_block_seconds=g.measure_block_seconds,
-            quantile=quantile,
-        )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--params", default="params.yaml")
@@ -118,15 +105,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     models = [f"spdy.models=[{','.join(args.models)}]"] if args.models else []
-    params = config.load(args.params, [*args.overrides, *models])
+    measure = [
+        f"spdy.gmp.measure_{k}={v}"
+        for k, v in (("repeats", args.repeats), ("passes", args.passes))
+        if v is not None
+    ]
+    params = config.load(args.params, [*args.overrides, *models, *measure])
     spdy = params.spdy
-    g = spdy.gmp.model_copy(
-        update={
-            k: v
-            for k, v in (("measure_repeats", args.repeats), ("measure_passes", args.passes))
-            if v is not None
-        }
-    )
     configure(spdy.timing.threads, True)
     print(json.dumps({"host": host_description(spdy.timing.threads), "loadavg": os.getloadavg()}))
     for name in spdy.models:
@@ -156,8 +141,7 @@ def main() -> None:
                 pruned = SparseRuntime.from_table(model, table, masks=masks)
                 plans.append((target, kind, levels, disc.predicted_speedup(levels), pruned))
         runtimes = [plan[-1] for plan in plans]
-        quantile = float(meta.get("quantile", 0.5))
-        speedups = _speedups(dense, runtimes, x, int(meta["threads"]), quantile, g)
+        speedups = measured_speedups(p, meta, dense, runtimes, x)
         dp_ratios, over_pred = [], []
         for (target, kind, levels, predicted, _), measured in zip(plans, speedups, strict=True):
             print(
