@@ -186,8 +186,8 @@ class NumbaCsrConv(ExecLayer):
 
     backend = "csr_numba"
 
-    def __init__(self, layer: nn.Conv2d, relu: bool = False):
-        super().__init__(layer, relu)
+    def __init__(self, layer: nn.Conv2d, relu: bool = False, pool: bool = False):
+        super().__init__(layer, relu, pool)
         if self.groups != 1:
             raise PruneflowError("csr_numba runs convolutions with groups=1 only")
         w = layer.weight.detach()
@@ -299,4 +299,4 @@ class NumbaCsrConv(ExecLayer):
             geo.row_block,
         )
         size, stride = geo.grid_view
-        return torch.as_strided(geo.grid, size, stride).contiguous()
+        return self._pooled(torch.as_strided(geo.grid, size, stride).contiguous())
