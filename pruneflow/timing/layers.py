@@ -12,7 +12,10 @@ to predict another):
   with ``pool=True`` returns the 2x2 max pooling (stride 2, floor mode) of its activated
   output: the runtime fuses a 2x2 ``MaxPool2d`` that is a convolution's only consumer into it,
   so that a backend able to pool in its store (``direct_numba``) writes a quarter of the
-  output; the others pool after the layer;
+  output; the others pool after the layer. A ``direct_numba`` convolution whose output only
+  the next ``direct_numba`` convolution reads (``next_layer``, set by the runtime) returns a
+  view of that layer's zero-padded operand, written in place: the consumer has no copy to
+  make;
 - linear layers take a 2-D ``[B, in]`` input of any strides. With ``feature_major=True``
   they return the transpose of a contiguous ``[out, B]`` buffer (a ``[B, out]`` view with
   strides ``(1, B)``): a following linear layer then reads its operand ``X^T`` without a
@@ -59,6 +62,9 @@ class ExecLayer(nn.Module):
         if self.pool and self.op != "conv2d":
             raise PruneflowError("only a convolution can fuse the max pooling after it")
         self.feature_major = False
+        # (root module, name) of the convolution that alone reads this one's output, set by
+        # the runtime: a backend may write its output straight into that layer's operand
+        self.next_layer: tuple[nn.Module, str] | None = None
         self.out_channels = int(weight.shape[0])
         self.sparsity = weight_sparsity(weight)
         if self.op == "conv2d":

@@ -276,6 +276,7 @@ def _sparse_sweep(
                     bname, masked[n], relu=ctx.relu.get(n, False), pool=ctx.pool.get(n, False)
                 )
                 exe.feature_major = getattr(ctx.dense_exec[n], "feature_major", False)
+                exe.next_layer = getattr(ctx.dense_exec[n], "next_layer", None)
                 exes[n] = exe
         if not exes:
             continue

@@ -187,6 +187,35 @@ def _fuse_pooling(
     return pool
 
 
+def _chained_convolutions(gm: fx.GraphModule, layers: set[str]) -> dict[str, str]:
+    """Convolution -> the convolution that is its output's only reader, reading nothing else,
+    both called once: the first may write its output straight into the second's operand."""
+    mods = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+
+    def conv(node: fx.Node) -> bool:
+        name = str(node.target)
+        return (
+            node.op == "call_module"
+            and name in layers
+            and calls.get(name) == 1
+            and isinstance(mods.get(name), ExecLayer)
+            and mods[name].op == "conv2d"
+        )
+
+    chained = {}
+    for node in gm.graph.nodes:
+        if not conv(node) or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if conv(user) and user.args == (node,) and not user.kwargs:
+            chained[str(node.target)] = str(user.target)
+    return chained
+
+
 def _feature_major_ok(gm: fx.GraphModule, name: str, linear_names: set[str]) -> bool:
     """True when every consumer of linear layer ``name`` is a linear layer reading it directly."""
     for node in gm.graph.nodes:
@@ -358,6 +387,9 @@ class SparseRuntime(nn.Module):
             set_submodule(net, name, exe)
             self.backends[name] = backend
             self.sparsities[name] = sparsity
+        if traced:
+            for name, nxt in _chained_convolutions(net, set(self.backends)).items():
+                net.get_submodule(name).next_layer = (net, nxt)
         self.net = net
 
     @staticmethod
