@@ -126,7 +126,12 @@ class NumbaCsrLinear(ExecLayer):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
         xt = x2.t()
-        if not xt.is_contiguous():
+        if xt.is_contiguous():
+            pass  # a feature-major input: the operand as it is
+        elif x2.is_contiguous() and kernels.transpose_fits_l1(*x2.shape):
+            xt = torch.empty(x2.shape[1], x2.shape[0])
+            kernels.transpose_into(x2.numpy(), xt.numpy())
+        else:
             xt = xt.contiguous()
         batch = int(xt.shape[1])
         y = torch.empty(self.out_channels, batch, dtype=torch.float32)
