@@ -27,6 +27,13 @@ are ``(image, block of tiles)``: a tile's operand window is reused by every outp
 and where the window of all input channels exceeds L1 the nonzeros are taken in input-channel
 chunks, partial sums waiting in the buffer (as in ``csr_numba``).
 
+With a fused 2x2 max pooling (``pool=True``) tiles hold whole output row pairs (or a column
+block of one pair, on maps wider than half a tile), and only the pooled output is stored
+(:func:`_pool_tiles`, :func:`_pool_store`). Where the runtime chained this layer to the
+direct convolution that alone reads its output (``next_layer``), the output is stored into
+that layer's zero-padded operand, at its row pitch, and the layer copies nothing
+(:meth:`DirectSparseConv.input_buffer`).
+
 A fully pruned output channel (no nonzeros) gets ``act(bias)`` everywhere. Runs on the
 calling thread where the work is too small for a fork/join
 (:func:`pruneflow.timing.kernels.parallel_worthwhile`).
