@@ -14,7 +14,8 @@ only the layers' backend differs) and, for reference, over the plain torch eval 
 
 ``--per-layer``: instead, every profiled layer alone on its real input (captured from the
 dense model's forward pass), dense against each backend at each sparsity, interleaved, one
-thread (``kind: "layer"``; a layer a backend cannot run is reported on its fallback).
+thread (``kind: "layer"``; a layer a backend cannot run is reported on its fallback). A layer
+with a fused 2x2 max pooling is timed as the runtime runs it, conv+pool (``fused_pool``).
 
 With several ``--threads``, one more line per (model, sparsity, backend) compares the sparse
 model's own times across the thread counts, interleaved on the wall clock in one loop
@@ -113,15 +114,15 @@ def _per_layer(name: str, model: torch.nn.Module, pruned: list[str], x, args) ->
         h.remove()
     for n in pruned:
         layer = model.get_submodule(n)
-        relu = n in dense.fused_relu
+        relu, pool = n in dense.fused_relu, n in dense.fused_pool
         for s in args.sparsities:
             rng = np.random.default_rng([args.seed, int(s * 1e4), pruned.index(n)])
             masked = copy.deepcopy(layer)
             with torch.no_grad():
                 masked.weight.mul_(exact_mask(masked.weight.shape, s, rng))
             used = [_runs_on(b, masked) for b in args.backends]
-            exes = [build_layer("dense", masked, relu)] + [
-                build_layer(b, masked, relu) for b in used
+            exes = [build_layer("dense", masked, relu, pool)] + [
+                build_layer(b, masked, relu, pool) for b in used
             ]
             xin = inputs[n]
             with thread_scope(1), torch.no_grad():
@@ -136,6 +137,7 @@ def _per_layer(name: str, model: torch.nn.Module, pruned: list[str], x, args) ->
                             "model": name,
                             "layer": n,
                             "op": type(layer).__name__,
+                            "fused_pool": pool,
                             "input": list(xin.shape),
                             "stride": list(getattr(layer, "stride", ())),
                             "sparsity": s,

@@ -64,8 +64,9 @@ class Backend(Protocol):
         """Whether it can run ``layer`` (type, groups, padding mode, ...)."""
         ...
 
-    def build(self, layer: nn.Module, relu: bool = False) -> L.ExecLayer:
-        """An executable module computing ``layer(x)`` (then ReLU if ``relu``)."""
+    def build(self, layer: nn.Module, relu: bool = False, pool: bool = False) -> L.ExecLayer:
+        """An executable module computing ``layer(x)`` (then ReLU if ``relu``, then a 2x2 max
+        pooling if ``pool``: a convolution only)."""
         ...
 
 
@@ -106,14 +107,18 @@ class LayerBackend:
             return self.linear is not None
         return self.conv_ok(layer)
 
-    def build(self, layer: nn.Module, relu: bool = False) -> L.ExecLayer:
+    def build(self, layer: nn.Module, relu: bool = False, pool: bool = False) -> L.ExecLayer:
         if not self.supports(layer):
             raise PruneflowError(
                 f"backend '{self.name}' cannot run {layer!r}; use 'dense' for this layer"
             )
+        if pool and not isinstance(layer, nn.Conv2d):
+            raise PruneflowError(
+                f"only a convolution can fuse the max pooling after it, not {layer!r}"
+            )
         cls = self.linear if isinstance(layer, nn.Linear) else self.conv
         assert cls is not None  # supports() said so
-        return cls(layer, relu)
+        return cls(layer, relu, pool) if pool else cls(layer, relu)
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -157,9 +162,11 @@ def available_backends(device: str = "cpu") -> list[str]:
     return [n for n, b in _REGISTRY.items() if b.device == device and b.available()]
 
 
-def build_layer(name: str, layer: nn.Module, relu: bool = False) -> L.ExecLayer:
-    """``get_backend(name).build(layer, relu)``."""
-    return get_backend(name).build(layer, relu)
+def build_layer(name: str, layer: nn.Module, relu: bool = False, pool: bool = False) -> L.ExecLayer:
+    """``get_backend(name).build(layer, relu, pool)`` (``pool``: the 2x2 max pooling after a
+    convolution, see :mod:`pruneflow.timing.layers`)."""
+    backend = get_backend(name)
+    return backend.build(layer, relu, pool) if pool else backend.build(layer, relu)
 
 
 # Order matters to the profiler: it tries sparse backends in this order, and a candidate

@@ -27,6 +27,13 @@ are ``(image, block of tiles)``: a tile's operand window is reused by every outp
 and where the window of all input channels exceeds L1 the nonzeros are taken in input-channel
 chunks, partial sums waiting in the buffer (as in ``csr_numba``).
 
+With a fused 2x2 max pooling (``pool=True``) tiles hold whole output row pairs (or a column
+block of one pair, on maps wider than half a tile), and only the pooled output is stored
+(:func:`_pool_tiles`, :func:`_pool_store`). Where the runtime chained this layer to the
+direct convolution that alone reads its output (``next_layer``), the output is stored into
+that layer's zero-padded operand, at its row pitch, and the layer copies nothing
+(:meth:`DirectSparseConv.input_buffer`).
+
 A fully pruned output channel (no nonzeros) gets ``act(bias)`` everywhere. Runs on the
 calling thread where the work is too small for a fork/join
 (:func:`pruneflow.timing.kernels.parallel_worthwhile`).
@@ -42,6 +49,7 @@ import numpy as np
 import torch
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 from torch import nn
 
@@ -207,17 +215,192 @@ def direct_conv_serial(indptr, vals, offs, x, y, batch, img, length, segs, seg_p
               length, segs, seg_ptr, plane, bias, lo)  # fmt: skip
 
 
+# Pooled tiles: a tile's second output row lands this far into its accumulator slot
+# (a tile plus one vector: the pooling reads whole vectors past a row's last column)
+_POOL_ROW = TILE + LANES
+_POOL_SLOT = 2 * _POOL_ROW
+_POOL_GROUP = LANES // 2  # pooled outputs per vector of maxima
+
+
+@intrinsic
+def _pool_store(typingctx, src, a, b, dst, di, count):
+    """``dst[di + t] = max(src[a + 2t], src[a + 2t + 1], src[b + 2t], src[b + 2t + 1])`` for
+    ``t < count <= TILE // 2``: the 2x2 max pooling of two output row segments waiting in the
+    accumulator (``a``, ``b``: their starts). Per 8 outputs: two 16-float loads, their
+    maximum, the maximum of its even and odd lanes (two shuffles), one 8-float store; the last
+    partial group is stored in 4-, 2- and 1-float pieces from a stack copy. Lanes past
+    ``count`` read the slot's slack and are never stored."""
+    sig = types.void(src, types.intp, types.intp, dst, types.intp, types.intp)
+
+    def codegen(context, builder, sg, args):
+        src_v, a, b, dst_v, di, count = args
+        src_a = context.make_array(sg.args[0])(context, builder, src_v)
+        dst_a = context.make_array(sg.args[3])(context, builder, dst_v)
+        intp = count.type
+        i32 = ir.IntType(32)
+        wide = ir.VectorType(ir.FloatType(), LANES)
+        half = ir.VectorType(ir.FloatType(), _POOL_GROUP)
+        row_a = builder.gep(src_a.data, [a])
+        row_b = builder.gep(src_a.data, [b])
+        dbase = builder.gep(dst_a.data, [di])
+        spill = cgutils.alloca_once(builder, half)
+
+        def vmax(u, v):
+            return builder.select(builder.fcmp_ordered(">", u, v), u, v)
+
+        def group(g):  # the 8 pooled outputs from output index g on
+            at = builder.mul(g, ir.Constant(intp, 2))
+            ua = builder.load(builder.bitcast(builder.gep(row_a, [at]), wide.as_pointer()), align=4)
+            ub = builder.load(builder.bitcast(builder.gep(row_b, [at]), wide.as_pointer()), align=4)
+            m = vmax(ua, ub)
+            even = ir.Constant(ir.VectorType(i32, _POOL_GROUP), list(range(0, LANES, 2)))
+            odd = ir.Constant(ir.VectorType(i32, _POOL_GROUP), list(range(1, LANES, 2)))
+            return vmax(builder.shuffle_vector(m, m, even), builder.shuffle_vector(m, m, odd))
+
+        for k in range(TILE // 2 // _POOL_GROUP):
+            g = ir.Constant(intp, k * _POOL_GROUP)
+            full = builder.icmp_signed(">=", count, ir.Constant(intp, (k + 1) * _POOL_GROUP))
+            with builder.if_then(full):
+                out = builder.bitcast(builder.gep(dbase, [g]), half.as_pointer())
+                builder.store(group(g), out, align=4)
+        rest = builder.and_(count, ir.Constant(intp, _POOL_GROUP - 1))
+        start = builder.sub(count, rest)
+        with builder.if_then(builder.icmp_signed("!=", rest, ir.Constant(intp, 0))):
+            builder.store(group(start), spill)
+            flat = builder.bitcast(spill, ir.FloatType().as_pointer())
+            at = ir.Constant(intp, 0)
+            width = _POOL_GROUP // 2
+            while width >= 1:
+                bit = builder.and_(rest, ir.Constant(intp, width))
+                with builder.if_then(builder.icmp_signed("!=", bit, ir.Constant(intp, 0))):
+                    ty = ir.VectorType(ir.FloatType(), width) if width > 1 else ir.FloatType()
+                    v = builder.load(builder.bitcast(builder.gep(flat, [at]), ty.as_pointer()))
+                    dst = builder.gep(dbase, [builder.add(start, at)])
+                    builder.store(v, builder.bitcast(dst, ty.as_pointer()), align=4)
+                at = builder.add(at, bit)
+                width //= 2
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(inline="always", **_JIT)
+def _pool_item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img, calls,
+               call_ptr, psegs, pseg_ptr, plane, bias, lo):  # fmt: skip
+    """:func:`_item` with the 2x2 max pooling in the store: a tile is ``calls[k] = (slot
+    offset, start on the operand grid, positions)`` (one call over whole row pairs, or one per
+    row of a pair where a pair is wider than a tile), then each pooled row segment
+    ``psegs[g] = (first row in slot, second row in slot, offset in the pooled plane, count)``
+    is stored (:func:`_pool_tiles`). Partial sums of input-channel chunks wait in a slot per
+    output channel."""
+    nchunks = indptr.shape[0]
+    no_act = np.float32(-np.inf)
+    n = item // ntb
+    tb = item - n * ntb
+    for t in range(tb * tile_block, min((tb + 1) * tile_block, call_ptr.shape[0] - 1)):
+        for c in range(nchunks):
+            last = c == nchunks - 1
+            for o in range(cout):
+                ab = 0 if nchunks == 1 else o * _POOL_SLOT
+                b = bias[o] if last else np.float32(0.0)
+                for k in range(call_ptr[t], call_ptr[t + 1]):
+                    _tile(indptr[c], vals, offs, x, n * img + calls[k, 1], xend, acc,
+                          ab + calls[k, 0], o, calls[k, 2], b, lo if last else no_act,
+                          c > 0)  # fmt: skip
+                if last:
+                    yq = (n * cout + o) * plane
+                    for g in range(pseg_ptr[t], pseg_ptr[t + 1]):
+                        _pool_store(acc, ab + psegs[g, 0], ab + psegs[g, 1], y,
+                                    yq + psegs[g, 2], psegs[g, 3])  # fmt: skip
+
+
+@njit(parallel=True, **_JIT)
+def direct_conv_pool(indptr, vals, offs, x, y, batch, img, calls, call_ptr, psegs, pseg_ptr,
+                     plane, bias, lo, tile_block):  # fmt: skip
+    """:func:`direct_conv` writing the 2x2 max pooling of the activated output (``plane``:
+    floats per pooled plane), on numba's threads."""
+    cout = indptr.shape[1] - 1
+    ntb = (call_ptr.shape[0] - 1 + tile_block - 1) // tile_block
+    xend = x.shape[0] - (offs.max() if offs.shape[0] else 0)
+    slots = cout if indptr.shape[0] > 1 else 1
+    for item in prange(batch * ntb):
+        acc = np.empty(slots * _POOL_SLOT + LANES, dtype=np.float32)
+        _pool_item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img,
+                   calls, call_ptr, psegs, pseg_ptr, plane, bias, lo)  # fmt: skip
+
+
+@njit(**_JIT)
+def direct_conv_pool_serial(indptr, vals, offs, x, y, batch, img, calls, call_ptr, psegs,
+                            pseg_ptr, plane, bias, lo, tile_block):  # fmt: skip
+    """:func:`direct_conv_pool` on the calling thread."""
+    cout = indptr.shape[1] - 1
+    ntb = (call_ptr.shape[0] - 1 + tile_block - 1) // tile_block
+    xend = x.shape[0] - (offs.max() if offs.shape[0] else 0)
+    slots = cout if indptr.shape[0] > 1 else 1
+    acc = np.empty(slots * _POOL_SLOT + LANES, dtype=np.float32)
+    for item in range(batch * ntb):
+        _pool_item(indptr, vals, offs, x, xend, y, acc, item, ntb, tile_block, cout, img,
+                   calls, call_ptr, psegs, pseg_ptr, plane, bias, lo)  # fmt: skip
+
+
+def _pool_tiles(
+    ho: int, wo: int, pitch: int, out_pitch: int | None = None, out_base: int = 0
+) -> tuple[np.ndarray, ...]:
+    """The pooled kernel's tiles over an ``ho x wo`` output on a grid of row pitch ``pitch``:
+    ``(calls, call_ptr, psegs, pseg_ptr)`` (see :func:`_pool_item`). The pooled output's rows
+    are ``out_pitch`` floats apart from ``out_base`` on in each plane (default: contiguous).
+
+    Where a row pair fits a tile (``2 * pitch <= TILE``), a tile is as many whole row pairs as
+    fit, computed in one call (an odd last row or column, dropped by floor-mode pooling, is not
+    computed); otherwise each pair is cut into column blocks of up to a tile, its two rows
+    computed by two calls into the two halves of the slot.
+    """
+    pairs, width = ho // 2, wo // 2
+    out_pitch = width if out_pitch is None else out_pitch
+    calls: list[tuple[int, int, int]] = []
+    segs: list[tuple[int, int, int, int]] = []
+    call_ptr, seg_ptr = [0], [0]
+    if pairs and width and 2 * pitch <= TILE:
+        per_tile = TILE // (2 * pitch)
+        for r0 in range(0, pairs, per_tile):
+            m = min(per_tile, pairs - r0)
+            calls.append((0, 2 * r0 * pitch, (2 * m - 1) * pitch + 2 * width))
+            for j in range(m):
+                at = out_base + (r0 + j) * out_pitch
+                segs.append((2 * j * pitch, (2 * j + 1) * pitch, at, width))
+            call_ptr.append(len(calls))
+            seg_ptr.append(len(segs))
+    elif pairs and width:
+        for r in range(pairs):
+            for c0 in range(0, 2 * width, TILE):
+                cols = min(TILE, 2 * width - c0)
+                calls.append((0, 2 * r * pitch + c0, cols))
+                calls.append((_POOL_ROW, (2 * r + 1) * pitch + c0, cols))
+                segs.append((0, _POOL_ROW, out_base + r * out_pitch + c0 // 2, cols // 2))
+                call_ptr.append(len(calls))
+                seg_ptr.append(len(segs))
+    return (
+        np.asarray(calls, dtype=np.int64).reshape(-1, 3),
+        np.asarray(call_ptr, dtype=np.int64),
+        np.asarray(segs, dtype=np.int64).reshape(-1, 4),
+        np.asarray(seg_ptr, dtype=np.int64),
+    )
+
+
 @dataclass
 class _Geometry:
-    """Per input shape: the operand buffer and how the input is copied into it."""
+    """Per input shape: the operand buffer, how the input is copied into it, the tiles."""
 
     operand: np.ndarray | None  # flat; None: the (contiguous) input is the operand itself
     # (view of the operand, size, source strides, source offset) per strided copy
     copies: list[tuple[torch.Tensor, tuple[int, ...], tuple[int, ...], int]]
+    # stride 1 with padding: the operand's interior as an NCHW view, where the layer before
+    # may write its output (then there is nothing to copy)
+    interior: torch.Tensor | None
     img: int  # operand floats per image
+    pitch: int  # row pitch of the operand grid
     length: int  # flat output positions per plane on the operand grid
-    segs: np.ndarray  # [segments, 4]: each tile's output row segments
-    seg_ptr: np.ndarray  # [tiles + 1]
+    tiles: int
     ho: int
     wo: int
     ptrs: np.ndarray  # [chunks, C_out + 1] nonzero pointers
@@ -225,15 +408,26 @@ class _Geometry:
     offs: np.ndarray
     tile_block: int
     parallel: bool
-    run: Callable[..., None]  # direct_conv where parallel, else direct_conv_serial
+    run: Callable[..., None]  # the kernel: pooled or not, parallel or serial
+    # per output layout (row pitch, offset): the stores, (segs, seg_ptr) of
+    # :func:`_row_segments`, or with the fused pooling (calls, call_ptr, psegs, pseg_ptr) of
+    # :func:`_pool_tiles`
+    stores: dict[tuple[int, int], tuple[np.ndarray, ...]]
 
 
 def _row_segments(
-    length: int, pitch: int, wo: int, tiles: int, tile_block: int
+    length: int,
+    pitch: int,
+    wo: int,
+    tiles: int,
+    tile_block: int,
+    out_pitch: int | None = None,
+    out_base: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per tile of the pitch-``pitch`` grid: ``(start in tile, offset in the output plane,
     length, stored length)`` of each run of valid columns (``< wo``) it holds, and the tiles'
-    pointers.
+    pointers. Output rows are ``out_pitch`` floats apart from ``out_base`` on (default:
+    contiguous rows).
 
     The stored length rounds a run up to whole 8-float pieces (one or two vector stores
     instead of up to four pieces and their branches) where the floats past the run land on
@@ -242,6 +436,7 @@ def _row_segments(
     ``tile_block``, each block on one thread, tile by tile). The run that ends a plane or a
     block is stored exactly.
     """
+    out_pitch = wo if out_pitch is None else out_pitch
     runs: list[list[tuple[int, int, int]]] = []
     for t in range(tiles):
         q, end, here = t * TILE, min((t + 1) * TILE, length), []
@@ -251,7 +446,7 @@ def _row_segments(
                 q = (r + 1) * pitch
                 continue
             seg = min(end, r * pitch + wo) - q
-            here.append((q - t * TILE, r * wo + col, seg))
+            here.append((q - t * TILE, out_base + r * out_pitch + col, seg))
             q += seg
         runs.append(here)
     segs, ptr = [], [0]
@@ -303,13 +498,15 @@ class DirectSparseConv(ExecLayer):
 
     Per call: one order-preserving copy of the input into the zero-padded operand (none for
     an unpadded stride-1 layer), the kernel writing the NCHW output directly (bias and ReLU
-    fused). Not re-entrant (the operand buffer is reused per input shape).
+    fused; with ``pool``, the 2x2 max pooling too: only the pooled output is written). Not
+    re-entrant (the operand buffer is reused per input shape).
     """
 
     backend = "direct_numba"
+    fuses_pool = True
 
-    def __init__(self, layer: nn.Conv2d, relu: bool = False):
-        super().__init__(layer, relu)
+    def __init__(self, layer: nn.Conv2d, relu: bool = False, pool: bool = False):
+        super().__init__(layer, relu, pool)
         if not direct_supports(layer):
             raise PruneflowError(
                 f"direct_numba runs zero-padded groups=1 convolutions with stride 1 or 2 and "
@@ -341,7 +538,7 @@ class DirectSparseConv(ExecLayer):
         wq = max(-(-wp // s), wo + (kw - 1) // s)
         tc, ti, tj = self.taps
         offs = ((tc * s + ti % s) * s + tj % s) * hq * wq + (ti // s) * wq + tj // s
-        operand, copies = None, []
+        operand, copies, interior = None, [], None
         if s != 1 or ph != 0 or pw != 0:
             buffer = torch.zeros(n * c * s * s * hq * wq)
             used = set(zip((ti % s).tolist(), (tj % s).tolist(), strict=True))
@@ -351,10 +548,17 @@ class DirectSparseConv(ExecLayer):
                 view = torch.as_strided(buffer, size, dst_strides, dst_off)
                 copies.append((view, size, src_strides, src_off))
             operand = buffer.numpy()
+            if s == 1 and copies:  # no copies: an all-zero weight reads nothing
+                interior = copies[0][0]
         work = len(self.vals) * n * ho * wo
         parallel = threads > 1 and kernels.parallel_worthwhile(work)
         length = (ho - 1) * wq + wo
-        tiles = -(-length // kernels.TILE)
+        if self.pool:
+            tiles = len(_pool_tiles(ho, wo, wq)[1]) - 1
+            run = direct_conv_pool if parallel else direct_conv_pool_serial
+        else:
+            tiles = -(-length // kernels.TILE)
+            run = direct_conv if parallel else direct_conv_serial
         # chunks of input channels whose operand window (a tile plus the kernel's reach, per
         # phase) fits L1, as in the csr_numba kernel
         reach = int(offs.max() % (hq * wq)) if len(offs) else 0
@@ -362,15 +566,15 @@ class DirectSparseConv(ExecLayer):
         ptrs, order = _column_chunks(self.indptr, (tc * kh + ti) * kw + tj, c * kh * kw, per_column)
         # at least four items per thread where there are enough tiles
         tile_block = tiles if threads <= 1 else max(1, -(-tiles * n // (4 * threads)))
-        tile_block = min(tile_block, tiles)
-        segs, seg_ptr = _row_segments(length, wq, wo, tiles, tile_block)
+        tile_block = max(1, min(tile_block, tiles))
         geo = _Geometry(
             operand=operand,
             copies=copies,
+            interior=interior,
             img=c * s * s * hq * wq,
+            pitch=wq,
             length=length,
-            segs=segs,
-            seg_ptr=seg_ptr,
+            tiles=tiles,
             ho=ho,
             wo=wo,
             ptrs=ptrs,
@@ -378,10 +582,52 @@ class DirectSparseConv(ExecLayer):
             offs=_offsets(offs[order]),
             tile_block=tile_block,
             parallel=parallel,
-            run=direct_conv if parallel else direct_conv_serial,
+            run=run,
+            stores={},
         )
         self._geo[key] = geo
         return geo
+
+    def input_buffer(self, n: int, h: int, w: int) -> tuple[torch.Tensor, np.ndarray] | None:
+        """Where the layer before may write this layer's ``[n, C, h, w]`` input instead of
+        returning it: ``(NCHW view of the zero-padded operand's interior, the whole operand
+        flat)``; None where the operand is no padded copy (no padding, or stride 2)."""
+        geo = self._geometry(n, h, w)
+        if geo.interior is None or geo.operand is None:
+            return None
+        return geo.interior, geo.operand
+
+    def _consumer(self) -> DirectSparseConv | None:
+        """The direct convolution that alone reads this layer's output, as installed now."""
+        if self.next_layer is None:
+            return None
+        root, name = self.next_layer
+        nxt = root.get_submodule(name)
+        nxt = getattr(nxt, "exe", nxt)  # the profiler's timing slot runs the layer it holds
+        if isinstance(nxt, DirectSparseConv) and nxt.in_channels == self.out_channels:
+            return nxt
+        return None
+
+    def _output(self, n: int, ho: int, wo: int) -> tuple[torch.Tensor, np.ndarray]:
+        """The output tensor, and the flat array the kernel writes it through."""
+        consumer = self._consumer()
+        if consumer is not None:
+            into = consumer.input_buffer(n, ho, wo)
+            if into is not None:
+                return into
+        y = torch.empty(n, self.out_channels, ho, wo)
+        return y, y.numpy().reshape(-1)
+
+    def _stores(self, geo: _Geometry, y: torch.Tensor) -> tuple[np.ndarray, ...]:
+        layout = (int(y.stride(2)), int(y.storage_offset()))
+        if layout not in geo.stores:
+            if self.pool:
+                geo.stores[layout] = _pool_tiles(geo.ho, geo.wo, geo.pitch, *layout)
+            else:
+                geo.stores[layout] = _row_segments(
+                    geo.length, geo.pitch, geo.wo, geo.tiles, geo.tile_block, *layout
+                )
+        return geo.stores[layout]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
@@ -389,28 +635,37 @@ class DirectSparseConv(ExecLayer):
         check_f32(x)
         n, _, h, w = x.shape
         geo = self._geometry(n, h, w)
-        x = x.contiguous()
-        if geo.operand is None:
-            operand = x.numpy().reshape(-1)
+        inside = geo.interior
+        if geo.operand is not None and inside is not None and _same_view(x, inside):
+            operand = geo.operand  # the layer before wrote it in place
+        elif geo.operand is None:
+            operand = x.contiguous().numpy().reshape(-1)
         else:
             operand = geo.operand
+            x = x.contiguous()
             for view, size, src_strides, src_off in geo.copies:
                 view.copy_(x.as_strided(size, src_strides, src_off))
-        y = torch.empty(n, self.out_channels, geo.ho, geo.wo)
+        ho, wo = (geo.ho // 2, geo.wo // 2) if self.pool else (geo.ho, geo.wo)
+        y, target = self._output(n, ho, wo)
+        if y.numel() == 0:  # a pooled output of a single row or column
+            return y
         geo.run(
             geo.ptrs,
             geo.vals,
             geo.offs,
             operand,
-            y.numpy().reshape(-1),
+            target,
             n,
             geo.img,
-            geo.length,
-            geo.segs,
-            geo.seg_ptr,
-            geo.ho * geo.wo,
+            *([] if self.pool else [geo.length]),
+            *self._stores(geo, y),
+            int(y.stride(1)),
             self.bias_np,
             self.lo,
             geo.tile_block,
         )
         return y
+
+
+def _same_view(x: torch.Tensor, view: torch.Tensor) -> bool:
+    return x.data_ptr() == view.data_ptr() and x.shape == view.shape and x.stride() == view.stride()

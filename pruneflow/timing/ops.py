@@ -11,21 +11,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MaxPool2x2", "swap_fast_ops"]
+__all__ = ["MaxPool2x2", "is_plain_2x2", "max_pool_2x2", "swap_fast_ops"]
+
+
+def max_pool_2x2(x: torch.Tensor) -> torch.Tensor:
+    """``F.max_pool2d(x, 2)`` (stride 2, no padding, floor mode) as two element-wise maxima."""
+    n, c, h, w = x.shape
+    x = x[:, :, : h - h % 2, : w - w % 2]  # floor mode drops an odd last row/column
+    v = x.reshape(n, c, h // 2, 2, w // 2, 2)
+    rows = torch.maximum(v[:, :, :, 0], v[:, :, :, 1])
+    return torch.maximum(rows[..., 0], rows[..., 1])
 
 
 class MaxPool2x2(nn.Module):
     """``nn.MaxPool2d(2)`` (stride 2, no padding, floor mode) as two element-wise maxima."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        x = x[:, :, : h - h % 2, : w - w % 2]  # floor mode drops an odd last row/column
-        v = x.reshape(n, c, h // 2, 2, w // 2, 2)
-        rows = torch.maximum(v[:, :, :, 0], v[:, :, :, 1])
-        return torch.maximum(rows[..., 0], rows[..., 1])
+        return max_pool_2x2(x)
 
 
-def _is_plain_2x2(m: nn.Module) -> bool:
+def is_plain_2x2(m: nn.Module) -> bool:
+    """Whether ``m`` is a 2x2 max pooling of stride 2 without padding (or already swapped)."""
+    if type(m) is MaxPool2x2:
+        return True
+
     def pair(v: int | tuple[int, ...]) -> tuple[int, ...]:
         return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
@@ -44,7 +53,7 @@ def swap_fast_ops(model: nn.Module) -> list[str]:
     """Replace (in place) the modules that have a faster equivalent; return their names."""
     swapped = []
     for name, mod in list(model.named_modules()):
-        if name and _is_plain_2x2(mod):
+        if name and type(mod) is nn.MaxPool2d and is_plain_2x2(mod):
             parent_name, _, leaf = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, leaf, MaxPool2x2())

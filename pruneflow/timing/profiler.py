@@ -37,13 +37,14 @@ the winner's curse that is left. The runs are used as measured, with no correcti
 workload: a probe's time depends on the level swept just before it, not on the host. The
 measurements behind each choice are in docs/timing.md.
 
-Remainder. Everything outside the profiled layers (skipped first/last layers, pooling,
-residual adds, flatten, dispatch) is timed in every sweep too. It runs slower after layers that
-stream a lot of memory through the caches (dense ones, CSR ones at 40-60% sparsity), as does
-a sparse layer after such a neighbour; one sweep per level with every layer at that level could
-not tell which layer caused it, nor see a sparse layer beside a dense one. With independent
-levels per layer, the mean of (outside time + next layer's residual) over the sweeps with a
-layer at a level, minus its mean over all sweeps, is that level's effect, charged to its entry.
+Remainder. Everything outside the profiled layers (skipped first/last layers, poolings not
+fused into a convolution, residual adds, flatten, dispatch) is timed in every sweep too. It
+runs slower after layers that stream a lot of memory through the caches (dense ones, CSR ones
+at 40-60% sparsity), as does a sparse layer after such a neighbour; one sweep per level with
+every layer at that level could not tell which layer caused it, nor see a sparse layer beside a
+dense one. With independent levels per layer, the mean of (outside time + next layer's
+residual) over the sweeps with a layer at a level, minus its mean over all sweeps, is that
+level's effect, charged to its entry.
 ``remainder_ms = dense_total_ms - sum of the profiled layers' dense (level 0) entries`` holds
 exactly.
 
@@ -228,6 +229,7 @@ class _Context:
     session: InSitu
     folded: nn.Module
     relu: dict[str, bool]
+    pool: dict[str, bool]
     dense_exec: dict[str, nn.Module]
     dense: SweepResult  # the give-up reference
     names: Sequence[str]
@@ -270,8 +272,11 @@ def _sparse_sweep(
         exes = {}
         for n in sparse:
             if backend.supports(masked[n]):
-                exe = backend.build(masked[n], relu=ctx.relu.get(n, False))
+                exe = B.build_layer(
+                    bname, masked[n], relu=ctx.relu.get(n, False), pool=ctx.pool.get(n, False)
+                )
                 exe.feature_major = getattr(ctx.dense_exec[n], "feature_major", False)
+                exe.next_layer = getattr(ctx.dense_exec[n], "next_layer", None)
                 exes[n] = exe
         if not exes:
             continue
@@ -485,7 +490,7 @@ def profile_model(
         missing = [n for n in profiled if n not in rt.backends]
         if missing:
             raise PruneflowError(f"layers never called in forward: {', '.join(missing)}")
-        folded, relu, _ = prepare_inference_model(model)
+        folded, relu, pool, _ = prepare_inference_model(model)
         session = InSitu(rt, profiled, x)
         dense_exec = {n: session.installed(n) for n in profiled}
         dense_sweeps = [session.sweep(dense_sweep, plain=True)]
@@ -494,6 +499,7 @@ def profile_model(
             session,
             folded,
             relu,
+            pool,
             dense_exec,
             first,
             names,
@@ -608,6 +614,7 @@ def profile_model(
         "context_ms": {n: [float(v) for v in effects[n]] for n in profiled},
         "bn_folded": rt.traced,
         "fused_relu": rt.fused_relu,
+        "fused_pool": rt.fused_pool,
         "seed": st.seed,
         "profile_seconds": time.perf_counter() - started,
     }

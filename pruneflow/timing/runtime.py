@@ -10,8 +10,12 @@ The conversion, on a copy (the given model is not touched):
    zero), and a ReLU that is a layer's only consumer is **fused** into the layer (the
    ``csr_numba`` kernel applies it in registers). This is what inference engines such as
    DeepSparse do too, and it makes "layer time" mean conv+BN+ReLU as one unit;
-3. 2x2 max-pooling runs as element-wise maxima (:mod:`pruneflow.timing.ops`; torch's NCHW
-   ``max_pool2d`` is 10x slower on one thread and would dominate the fixed remainder);
+3. a 2x2 ``MaxPool2d`` (stride 2, no padding) that is a convolution's only consumer is
+   **fused** into it as well (the ``direct_numba`` kernel pools in its store and writes a
+   quarter of the output; other backends pool after the layer), so the layer's unit becomes
+   conv+BN+ReLU+pool, in the timing table as in the runtime; every other 2x2 max-pooling runs
+   as element-wise maxima (:mod:`pruneflow.timing.ops`; torch's NCHW ``max_pool2d`` is 10x
+   slower on one thread and would dominate the fixed remainder);
 4. every Conv2d/Linear becomes the executable module of its backend
    (:mod:`pruneflow.timing.layers`); linear layers feeding only linear layers hand over
    their output feature-major (no transpose between two sparse linear layers).
@@ -45,7 +49,7 @@ from pruneflow.errors import PruneflowError
 from pruneflow.models.zoo import prunable_layers
 from pruneflow.timing import backends as B
 from pruneflow.timing.layers import ExecLayer, weight_sparsity
-from pruneflow.timing.ops import swap_fast_ops
+from pruneflow.timing.ops import is_plain_2x2, swap_fast_ops
 
 __all__ = [
     "WHOLE_MODEL",
@@ -108,8 +112,9 @@ def _is_relu(node: fx.Node, mods: Mapping[str, nn.Module]) -> bool:
     return node.op == "call_method" and node.target in ("relu", "relu_")
 
 
-def _fold_and_fuse(gm: fx.GraphModule, layers: set[str]) -> dict[str, bool]:
-    """Fold BN into the layer before it, fuse a following ReLU; return layer -> fused ReLU."""
+def _fold_and_fuse(gm: fx.GraphModule, layers: set[str]) -> tuple[dict[str, bool], dict[str, bool]]:
+    """Fold BN into the layer before it, fuse a following ReLU, then a following 2x2 max
+    pooling into a convolution; return (layer -> fused ReLU, layer -> fused pooling)."""
     mods = dict(gm.named_modules())
     calls: dict[str, int] = {}
     for node in gm.graph.nodes:
@@ -151,9 +156,64 @@ def _fold_and_fuse(gm: fx.GraphModule, layers: set[str]) -> dict[str, bool]:
             users[0].replace_all_uses_with(node)
             gm.graph.erase_node(users[0])
             relu[name] = True
+    pool = _fuse_pooling(gm, mods, layers, calls)
     gm.graph.lint()
     gm.recompile()
-    return relu
+    return relu, pool
+
+
+def _fuse_pooling(
+    gm: fx.GraphModule, mods: Mapping[str, nn.Module], layers: set[str], calls: Mapping[str, int]
+) -> dict[str, bool]:
+    """Drop every 2x2 max-pooling module call that reads only a convolution's output, the
+    convolution's only consumer; return the convolutions that pool (layer -> True)."""
+    pool: dict[str, bool] = {}
+    for node in list(gm.graph.nodes):
+        name = str(node.target)
+        if node.op != "call_module" or name not in layers or calls.get(name) != 1:
+            continue
+        if not isinstance(mods.get(name), nn.Conv2d) or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if (
+            user.op == "call_module"
+            and is_plain_2x2(mods[str(user.target)])
+            and user.args == (node,)
+            and not user.kwargs
+        ):
+            user.replace_all_uses_with(node)
+            gm.graph.erase_node(user)
+            pool[name] = True
+    return pool
+
+
+def _chained_convolutions(gm: fx.GraphModule, layers: set[str]) -> dict[str, str]:
+    """Convolution -> the convolution that is its output's only reader, reading nothing else,
+    both called once: the first may write its output straight into the second's operand."""
+    mods = dict(gm.named_modules())
+    calls: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module":
+            calls[str(node.target)] = calls.get(str(node.target), 0) + 1
+
+    def conv(node: fx.Node) -> bool:
+        name = str(node.target)
+        return (
+            node.op == "call_module"
+            and name in layers
+            and calls.get(name) == 1
+            and isinstance(mods.get(name), ExecLayer)
+            and mods[name].op == "conv2d"
+        )
+
+    chained = {}
+    for node in gm.graph.nodes:
+        if not conv(node) or len(node.users) != 1:
+            continue
+        user = next(iter(node.users))
+        if conv(user) and user.args == (node,) and not user.kwargs:
+            chained[str(node.target)] = str(user.target)
+    return chained
 
 
 def _feature_major_ok(gm: fx.GraphModule, name: str, linear_names: set[str]) -> bool:
@@ -177,26 +237,30 @@ def set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
 
 def prepare_inference_model(
     model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, fold: bool = True
-) -> tuple[nn.Module, dict[str, bool], bool]:
-    """An eval copy with masks baked in, BN folded and ReLUs marked for fusion.
+) -> tuple[nn.Module, dict[str, bool], dict[str, bool], bool]:
+    """An eval copy with masks baked in, BN folded, ReLUs and 2x2 max poolings marked for
+    fusion.
 
-    Returns ``(module, relu_of_layer, traced)``; ``traced`` is False when ``torch.fx`` could
-    not trace the model (then nothing is folded or fused).
+    Returns ``(module, relu_of_layer, pool_of_layer, traced)``; ``traced`` is False when
+    ``torch.fx`` could not trace the model (then nothing is folded or fused).
     """
     work = copy.deepcopy(model).eval()
     for p in work.parameters():
         p.requires_grad_(False)
     _bake_masks(work, masks)
-    swap_fast_ops(work)
     layers = set(prunable_layers(work))
     if not fold:
-        return work, {}, False
+        swap_fast_ops(work)
+        return work, {}, {}, False
     try:
+        # traced before the fast ops are swapped in: a MaxPool2d stays one call to fuse
         gm = fx.symbolic_trace(work)
     except Exception:  # noqa: BLE001 - any tracing failure means "run it module by module"
-        return work, {}, False
-    relu = _fold_and_fuse(gm, layers)
-    return gm, relu, True
+        swap_fast_ops(work)
+        return work, {}, {}, False
+    relu, pool = _fold_and_fuse(gm, layers)
+    swap_fast_ops(gm)
+    return gm, relu, pool, True
 
 
 def _parameters_read_directly(net: nn.Module, layers: list[str], traced: bool) -> str | None:
@@ -241,9 +305,10 @@ class SparseRuntime(nn.Module):
         super().__init__()
         self.layer_names = prunable_layers(model)
         self.whole: str | None = None
-        net, relu, traced = prepare_inference_model(model, masks, fold)
+        net, relu, pool, traced = prepare_inference_model(model, masks, fold)
         self.traced = traced
         self.fused_relu = sorted(relu)
+        self.fused_pool = sorted(pool)
         if isinstance(backends, Mapping) and WHOLE_MODEL in backends.values():
             self._run_whole(model, masks, "its timing table runs it whole")
             return
@@ -251,7 +316,7 @@ class SparseRuntime(nn.Module):
         if reason is not None:
             self._run_whole(model, masks, reason)
             return
-        self._take_apart(net, relu, traced, backends)
+        self._take_apart(net, relu, pool, traced, backends)
         if example is not None:
             reason = self._disagrees(model, masks, example)
             if reason is not None:
@@ -266,7 +331,7 @@ class SparseRuntime(nn.Module):
         _bake_masks(net, masks)
         mods = dict(net.named_modules())
         self.whole = reason
-        self.traced, self.fused_relu = False, []
+        self.traced, self.fused_relu, self.fused_pool = False, [], []
         self.backends = {n: WHOLE_MODEL for n in self.layer_names if n in mods}
         self.sparsities = {n: weight_sparsity(mods[n].weight) for n in self.backends}
         self.net = net
@@ -294,6 +359,7 @@ class SparseRuntime(nn.Module):
         self,
         net: nn.Module,
         relu: Mapping[str, bool],
+        pool: Mapping[str, bool],
         traced: bool,
         backends: str | Mapping[str, str],
     ) -> None:
@@ -313,12 +379,17 @@ class SparseRuntime(nn.Module):
                 continue
             sparsity = weight_sparsity(layer.weight)
             backend = self._choose(name, layer, backends, sparsity)
-            exe = B.build_layer(backend, layer, relu=relu.get(name, False))
+            exe = B.build_layer(
+                backend, layer, relu=relu.get(name, False), pool=pool.get(name, False)
+            )
             if traced and name in linear_names:
                 exe.feature_major = _feature_major_ok(net, name, linear_names)
             set_submodule(net, name, exe)
             self.backends[name] = backend
             self.sparsities[name] = sparsity
+        if traced:
+            for name, nxt in _chained_convolutions(net, set(self.backends)).items():
+                net.get_submodule(name).next_layer = (net, nxt)
         self.net = net
 
     @staticmethod
@@ -376,13 +447,18 @@ class SparseRuntime(nn.Module):
         return self.net.get_submodule(name)
 
     def describe(self) -> dict[str, Any]:
-        """Per layer: backend, sparsity, fused ReLU; whether BN was folded; why the model runs
-        whole (None: taken apart)."""
+        """Per layer: backend, sparsity, fused ReLU and 2x2 max pooling; whether BN was folded;
+        why the model runs whole (None: taken apart)."""
         return {
             "traced": self.traced,
             "whole": self.whole,
             "layers": {
-                n: {"backend": b, "sparsity": self.sparsities[n], "relu": n in self.fused_relu}
+                n: {
+                    "backend": b,
+                    "sparsity": self.sparsities[n],
+                    "relu": n in self.fused_relu,
+                    "pool": n in self.fused_pool,
+                }
                 for n, b in self.backends.items()
             },
         }

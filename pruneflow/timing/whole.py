@@ -107,6 +107,7 @@ def whole_model_table(
         "remainder_ms": dense_total - prunable,
         "bn_folded": False,
         "fused_relu": [],
+        "fused_pool": [],
         "seed": seed,
         "profile_seconds": time.perf_counter() - started,
     }
