@@ -304,18 +304,19 @@ class GmpParams(_Section):
 
 
 class VerifyParams(_Section):
-    """Every one-shot profile's speedup measured end to end; one that falls short is chosen
-    again by its own rule for a target raised by the shortfall (``pruneflow.spdy.verify``)."""
+    """Every one-shot profile's speedup measured end to end; one measured outside
+    ``target x (1 -/+ tolerance)`` is chosen again by its own rule for a corrected aim
+    (``pruneflow.spdy.verify``)."""
 
     rounds: int = Field(
         3,
         ge=0,
         le=20,
-        description="re-aims after a measured shortfall (0: profiles as the table chose them, "
-        "not measured)",
+        description="re-aims after a profile measured off its target (0: profiles as the table "
+        "chose them, not measured)",
     )
     tolerance: float = Field(
-        0.02, ge=0.0, lt=0.5, description="a profile meets its target above (1 - this) x target"
+        0.02, ge=0.0, lt=0.5, description="a profile is on target within (1 -/+ this) x target"
     )
 
 

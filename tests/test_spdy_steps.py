@@ -296,4 +296,8 @@ def test_every_oneshot_profile_is_measured_end_to_end(spdy_dir):
     assert len(table) == 8 and (table["measured_speedup"] > 0).all()
     counts = attempts.groupby(["target", "profile"]).size()
     assert len(counts) == 8 and counts.between(1, 2).all()
-    assert (table["aim"] >= table["target"]).all()
+    for row in table.itertuples():  # kept: on target, or the fastest when none was
+        mine = attempts[(attempts["target"] == row.target) & (attempts["profile"] == row.profile)]
+        meets = mine[mine["measured"] >= 0.98 * row.target]
+        best = meets["measured"].min() if len(meets) else mine["measured"].max()
+        assert row.measured_speedup == best

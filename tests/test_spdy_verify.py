@@ -60,11 +60,24 @@ def test_the_table_reaching_no_further_stops_the_re_aims() -> None:
     assert len(tried) == 1 and kept.levels == (5,)
 
 
-def test_the_first_profile_given_is_measured_first() -> None:
+def test_a_profile_measured_past_its_target_is_chosen_again_to_prune_less() -> None:
+    # the profile given first measures 2.4x for a 2x target: the table asked for 2.0 again
+    # gives level 2, which measures exactly 2x
     kept, tried = meet_measured_target(
         2.0, solve, predict, lambda lv: predict(lv), rounds=1, tolerance=0.0, first=[3]
     )
-    assert tried[0].levels == (3,) and kept.levels == (3,)
+    assert [a.levels for a in tried] == [(3,), (2,)]
+    assert kept.levels == (2,) and kept.measured == pytest.approx(2.0)
+
+
+def test_a_coarse_rule_stops_when_its_profile_comes_back_and_keeps_the_slowest_that_meets() -> None:
+    # every profile measures 1.1x its prediction: 2.4 -> 2.64x, over 2x; the aim
+    # 2 * 2.4 / 2.64 = 1.82 gives 2.0 -> 2.2x, still over; its aim 1.82 gives 2.0 again: stop
+    kept, tried = meet_measured_target(
+        2.0, solve, predict, lambda lv: 1.1 * predict(lv), rounds=5, tolerance=0.02, first=[3]
+    )
+    assert [a.levels for a in tried] == [(3,), (2,)]
+    assert kept.levels == (2,) and kept.measured == pytest.approx(2.2)
 
 
 @pytest.mark.parametrize(

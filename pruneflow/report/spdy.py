@@ -178,8 +178,8 @@ def _oneshot(sec: Section, views: dict[str, Params], figures: Path) -> None:
                 rows,
                 note="Mean ± std over seeds where several ran. Predicted speedup: dense time / "
                 "(remainder + the profile's layer times) from the timing table. Measured: end to "
-                "end against the dense model; a profile measured short of its target is chosen "
-                "again by its own rule for a target raised by the shortfall (`chosen for`; "
+                "end against the dense model; a profile measured off its target is chosen again "
+                "by its own rule for a corrected target (`chosen for`; "
                 "`spdy.verify`), '-' where not measured.",
             )
         )

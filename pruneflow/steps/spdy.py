@@ -20,8 +20,8 @@ and ``prior`` (the DP with ``c = 1``) at the same discretized budget, every one 
 the same database: ``oneshot.parquet`` (:data:`ONESHOT_COLUMNS`), ``profiles.parquet``
 (:data:`PROFILES_COLUMNS`, what gradual pruning starts from) and two figures under
 ``artifacts/reports/``. Test accuracy is measured with BatchNorm in eval mode. Every profile's
-speedup is measured end to end and, if short of its target, chosen again by its own rule for a
-raised target (``spdy.verify``, :mod:`pruneflow.spdy.verify`): the profiles are compared at
+speedup is measured end to end and, if off its target, chosen again by its own rule for a
+corrected target (``spdy.verify``, :mod:`pruneflow.spdy.verify`): the profiles are compared at
 equal measured speedup. This step runs alone (not fanned out), so no sibling task disturbs the
 clock.
 """
@@ -338,7 +338,7 @@ def _verified(
     rule: Callable[[Discretized], np.ndarray],
     measure: _Measure | None,
 ) -> tuple[Attempt, list[Attempt]]:
-    """``rule``'s profile for ``target``, re-aimed until its measured speedup meets it
+    """``rule``'s profile for ``target``, re-aimed until its measured speedup is on target
     (``spdy.verify``): the attempt kept and every attempt (none, and the speedup not measured,
     with ``spdy.verify.rounds`` 0)."""
     disc = problem.discretize(p, target)
