@@ -316,7 +316,7 @@ class VerifyParams(_Section):
         "chose them, not measured)",
     )
     tolerance: float = Field(
-        0.02, ge=0.0, lt=0.5, description="a profile is on target within (1 -/+ this) x target"
+        0.03, ge=0.0, lt=0.5, description="a profile is on target within (1 -/+ this) x target"
     )
 
 

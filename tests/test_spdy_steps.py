@@ -257,9 +257,9 @@ def test_a_profile_measured_short_of_its_target_is_chosen_again_for_a_raised_tar
 
     measured: list[tuple[int, ...]] = []
 
-    def short_by_6_percent(self, levels):  # noqa: ANN001, ANN202
-        measured.append(tuple(int(v) for v in levels))
-        return 0.94 * predicted(levels)
+    def short_by_6_percent(self, profiles):  # noqa: ANN001, ANN202
+        measured.extend(tuple(int(v) for v in levels) for levels in profiles)
+        return [0.94 * predicted(levels) for levels in profiles]
 
     monkeypatch.setattr(spdy_step._Measure, "__call__", short_by_6_percent)
     SPDY_ONESHOT.run(p)

@@ -5,7 +5,7 @@ aim."""
 import pytest
 
 from pruneflow.errors import PruneflowError
-from pruneflow.spdy.verify import meet_measured_target
+from pruneflow.spdy.verify import meet_measured_target, meet_measured_targets
 
 GRID = [1.0, 1.5, 2.0, 2.4, 3.0, 3.3, 4.0]
 
@@ -92,3 +92,27 @@ def test_bad_settings_are_one_line(rounds: int, tolerance: float, match: str) ->
 def test_an_unreachable_target_is_one_line() -> None:
     with pytest.raises(PruneflowError, match="9x is unreachable"):
         meet_measured_target(9.0, solve, predict, predict, rounds=1, tolerance=0.0)
+
+
+def test_the_rules_of_one_target_are_measured_together_each_round() -> None:
+    # "exact" measures as the table predicts; "short" 20% under it: round 1 measures both,
+    # round 2 only the one still off its target
+    calls: list[int] = []
+
+    def measure(profiles: list[list[int]]) -> list[float]:
+        calls.append(len(profiles))
+        return [predict(lv) * (0.8 if lv[0] % 2 == 0 else 1.0) for lv in profiles]
+
+    out = meet_measured_targets(
+        2.4,
+        {"exact": (solve, [3]), "short": (solve, [2])},
+        predict,
+        measure,
+        rounds=3,
+        tolerance=0.02,
+    )
+    assert calls == [2, 1]
+    assert out["exact"][0].levels == (3,) and len(out["exact"][1]) == 1
+    # 2.0 -> 1.6 measured: aim 2.4 * 2.0 / 1.6 = 3.0 -> level 4 (3.0), measured 2.4
+    assert [a.levels for a in out["short"][1]] == [(2,), (4,)]
+    assert out["short"][0].measured == pytest.approx(2.4)

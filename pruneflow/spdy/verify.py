@@ -21,12 +21,12 @@ measurably meets it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pruneflow.errors import PruneflowError
 
-__all__ = ["Attempt", "meet_measured_target"]
+__all__ = ["Attempt", "meet_measured_target", "meet_measured_targets"]
 
 
 @dataclass(frozen=True)
@@ -40,48 +40,89 @@ class Attempt:
     measured: float
 
 
-def meet_measured_target(
+Levels = Sequence[int]
+
+
+@dataclass
+class _Chase:
+    solve: Callable[[float], Levels | None]
+    levels: Levels
+    aim: float
+    tried: list[Attempt]
+    done: bool = False
+
+
+def meet_measured_targets(
     target: float,
-    solve: Callable[[float], Sequence[int] | None],
-    predict: Callable[[Sequence[int]], float],
-    measure: Callable[[Sequence[int]], float],
+    rules: Mapping[str, tuple[Callable[[float], Levels | None], Levels | None]],
+    predict: Callable[[Levels], float],
+    measure: Callable[[list[Levels]], list[float]],
     *,
     rounds: int,
     tolerance: float,
-    first: Sequence[int] | None = None,
-) -> tuple[Attempt, list[Attempt]]:
-    """The profile kept for ``target`` and every attempt made (module docstring).
+) -> dict[str, tuple[Attempt, list[Attempt]]]:
+    """Per rule, the profile kept for ``target`` and every attempt made (module docstring).
 
-    ``solve(aim)`` is the profile the rule chooses for speedup ``aim`` by the table (``None``
-    when the table cannot reach it), ``predict(levels)`` the table's speedup for a profile and
-    ``measure`` the measured one; ``first`` is the profile already chosen for ``target``
-    (solved otherwise). It stops at the first profile measured within ``target x (1 -/+
-    tolerance)``, after ``rounds`` re-aims, or when the next aim is out of the table's reach
-    or brings back a profile already measured. Kept: the slowest attempt that meets
-    ``target x (1 - tolerance)``; if none does, the fastest."""
+    ``rules``: name -> (``solve``, ``first``): ``solve(aim)`` is the profile the rule chooses
+    for speedup ``aim`` by the table (``None`` when the table cannot reach it), ``first`` the
+    profile it already chose for ``target`` (solved otherwise). ``predict(levels)`` is the
+    table's speedup of a profile; ``measure(profiles)`` measures several together (in the same
+    passes, so the host's drift moves them alike). Each round measures every rule still
+    chasing its target. A rule stops at its first profile measured within ``target x (1 -/+
+    tolerance)``, after ``rounds`` re-aims, or when its next aim is out of the table's reach or
+    brings back a profile already measured. Kept: the slowest attempt that meets ``target x
+    (1 - tolerance)``; if none does, the fastest."""
     if rounds < 0:
         raise PruneflowError(f"verify rounds must be >= 0, got {rounds}")
     if not 0.0 <= tolerance < 1.0:
         raise PruneflowError(f"verify tolerance must be in [0, 1), got {tolerance}")
     low, high = target * (1.0 - tolerance), target * (1.0 + tolerance)
-    aim = float(target)
-    levels = first if first is not None else solve(aim)
-    if levels is None:
-        raise PruneflowError(f"target speedup {target:g}x is unreachable on the timing table")
-    tried: list[Attempt] = []
-    while True:
-        attempt = Attempt(
-            aim, tuple(int(v) for v in levels), float(predict(levels)), float(measure(levels))
-        )
-        tried.append(attempt)
-        if low <= attempt.measured <= high or len(tried) > rounds:
-            break
-        aim = target * attempt.predicted / attempt.measured
-        nxt = solve(aim)
-        if nxt is None or tuple(int(v) for v in nxt) in {a.levels for a in tried}:
-            break
-        levels = nxt
+    chases: dict[str, _Chase] = {}
+    for name, (solve, first) in rules.items():
+        levels = first if first is not None else solve(target)
+        if levels is None:
+            raise PruneflowError(f"target speedup {target:g}x is unreachable on the timing table")
+        chases[name] = _Chase(solve, levels, float(target), [])
+    while pending := [c for c in chases.values() if not c.done]:
+        for c, measured in zip(pending, measure([c.levels for c in pending]), strict=True):
+            key = tuple(int(v) for v in c.levels)
+            c.tried.append(Attempt(c.aim, key, float(predict(c.levels)), float(measured)))
+            last = c.tried[-1]
+            if low <= last.measured <= high or len(c.tried) > rounds:
+                c.done = True
+                continue
+            c.aim = target * last.predicted / last.measured
+            nxt = c.solve(c.aim)
+            if nxt is None or tuple(int(v) for v in nxt) in {a.levels for a in c.tried}:
+                c.done = True
+            else:
+                c.levels = nxt
+    return {name: (_kept(c.tried, low), c.tried) for name, c in chases.items()}
+
+
+def _kept(tried: list[Attempt], low: float) -> Attempt:
     meeting = [a for a in tried if a.measured >= low]
     if meeting:
-        return min(meeting, key=lambda a: a.measured), tried
-    return max(tried, key=lambda a: a.measured), tried
+        return min(meeting, key=lambda a: a.measured)
+    return max(tried, key=lambda a: a.measured)
+
+
+def meet_measured_target(
+    target: float,
+    solve: Callable[[float], Levels | None],
+    predict: Callable[[Levels], float],
+    measure: Callable[[Levels], float],
+    *,
+    rounds: int,
+    tolerance: float,
+    first: Levels | None = None,
+) -> tuple[Attempt, list[Attempt]]:
+    """:func:`meet_measured_targets` for one rule, measured alone."""
+    return meet_measured_targets(
+        target,
+        {"": (solve, first)},
+        predict,
+        lambda many: [measure(levels) for levels in many],
+        rounds=rounds,
+        tolerance=tolerance,
+    )[""]

@@ -67,7 +67,7 @@ from pruneflow.spdy.search import (
     state_from_json,
     state_to_json,
 )
-from pruneflow.spdy.verify import Attempt, meet_measured_target
+from pruneflow.spdy.verify import Attempt, meet_measured_targets
 from pruneflow.steps import recondb as recondb_step
 from pruneflow.steps.base import Item, Step, state_dir
 from pruneflow.steps.spdy_inputs import (
@@ -313,9 +313,9 @@ def _profile_rules(
 
 
 class _Measure:
-    """A profile's measured end-to-end speedup: the database's weights stitched into a copy of
-    the dense model, run on the timing table's backends against the dense model
-    (``spdy_results``' measurement, one profile at a time)."""
+    """Profiles' measured end-to-end speedups: the database's weights stitched into copies of
+    the dense model, run on the timing table's backends against the dense model, all of them
+    in the same passes (``spdy_results``' measurement)."""
 
     def __init__(self, p: Params, problem: Problem):
         self.p, self.problem = p, problem
@@ -323,45 +323,51 @@ class _Measure:
         self.x = timing_batch(p, problem.meta)
         self.dense = SparseRuntime(copy.deepcopy(self.model), "dense", example=self.x)
 
-    def __call__(self, levels: Sequence[int]) -> float:
-        model = self.problem.db.stitch(
-            copy.deepcopy(self.model), dict(zip(self.problem.layers, levels, strict=True))
-        )
-        pruned = SparseRuntime.from_table(model.eval(), self.problem.table)
-        return measured_speedups(self.p, self.problem.meta, self.dense, [pruned], self.x)[0]
+    def __call__(self, profiles: list[Sequence[int]]) -> list[float]:
+        pruned = []
+        for levels in profiles:
+            model = self.problem.db.stitch(
+                copy.deepcopy(self.model), dict(zip(self.problem.layers, levels, strict=True))
+            )
+            pruned.append(SparseRuntime.from_table(model.eval(), self.problem.table))
+        return measured_speedups(self.p, self.problem.meta, self.dense, pruned, self.x)
 
 
 def _verified(
     p: Params,
     problem: Problem,
     target: float,
-    rule: Callable[[Discretized], np.ndarray],
+    rules: dict[str, Callable[[Discretized], np.ndarray]],
     measure: _Measure | None,
-) -> tuple[Attempt, list[Attempt]]:
-    """``rule``'s profile for ``target``, re-aimed until its measured speedup is on target
-    (``spdy.verify``): the attempt kept and every attempt (none, and the speedup not measured,
-    with ``spdy.verify.rounds`` 0)."""
+) -> dict[str, tuple[Attempt, list[Attempt]]]:
+    """Each rule's profile for ``target``, re-aimed until its measured speedup is on target
+    (``spdy.verify``): per rule, the attempt kept and every attempt (none, and the speedup not
+    measured, with ``spdy.verify.rounds`` 0)."""
     disc = problem.discretize(p, target)
-    levels = rule(disc)
+    first = {name: rule(disc) for name, rule in rules.items()}
     if measure is None:
-        kept = Attempt(target, tuple(int(v) for v in levels), disc.predicted_speedup(levels), nan)
-        return kept, []
+        return {
+            name: (Attempt(target, tuple(int(v) for v in lv), disc.predicted_speedup(lv), nan), [])
+            for name, lv in first.items()
+        }
 
-    def solve(aim: float) -> np.ndarray | None:
-        try:
-            return rule(problem.discretize(p, aim))
-        except PruneflowError:  # the table cannot reach this aim
-            return None
+    def solver(rule: Callable[[Discretized], np.ndarray]) -> Callable[[float], Any]:
+        def solve(aim: float) -> np.ndarray | None:
+            try:
+                return rule(problem.discretize(p, aim))
+            except PruneflowError:  # the table cannot reach this aim
+                return None
+
+        return solve
 
     v = p.spdy.verify
-    return meet_measured_target(
+    return meet_measured_targets(
         target,
-        solve,
+        {name: (solver(rule), first[name]) for name, rule in rules.items()},
         disc.predicted_speedup,
         measure,
         rounds=v.rounds,
         tolerance=v.tolerance,
-        first=levels,
     )
 
 
@@ -379,8 +385,8 @@ def _oneshot_compute(p: Params) -> dict[str, Any]:
         if list(spdy["layer"]) != problem.layers:
             raise PruneflowError(f"{profile_file(p, target)} is for layers {list(spdy['layer'])}")
         search_meta = parquet_metadata(profile_file(p, target))
-        for name, rule in _profile_rules(p, problem, target, spdy).items():
-            kept, tried = _verified(p, problem, target, rule, measure)
+        verified = _verified(p, problem, target, _profile_rules(p, problem, target, spdy), measure)
+        for name, (kept, tried) in verified.items():
             levels = np.asarray(kept.levels)
             attempts += [
                 {"target": float(target), "profile": name, **vars(a), "levels": list(a.levels)}
