@@ -3,8 +3,9 @@ worker), chosen per step, with a clear error when CUDA is asked for and absent."
 
 import pytest
 import torch
-from conftest import run_cli
+from typer.testing import CliRunner
 
+from pruneflow.cli import app
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.runtime import current_device, device_scope, resolve_device
@@ -46,9 +47,11 @@ def test_a_step_computes_inside_its_device_scope(workdir):
 
 
 @needs_no_cuda
-def test_stage_asked_for_cuda_on_a_cpu_host_fails_with_one_line(tmp_path):
-    result = run_cli("stage", "prepare", "--set", "runtime.device=cuda", cwd=tmp_path)
-    assert result.returncode == 2
+def test_stage_asked_for_cuda_on_a_cpu_host_fails_with_one_line(workdir):
+    # in this process (CliRunner): the message is the CLI's, a subprocess would add only its
+    # start-up (test_cli.py runs `pruneflow stage` as a subprocess)
+    result = CliRunner().invoke(app, ["stage", "prepare", "--set", "runtime.device=cuda"])
+    assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) >= 1 and "CUDA is not available" in lines[-1]
     assert "Traceback" not in result.stderr

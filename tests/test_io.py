@@ -151,18 +151,20 @@ def test_a_folder_output_survives_a_failed_swap(tmp_path, monkeypatch):
 
 
 def test_safetensors_files_are_byte_identical_across_processes(tmp_path):
-    """safetensors orders metadata by a per-process hash; save_tensors sorts it."""
+    """safetensors orders metadata by a per-process hash; save_tensors sorts it. One file is
+    written in this process, the other in a second one (each seeds its hash at random)."""
     import subprocess
     import sys
 
+    files = [tmp_path / f"{i}.safetensors" for i in range(2)]
+    metadata = {f"level{i}": str(i) * i for i in range(12)}
+    save_tensors(files[0], {"w": torch.arange(6.0), "b": torch.ones(2)}, metadata)
     code = (
         "import sys, torch; from pruneflow.io import save_tensors; "
         "save_tensors(sys.argv[1], {'w': torch.arange(6.0), 'b': torch.ones(2)}, "
         "{f'level{i}': str(i) * i for i in range(12)})"
     )
-    files = [tmp_path / f"{i}.safetensors" for i in range(2)]
-    for f in files:
-        subprocess.run([sys.executable, "-c", code, str(f)], check=True)
+    subprocess.run([sys.executable, "-c", code, str(files[1])], check=True)
     assert files[0].read_bytes() == files[1].read_bytes()
     tensors = load_tensors(files[0])
     assert tensors["w"].tolist() == [0, 1, 2, 3, 4, 5]

@@ -10,11 +10,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from pruneflow.figures import save_figure
+from pruneflow.figures import new_figure, save_figure
 from pruneflow.timing.table import time_matrix
 
 PROFILE_STYLE = {  # colour and marker per profile, the same in every SPDY figure of the report
@@ -38,13 +35,17 @@ def _pct_label(value: float) -> str:
 
 def timing_heatmap(table: pd.DataFrame, meta: Mapping[str, Any], model: str, path: Path) -> Path:
     """Layers (rows, model order) x sparsity levels (columns), time in ms on a log colour scale."""
+    # matplotlib is imported where a figure is drawn (pruneflow.figures)
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     layers = list(table.sort_values("layer_index").drop_duplicates("layer")["layer"])
     levels = [float(s) for s in meta["levels"]]
     times = time_matrix(table, layers)
     positive = times[times > 0]
     low = float(positive.min()) if positive.size else 1e-3
     high = max(float(times.max()), low * 1.001)
-    fig = Figure(layout="constrained", figsize=(10.5, max(3.0, 1.5 + 0.34 * len(layers))))
+    fig = new_figure(layout="constrained", figsize=(10.5, max(3.0, 1.5 + 0.34 * len(layers))))
     ax = fig.subplots()
     image = ax.imshow(
         np.maximum(times, low),
@@ -84,7 +85,7 @@ def accuracy_vs_speedup(
     """Accuracy (mean, whiskers: std over seeds) per profile against a speedup column; one panel
     per model; ``dense``: model -> dense accuracy, drawn as a dashed line."""
     models = list(dict.fromkeys(frame["model"]))
-    fig = Figure(layout="constrained", figsize=(6.0 * len(models), 4.2))
+    fig = new_figure(layout="constrained", figsize=(6.0 * len(models), 4.2))
     axes = fig.subplots(1, len(models), squeeze=False)[0]
     for ax, model in zip(axes, models, strict=True):
         rows = frame[frame["model"] == model]

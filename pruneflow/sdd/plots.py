@@ -10,17 +10,13 @@ error); the training-set curves' bands are the seed range.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
 
 from pruneflow.config import SDD_METHODS, SDD_MODES
-from pruneflow.figures import save_figure
+from pruneflow.figures import new_figure, save_figure
 from pruneflow.sdd.sweep import (
     LOTTERY_MODES,
     curve_intervals,
@@ -28,6 +24,11 @@ from pruneflow.sdd.sweep import (
     lottery_table,
     mean_curves,
 )
+
+if TYPE_CHECKING:  # matplotlib is imported where a figure is drawn (pruneflow.figures)
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
 PHASE_COLORS = {
     "light": "#c6dbef",
@@ -48,6 +49,8 @@ def _remaining(sparsity: pd.Series | np.ndarray) -> np.ndarray:
 
 
 def _x_axis(ax: Axes, remaining: np.ndarray) -> None:
+    from matplotlib.ticker import FuncFormatter  # imported where drawn (pruneflow.figures)
+
     ax.set_xscale("log")
     ax.set_xlim(remaining.max() * 1.15, remaining.min() / 1.15)  # inverted: sparser to the right
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -57,6 +60,8 @@ def _x_axis(ax: Axes, remaining: np.ndarray) -> None:
 
 def _shade(ax: Axes, curve: pd.DataFrame, phase_rows: pd.DataFrame) -> list[Patch]:
     """Shade each phase between the geometric midpoints of its edge levels."""
+    from matplotlib.patches import Patch  # imported where drawn (pruneflow.figures)
+
     rem = dict(zip(curve["level"], _remaining(curve["sparsity"]), strict=True))
     levels = sorted(rem)
     handles = []
@@ -96,7 +101,7 @@ def _panels(table: pd.DataFrame, phases: pd.DataFrame) -> tuple[Figure, list[tup
     x values (remaining weights) and the legend patches of its shaded phases."""
     methods, modes = _grid(table)
     means = mean_curves(table)
-    fig = Figure(figsize=(5.2 * len(modes), 3.8 * len(methods)), layout="constrained")
+    fig = new_figure(figsize=(5.2 * len(modes), 3.8 * len(methods)), layout="constrained")
     axes = fig.subplots(len(methods), len(modes), squeeze=False)
     panels = []
     for i, method in enumerate(methods):
@@ -186,7 +191,7 @@ def lottery_figure(table: pd.DataFrame, phases: pd.DataFrame, path: Path, title:
     """
     comparison = lottery_table(table, phases)
     methods = _ordered(comparison["method"], SDD_METHODS) or ["-"]
-    fig = Figure(figsize=(5.6 * len(methods), 3.8), layout="constrained")
+    fig = new_figure(figsize=(5.6 * len(methods), 3.8), layout="constrained")
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
     styles = {
         "rewind": ("tab:purple", "rewind (lottery ticket)"),

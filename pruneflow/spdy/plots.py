@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from pruneflow.figures import save_figure
+from pruneflow.figures import new_figure, save_figure
 
 PROFILE_STYLES = {"spdy": "-", "uniform": ":", "gmp": "--", "prior": "-."}
 
@@ -19,7 +18,7 @@ def plot_search(histories: Mapping[float, pd.DataFrame], model: str, path: str |
 
     ``histories``: target -> search.parquet frame (columns eval, phase, best, new_profile).
     """
-    fig = Figure(figsize=(7.5, 4.2))
+    fig = new_figure(figsize=(7.5, 4.2))
     ax = fig.add_subplot()
     for target, frame in sorted(histories.items()):
         line = ax.plot(frame["eval"] + 1, frame["best"], label=f"{target:g}x", lw=1.6)[0]
@@ -40,7 +39,7 @@ def plot_profiles(
 ) -> Path:
     """Sparsity per layer of every (target, profile) in ``profiles`` (profiles.parquet rows)."""
     targets = sorted(profiles["target"].unique())
-    fig = Figure(figsize=(max(6.0, 0.9 * len(layers) + 2), 4.5))
+    fig = new_figure(figsize=(max(6.0, 0.9 * len(layers) + 2), 4.5))
     ax = fig.add_subplot()
     x = np.arange(len(layers))
     colors = {t: f"C{i}" for i, t in enumerate(targets)}
