@@ -2,11 +2,13 @@
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from pruneflow.config import StructuredReconParams
+from pruneflow.config import StructuredParams, StructuredReconParams
 from pruneflow.errors import PruneflowError
 from pruneflow.models import build
+from pruneflow.structured.baselines import minimum_widths
 from pruneflow.structured.database import StructuredDB, build_database
 from pruneflow.structured.realize import realize
 from pruneflow.structured.widths import (
@@ -43,6 +45,35 @@ def test_level_rounding_to_zero_is_one_clear_error():
     with pytest.raises(PruneflowError, match="rounds to 0 channels") as err:
         group_widths("stage1.conv1", 8, fractions(10, 0.1), 4)
     assert "\n" not in str(err.value) and "stage1.conv1" in str(err.value)
+
+
+def test_min_channels_drops_narrower_levels():
+    grid = fractions(10, 0.1)
+    assert group_widths("g", 8, grid, 1) == [8, 7, 6, 6, 5, 4, 3, 2, 2, 1]
+    # the one-channel level repeats the narrowest level left (2 channels)
+    assert group_widths("g", 8, grid, 1, min_channels=2) == [8, 7, 6, 6, 5, 4, 3, 2, 2, 2]
+    assert group_widths("g", 8, grid, 1, min_channels=4) == [8, 7, 6, 6, 5, 4, 4, 4, 4, 4]
+    assert group_widths("g", 8, grid, 1, min_channels=8) == [8] * 10
+    # rounded to a multiple, the floor is the narrowest multiple at or above it
+    assert group_widths("g", 16, fractions(4, 0.25), 4, min_channels=5) == [16, 12, 8, 8]
+    groups, _ = structured_groups(_resnet(), torch.zeros(1, *SHAPE))
+    widths = width_grid(groups, grid, 1, min_channels=3)
+    assert widths.shape == (len(groups), 10) and widths.min() == 3
+
+
+def test_min_channels_leaving_no_level_is_one_clear_error():
+    with pytest.raises(PruneflowError, match="fewer than structured.min_channels=9") as err:
+        group_widths("stage1.conv1", 8, fractions(10, 0.1), 1, min_channels=9)
+    assert "\n" not in str(err.value) and "stage1.conv1" in str(err.value)
+    with pytest.raises(ValidationError):
+        StructuredParams(min_channels=0)
+
+
+def test_chex_minimum_obeys_min_channels():
+    groups, _ = structured_groups(_resnet(), torch.zeros(1, *SHAPE))
+    sizes = [g.size for g in groups]
+    assert minimum_widths(groups, 0.1, 1) == [max(1, -(-s // 10)) for s in sizes]
+    assert minimum_widths(groups, 0.1, 3) == [max(3, -(-s // 10)) for s in sizes]
 
 
 def test_groups_follow_residual_sums():

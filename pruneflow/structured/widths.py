@@ -10,6 +10,12 @@ Width grid: ``levels`` kept fractions evenly spaced from 1.0 down to ``min_fract
 of ``n`` channels keeps ``round(f * n / multiple) * multiple`` channels at fraction ``f``
 (level 0 keeps all ``n``). ``multiple`` is the hardware's preferred channel multiple (SIMD
 width); a level that rounds to zero channels is an error, never a silently dropped group.
+
+A floor of ``min_channels`` per group: the levels that would keep fewer channels are dropped
+for that group, i.e. they repeat its narrowest level at or above the floor, so the grid stays
+one ``[groups, levels]`` array and the DP can never choose a narrower width. A one-channel
+bottleneck is what a calibration-loss search picks at high compression when the least-squares
+refit makes the stitched model look fine, yet fine-tuning cannot recover from it.
 """
 
 from __future__ import annotations
@@ -45,10 +51,20 @@ def fractions(levels: int, min_fraction: float) -> list[float]:
     return [float(f) for f in np.linspace(1.0, min_fraction, levels)]
 
 
-def group_widths(name: str, size: int, grid: Sequence[float], multiple: int) -> list[int]:
-    """Channels kept by group ``name`` (``size`` channels) at every fraction of ``grid``."""
+def group_widths(
+    name: str, size: int, grid: Sequence[float], multiple: int, min_channels: int = 1
+) -> list[int]:
+    """Channels kept by group ``name`` (``size`` channels) at every fraction of ``grid``;
+    levels below ``min_channels`` repeat the narrowest level at or above it."""
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise PruneflowError(f"channel multiple must be an integer >= 1, got {multiple!r}")
+    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
+        raise PruneflowError(f"min_channels must be an integer >= 1, got {min_channels!r}")
+    if size < min_channels:
+        raise PruneflowError(
+            f"channel group '{name}' has {size} channels, fewer than structured.min_channels="
+            f"{min_channels}: no width level is left; lower structured.min_channels"
+        )
     widths = []
     for i, f in enumerate(grid):
         if i == 0:
@@ -63,12 +79,17 @@ def group_widths(name: str, size: int, grid: Sequence[float], multiple: int) -> 
                 "structured.min_fraction or lower structured.multiple"
             )
         widths.append(count)
-    return widths
+    narrowest = min(w for w in widths if w >= min_channels)
+    return [w if w >= min_channels else narrowest for w in widths]
 
 
-def width_grid(groups: Sequence[ChannelGroup], grid: Sequence[float], multiple: int) -> np.ndarray:
-    """Kept channels ``[groups, levels]`` (int64)."""
-    return np.array([group_widths(g.name, g.size, grid, multiple) for g in groups], np.int64)
+def width_grid(
+    groups: Sequence[ChannelGroup], grid: Sequence[float], multiple: int, min_channels: int = 1
+) -> np.ndarray:
+    """Kept channels ``[groups, levels]`` (int64), at least ``min_channels`` per group."""
+    return np.array(
+        [group_widths(g.name, g.size, grid, multiple, min_channels) for g in groups], np.int64
+    )
 
 
 @dataclass(frozen=True)
