@@ -12,6 +12,7 @@ from pruneflow.structured.baselines import minimum_widths
 from pruneflow.structured.database import StructuredDB, build_database
 from pruneflow.structured.realize import realize
 from pruneflow.structured.widths import (
+    chain_order,
     fractions,
     group_widths,
     structured_groups,
@@ -84,8 +85,38 @@ def test_groups_follow_residual_sums():
     assert by_name["stage2.conv2"].producers == ["stage2.conv2", "stage2.shortcut.0"]
     assert wiring.inputs["stage2.shortcut.0"] == "conv1"
     assert wiring.outputs["fc"] is None and wiring.charged("fc") == "stage3.conv2"
-    assert wiring.charged("stage1.conv2") == "stage1.conv1"  # the later group of the two
+    # chain order: the stage-1 inner group first, so that stage 2's first conv (a 3x3 reading
+    # the stage-1 sum) joins neighbours; only the 1x1 shortcut projections are off the chain
+    assert [g.name for g in groups] == [
+        "stage1.conv1",
+        "conv1",
+        "stage2.conv1",
+        "stage2.conv2",
+        "stage3.conv1",
+        "stage3.conv2",
+    ]
+    assert wiring.charged("stage1.conv2") == "conv1"  # the later group of the two in that order
+    assert wiring.charged("stage2.conv1") == "stage2.conv1"
     assert wiring.charged("conv1") == "conv1"
+    off = [
+        layer
+        for layer in wiring.inputs
+        if wiring.inputs[layer] is not None
+        and wiring.outputs[layer] is not None
+        and abs(wiring.order[wiring.inputs[layer]] - wiring.order[wiring.outputs[layer]]) != 1
+    ]
+    assert off == ["stage2.shortcut.0", "stage3.shortcut.0"]
+
+
+def test_chain_order_keeps_a_chain_and_minimizes_off_chain_cost():
+    chain_in = {"a": None, "b": "a", "c": "b"}
+    chain_out = {"a": "a", "b": "b", "c": "c"}
+    assert chain_order(["a", "b", "c"], chain_in, chain_out, {}) == ["a", "b", "c"]
+    # a -> b, a -> c (expensive), b -> c (cheap): c must sit next to a
+    inputs = {"pa": None, "ab": "a", "ac": "a", "bc": "b"}
+    outputs = {"pa": "a", "ab": "b", "ac": "c", "bc": "c"}
+    cost = {"ab": 5.0, "ac": 10.0, "bc": 1.0}
+    assert chain_order(["a", "b", "c"], inputs, outputs, cost) == ["b", "a", "c"]
 
 
 def test_model_without_channels_is_one_clear_error():

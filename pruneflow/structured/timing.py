@@ -143,8 +143,10 @@ def _bn_after(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
 class _Slots:
     """Forward hooks that add each charged module's duration to its group's account."""
 
-    def __init__(self, model: nn.Module, charged: Mapping[str, str]):
-        self.acc: dict[str, int] = dict.fromkeys(set(charged.values()), 0)
+    def __init__(self, model: nn.Module, charged: Mapping[str, str], groups: Sequence[str]):
+        # every group has an account: one whose layers are all charged to a neighbour (the
+        # first in chain order, say) costs nothing of its own
+        self.acc: dict[str, int] = dict.fromkeys(groups, 0)
         self._t0: dict[str, int] = {}
         self._clock = time.thread_time_ns
         modules = dict(model.named_modules())
@@ -263,7 +265,7 @@ def measure_table(
                         g: torch.arange(int(widths[gi, levels[gi]])) for gi, g in enumerate(names)
                     }
                     nets[pair] = thin_copy(model, groups, keep).eval()
-                slots = _Slots(nets[pair], charged)
+                slots = _Slots(nets[pair], charged, names)
                 try:
                     per_group, totals = _slot_samples(nets[pair], x, slots, cfg)
                 finally:
