@@ -3,7 +3,8 @@
     uv run python bench/structured_scoring.py --model resnet_mini
         [--params presets/structured.yaml] [--set key=value ...]
 
-Run after ``structured_compare_report`` (same ``--params``/``--set`` as the pipeline). For each
+Run after ``structured_compare`` (same ``--params``/``--set`` as the pipeline; the runs done
+so far count). For each
 target and each profile built from the structured database (``search`` and ``uniform``: the
 same keep sets and refits, so only the allocation differs), it scores the stitched model
 (:class:`pruneflow.structured.search.WidthLoss`) three ways and sets the scores beside the
@@ -25,11 +26,13 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import torch
 
 from pruneflow import config
 from pruneflow.io import read_parquet
 from pruneflow.steps.structured import _calibration, _dense_inputs, _open
+from pruneflow.steps.structured_compare import compare_items
 from pruneflow.structured import paths
 from pruneflow.structured.search import WidthLoss
 
@@ -70,7 +73,12 @@ def main() -> None:
     eval_bn = WidthLoss(model, groups, db, _batches(xc, yc), bn="eval")
     plans = read_parquet(paths.plans_table(p), paths.PLAN_COLUMNS)
     profiles = read_parquet(paths.profiles_table(p), paths.PROFILE_COLUMNS)
-    runs = read_parquet(paths.comparison_table(p), paths.COMPARISON_COLUMNS)
+    # the fine-tuned runs done so far (the report needs them all; this reads what exists)
+    done_items = [paths.run_record(p, i) for i in compare_items(p)]
+    runs = pd.DataFrame(
+        [json.loads(f.read_text()) for f in done_items if f.exists()],
+        columns=list(paths.COMPARISON_COLUMNS),
+    )
     n_groups = len(groups)
     for target in p.structured.targets:
         uniform = profiles[(profiles["method"] == "uniform") & (profiles["target"] == target)]
