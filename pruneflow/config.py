@@ -768,6 +768,9 @@ class StructuredParams(_Section):
     levels: int = Field(10, ge=2, le=64, description="width levels per group, 1.0 down")
     min_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="the narrowest kept fraction")
     multiple: int = Field(1, ge=1, description="kept channels are rounded to this multiple")
+    min_channels: int = Field(
+        2, ge=1, description="no group keeps fewer channels: narrower grid levels are dropped"
+    )
     timing: StructuredTimingParams = StructuredTimingParams()
     recon: StructuredReconParams = StructuredReconParams()
     targets: list[float] = Field([1.5, 2.0], min_length=1, description="measured speedups")

@@ -2,14 +2,17 @@
 
 import pytest
 import torch
+from pydantic import ValidationError
 from torch import nn
 
-from pruneflow.config import StructuredReconParams
+from pruneflow.config import StructuredParams, StructuredReconParams
 from pruneflow.errors import PruneflowError
 from pruneflow.models import build
+from pruneflow.structured.baselines import minimum_widths
 from pruneflow.structured.database import StructuredDB, build_database
 from pruneflow.structured.realize import realize
 from pruneflow.structured.widths import (
+    chain_order,
     fractions,
     group_widths,
     structured_groups,
@@ -45,6 +48,35 @@ def test_level_rounding_to_zero_is_one_clear_error():
     assert "\n" not in str(err.value) and "stage1.conv1" in str(err.value)
 
 
+def test_min_channels_drops_narrower_levels():
+    grid = fractions(10, 0.1)
+    assert group_widths("g", 8, grid, 1) == [8, 7, 6, 6, 5, 4, 3, 2, 2, 1]
+    # the one-channel level repeats the narrowest level left (2 channels)
+    assert group_widths("g", 8, grid, 1, min_channels=2) == [8, 7, 6, 6, 5, 4, 3, 2, 2, 2]
+    assert group_widths("g", 8, grid, 1, min_channels=4) == [8, 7, 6, 6, 5, 4, 4, 4, 4, 4]
+    assert group_widths("g", 8, grid, 1, min_channels=8) == [8] * 10
+    # rounded to a multiple, the floor is the narrowest multiple at or above it
+    assert group_widths("g", 16, fractions(4, 0.25), 4, min_channels=5) == [16, 12, 8, 8]
+    groups, _ = structured_groups(_resnet(), torch.zeros(1, *SHAPE))
+    widths = width_grid(groups, grid, 1, min_channels=3)
+    assert widths.shape == (len(groups), 10) and widths.min() == 3
+
+
+def test_min_channels_leaving_no_level_is_one_clear_error():
+    with pytest.raises(PruneflowError, match="fewer than structured.min_channels=9") as err:
+        group_widths("stage1.conv1", 8, fractions(10, 0.1), 1, min_channels=9)
+    assert "\n" not in str(err.value) and "stage1.conv1" in str(err.value)
+    with pytest.raises(ValidationError):
+        StructuredParams(min_channels=0)
+
+
+def test_chex_minimum_obeys_min_channels():
+    groups, _ = structured_groups(_resnet(), torch.zeros(1, *SHAPE))
+    sizes = [g.size for g in groups]
+    assert minimum_widths(groups, 0.1, 1) == [max(1, -(-s // 10)) for s in sizes]
+    assert minimum_widths(groups, 0.1, 3) == [max(3, -(-s // 10)) for s in sizes]
+
+
 def test_groups_follow_residual_sums():
     model = _resnet()
     groups, wiring = structured_groups(model, torch.zeros(1, *SHAPE))
@@ -53,8 +85,38 @@ def test_groups_follow_residual_sums():
     assert by_name["stage2.conv2"].producers == ["stage2.conv2", "stage2.shortcut.0"]
     assert wiring.inputs["stage2.shortcut.0"] == "conv1"
     assert wiring.outputs["fc"] is None and wiring.charged("fc") == "stage3.conv2"
-    assert wiring.charged("stage1.conv2") == "stage1.conv1"  # the later group of the two
+    # chain order: the stage-1 inner group first, so that stage 2's first conv (a 3x3 reading
+    # the stage-1 sum) joins neighbours; only the 1x1 shortcut projections are off the chain
+    assert [g.name for g in groups] == [
+        "stage1.conv1",
+        "conv1",
+        "stage2.conv1",
+        "stage2.conv2",
+        "stage3.conv1",
+        "stage3.conv2",
+    ]
+    assert wiring.charged("stage1.conv2") == "conv1"  # the later group of the two in that order
+    assert wiring.charged("stage2.conv1") == "stage2.conv1"
     assert wiring.charged("conv1") == "conv1"
+    off = [
+        layer
+        for layer in wiring.inputs
+        if wiring.inputs[layer] is not None
+        and wiring.outputs[layer] is not None
+        and abs(wiring.order[wiring.inputs[layer]] - wiring.order[wiring.outputs[layer]]) != 1
+    ]
+    assert off == ["stage2.shortcut.0", "stage3.shortcut.0"]
+
+
+def test_chain_order_keeps_a_chain_and_minimizes_off_chain_cost():
+    chain_in = {"a": None, "b": "a", "c": "b"}
+    chain_out = {"a": "a", "b": "b", "c": "c"}
+    assert chain_order(["a", "b", "c"], chain_in, chain_out, {}) == ["a", "b", "c"]
+    # a -> b, a -> c (expensive), b -> c (cheap): c must sit next to a
+    inputs = {"pa": None, "ab": "a", "ac": "a", "bc": "b"}
+    outputs = {"pa": "a", "ab": "b", "ac": "c", "bc": "c"}
+    cost = {"ab": 5.0, "ac": 10.0, "bc": 1.0}
+    assert chain_order(["a", "b", "c"], inputs, outputs, cost) == ["b", "a", "c"]
 
 
 def test_model_without_channels_is_one_clear_error():

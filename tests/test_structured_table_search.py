@@ -15,6 +15,7 @@ from pruneflow.structured.timing import (
     FORMAT,
     StructuredTable,
     measure_table,
+    pool_same_widths,
     read_table,
     write_table,
 )
@@ -62,6 +63,35 @@ def test_measured_table_schema_roundtrip_and_host_check(setup, tmp_path):
             SHAPE,
             FAST.model_copy(update={"threads": 2}),
         )
+
+
+def test_levels_of_one_width_get_one_time(setup):
+    model, groups, wiring, grid, _ = setup
+    # the floor repeats widths: level 2 keeps as many channels as level 1 in the 8- and
+    # 16-channel groups (5 and 10), not in the 32-channel ones (20 and 8)
+    widths = width_grid(groups, grid, 1, min_channels=5)
+    repeated = widths[:, 1] == widths[:, 2]
+    assert repeated.tolist() == [True] * 4 + [False] * 2
+    table = measure_table(model, "resnet_mini", groups, wiring, widths, grid, SHAPE, FAST)
+    t = table.times_ms
+    for g in range(len(groups)):
+        if repeated[g]:  # own width repeated
+            assert np.array_equal(t[g, :, 1], t[g, :, 2])
+        if g and repeated[g - 1]:  # previous group's width repeated
+            assert np.array_equal(t[g, 1, :], t[g, 2, :])
+    # the raw measurements stay as measured
+    raw = table.frame.sort_values(["group_index", "prev_level", "level"])["time_ms_raw"]
+    assert raw.nunique() > 1
+
+
+def test_pool_same_widths_averages_one_configuration():
+    widths = np.array([[4, 2, 2], [6, 3, 3]])
+    times = np.arange(18, dtype=np.float64).reshape(2, 3, 3)
+    pooled = pool_same_widths(times, widths)
+    assert pooled[0, 0, 1] == pooled[0, 2, 2] == np.mean(times[0][:, 1:])  # group 0: any prev
+    assert pooled[1, 0, 0] == times[1, 0, 0]
+    assert pooled[1, 1, 1] == pooled[1, 2, 2] == np.mean(times[1][1:, 1:])
+    assert pooled[1, 1, 0] == pooled[1, 2, 0] == np.mean(times[1][1:, 0])
 
 
 def _synthetic_table(groups, widths, grid):

@@ -39,7 +39,12 @@ from pruneflow.timing.table import host_description
 from pruneflow.train import evaluate, seeded_build, train
 
 _DATA = ("data.dataset", "data.root", "data.image_size", "model.name")
-_GRID = ("structured.levels", "structured.min_fraction", "structured.multiple")
+_GRID = (
+    "structured.levels",
+    "structured.min_fraction",
+    "structured.multiple",
+    "structured.min_channels",
+)
 _TRAIN = tuple(
     f"train.{k}"
     for k in (
@@ -71,7 +76,8 @@ def _split(p: Params) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray]:
 def _grid(p: Params, model: nn.Module, example: torch.Tensor):  # noqa: ANN202
     groups, wiring = structured_groups(model, example)
     grid = fractions(p.structured.levels, p.structured.min_fraction)
-    return groups, wiring, grid, width_grid(groups, grid, p.structured.multiple)
+    s = p.structured
+    return groups, wiring, grid, width_grid(groups, grid, s.multiple, s.min_channels)
 
 
 def _calibration(p: Params, data: Any, train_idx: np.ndarray, labels: np.ndarray):  # noqa: ANN202

@@ -54,6 +54,7 @@ from pruneflow.structured.baselines import (
     calibrate,
     chex_realloc,
     group_widths_of,
+    minimum_widths,
     rebuild,
     tp_magnitude,
     uniform_level,
@@ -118,7 +119,7 @@ def _profiles(p: Params) -> dict[str, Any]:
             model, thin, x, s.timing.threads, c.calibration_repeats, 2, s.timing.quantile
         )
 
-    minimum = [min(g.size, max(1, math.ceil(s.min_fraction * g.size))) for g in groups]
+    minimum = minimum_widths(groups, s.min_fraction, s.min_channels)
     floor = flops.flops(minimum) / dense_flops
     rows = []
     jobs = [(t, m) for t in s.targets for m in c.methods]
@@ -140,7 +141,9 @@ def _profiles(p: Params) -> dict[str, Any]:
             if method == "chex_realloc":
 
                 def build(fraction: float) -> nn.Module:
-                    masks = chex_realloc(model, groups, flops, fraction, s.min_fraction)
+                    masks = chex_realloc(
+                        model, groups, flops, fraction, s.min_fraction, s.min_channels
+                    )
                     keep = {g: m.nonzero().flatten() for g, m in masks.items()}
                     return thin_copy(model, groups, keep).eval()
 

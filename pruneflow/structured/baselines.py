@@ -41,6 +41,7 @@ __all__ = [
     "calibrate",
     "chex_realloc",
     "group_widths_of",
+    "minimum_widths",
     "rebuild",
     "tp_magnitude",
     "uniform_level",
@@ -78,14 +79,16 @@ def chex_realloc(
     flops: FlopsModel,
     fraction: float,
     min_fraction: float,
+    min_channels: int = 1,
 ) -> dict[str, torch.Tensor]:
     """Per group, the channels CHEX keeps at ``fraction`` of the dense FLOPs (bool masks).
 
-    Every group keeps at least ``ceil(min_fraction * size)`` channels (its best by BN scale).
+    Every group keeps at least ``max(ceil(min_fraction * size), min_channels)`` channels (its
+    best by BN scale), the floor every other profile of the comparison obeys.
     """
     scores = [bn_scores(model, g) for g in groups]
     active = [torch.ones(g.size, dtype=torch.bool) for g in groups]
-    minimum = [min(g.size, max(1, math.ceil(min_fraction * g.size))) for g in groups]
+    minimum = minimum_widths(groups, min_fraction, min_channels)
     counts = allocate(scores, active, minimum, flops.fits(fraction * flops.dense()))
     masks = {}
     for g, score, k in zip(groups, scores, counts, strict=True):
@@ -94,6 +97,14 @@ def chex_realloc(
         mask[keep] = True
         masks[g.name] = mask
     return masks
+
+
+def minimum_widths(
+    groups: Sequence[ChannelGroup], min_fraction: float, min_channels: int
+) -> list[int]:
+    """The fewest channels each group may keep: ``ceil(min_fraction * size)``, at least
+    ``min_channels``, at most the group's size."""
+    return [min(g.size, max(min_channels, math.ceil(min_fraction * g.size))) for g in groups]
 
 
 def tp_magnitude(

@@ -31,8 +31,9 @@ every uniformly thinned model is predicted as measured).
 Measurement discipline (:mod:`pruneflow.timing.measure`, :mod:`pruneflow.timing.smooth`): one
 thread by default (thread CPU time, so a busy host's descheduling does not count), ``rounds``
 sweeps over the levels in a new random order each, every entry the ``quantile`` of its runs
-pooled over the rounds, then a local linear fit over neighbouring widths made non-increasing
-as the width falls.
+pooled over the rounds; entries of one physical configuration (levels repeating a width)
+pooled (:func:`pool_same_widths`), then a local linear fit over neighbouring widths made
+non-increasing as the width falls.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ __all__ = [
     "FORMAT",
     "StructuredTable",
     "measure_table",
+    "pool_same_widths",
     "read_table",
     "write_table",
 ]
@@ -143,8 +145,10 @@ def _bn_after(model: nn.Module, example: torch.Tensor) -> dict[str, str]:
 class _Slots:
     """Forward hooks that add each charged module's duration to its group's account."""
 
-    def __init__(self, model: nn.Module, charged: Mapping[str, str]):
-        self.acc: dict[str, int] = dict.fromkeys(set(charged.values()), 0)
+    def __init__(self, model: nn.Module, charged: Mapping[str, str], groups: Sequence[str]):
+        # every group has an account: one whose layers are all charged to a neighbour (the
+        # first in chain order, say) costs nothing of its own
+        self.acc: dict[str, int] = dict.fromkeys(groups, 0)
         self._t0: dict[str, int] = {}
         self._clock = time.thread_time_ns
         modules = dict(model.named_modules())
@@ -196,6 +200,31 @@ def _slot_samples(
         if i + 1 >= cfg.min_repeats and time.perf_counter() > deadline:
             break
     return out, totals
+
+
+def pool_same_widths(times: np.ndarray, widths: np.ndarray) -> np.ndarray:
+    """``times`` [groups, levels, levels] with every set of entries that describe one physical
+    configuration (the same own width after the same previous group's width) replaced by
+    their mean.
+
+    Levels repeat widths in small groups (8 channels at fractions 0.2 and 0.1 both keep 2, and
+    ``structured.min_channels`` repeats the floor at every level below it). Measured apart,
+    such entries are independent noisy draws of one model, and the DP, which minimizes, picks
+    the luckiest: the repeated (thinnest) widths look cheaper than they are, and plans there
+    over-promise their speedup.
+    """
+    out = times.copy()
+    n_groups, n_levels = widths.shape
+    for gi in range(n_groups):
+        # group 0 has no previous group: its entries do not depend on the previous level
+        prev = widths[gi - 1] if gi else np.zeros(n_levels, np.int64)
+        for wp in np.unique(prev):
+            rows = np.flatnonzero(prev == wp)
+            for ws in np.unique(widths[gi]):
+                cols = np.flatnonzero(widths[gi] == ws)
+                block = np.ix_(rows, cols)
+                out[gi][block] = times[gi][block].mean()
+    return out
 
 
 def _pair_profile(n_groups: int, p: int, s: int) -> list[int]:
@@ -263,7 +292,7 @@ def measure_table(
                         g: torch.arange(int(widths[gi, levels[gi]])) for gi, g in enumerate(names)
                     }
                     nets[pair] = thin_copy(model, groups, keep).eval()
-                slots = _Slots(nets[pair], charged)
+                slots = _Slots(nets[pair], charged, names)
                 try:
                     per_group, totals = _slot_samples(nets[pair], x, slots, cfg)
                 finally:
@@ -300,6 +329,7 @@ def measure_table(
                 factor = 1.0 + float(np.mean([growth[pr] for pr in sources]))
                 charged_ms[gi, prev, own] = raw[gi, prev, own] * factor
                 spread[gi, prev, own] = (timing.p10_ms, timing.p90_ms, timing.repeats)
+    charged_ms = pool_same_widths(charged_ms, widths)
     rows = []
     for gi, g in enumerate(names):
         levels_of: dict[int, list[int]] = {}

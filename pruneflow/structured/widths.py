@@ -10,11 +10,18 @@ Width grid: ``levels`` kept fractions evenly spaced from 1.0 down to ``min_fract
 of ``n`` channels keeps ``round(f * n / multiple) * multiple`` channels at fraction ``f``
 (level 0 keeps all ``n``). ``multiple`` is the hardware's preferred channel multiple (SIMD
 width); a level that rounds to zero channels is an error, never a silently dropped group.
+
+A floor of ``min_channels`` per group: the levels that would keep fewer channels are dropped
+for that group, i.e. they repeat its narrowest level at or above the floor, so the grid stays
+one ``[groups, levels]`` array and the DP can never choose a narrower width. A one-channel
+bottleneck is what a calibration-loss search picks at high compression when the least-squares
+refit makes the stitched model look fine, yet fine-tuning cannot recover from it.
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ from pruneflow.errors import PruneflowError
 
 __all__ = [
     "Wiring",
+    "chain_order",
     "fractions",
     "group_widths",
     "structured_groups",
@@ -45,10 +53,20 @@ def fractions(levels: int, min_fraction: float) -> list[float]:
     return [float(f) for f in np.linspace(1.0, min_fraction, levels)]
 
 
-def group_widths(name: str, size: int, grid: Sequence[float], multiple: int) -> list[int]:
-    """Channels kept by group ``name`` (``size`` channels) at every fraction of ``grid``."""
+def group_widths(
+    name: str, size: int, grid: Sequence[float], multiple: int, min_channels: int = 1
+) -> list[int]:
+    """Channels kept by group ``name`` (``size`` channels) at every fraction of ``grid``;
+    levels below ``min_channels`` repeat the narrowest level at or above it."""
     if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
         raise PruneflowError(f"channel multiple must be an integer >= 1, got {multiple!r}")
+    if isinstance(min_channels, bool) or not isinstance(min_channels, int) or min_channels < 1:
+        raise PruneflowError(f"min_channels must be an integer >= 1, got {min_channels!r}")
+    if size < min_channels:
+        raise PruneflowError(
+            f"channel group '{name}' has {size} channels, fewer than structured.min_channels="
+            f"{min_channels}: no width level is left; lower structured.min_channels"
+        )
     widths = []
     for i, f in enumerate(grid):
         if i == 0:
@@ -63,12 +81,17 @@ def group_widths(name: str, size: int, grid: Sequence[float], multiple: int) -> 
                 "structured.min_fraction or lower structured.multiple"
             )
         widths.append(count)
-    return widths
+    narrowest = min(w for w in widths if w >= min_channels)
+    return [w if w >= min_channels else narrowest for w in widths]
 
 
-def width_grid(groups: Sequence[ChannelGroup], grid: Sequence[float], multiple: int) -> np.ndarray:
-    """Kept channels ``[groups, levels]`` (int64)."""
-    return np.array([group_widths(g.name, g.size, grid, multiple) for g in groups], np.int64)
+def width_grid(
+    groups: Sequence[ChannelGroup], grid: Sequence[float], multiple: int, min_channels: int = 1
+) -> np.ndarray:
+    """Kept channels ``[groups, levels]`` (int64), at least ``min_channels`` per group."""
+    return np.array(
+        [group_widths(g.name, g.size, grid, multiple, min_channels) for g in groups], np.int64
+    )
 
 
 @dataclass(frozen=True)
@@ -90,8 +113,70 @@ class Wiring:
         return max(pair, key=self.order.__getitem__) if pair else None
 
 
+def _layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """Multiply-accumulates of every conv and linear layer of ``model`` on ``example``."""
+    macs: dict[str, float] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+
+            def hook(mod: nn.Module, _args: tuple, out: torch.Tensor, name: str = name) -> None:
+                per_output = mod.weight[0].numel()  # c_in / groups * kernel area, or in_features
+                macs[name] = float(out.numel() * per_output)
+
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs
+
+
+# exhaustive search over group orders up to this many groups (8! = 40,320 orders)
+_MAX_ORDERED_GROUPS = 8
+
+
+def chain_order(
+    names: Sequence[str],
+    inputs: Mapping[str, str | None],
+    outputs: Mapping[str, str | None],
+    cost: Mapping[str, float],
+) -> list[str]:
+    """The order of the groups ``names`` for the chain DP: the one that leaves the least
+    ``cost`` (dense MACs) on layers whose input and output groups are not neighbours in it.
+
+    The timing table holds each group's time given the previous group's level only, so it is
+    exact for a layer joining neighbouring groups and approximate for any other (a residual
+    join). In forward order resnet_mini's second stage reads the stage-1 sum two groups back
+    (a 3x3 conv); with the stage-1 inner group first, only the two 1x1 shortcut projections
+    are left off the chain. Ties keep the forward order; beyond ``_MAX_ORDERED_GROUPS`` groups
+    the forward order is kept.
+    """
+    names = list(names)
+    edges = [
+        (inputs[layer], outputs[layer], cost.get(layer, 0.0))
+        for layer in inputs
+        if inputs[layer] is not None
+        and outputs[layer] is not None
+        and inputs[layer] != outputs[layer]
+    ]
+    if not edges or len(names) > _MAX_ORDERED_GROUPS:
+        return names
+
+    def off_chain(order: Sequence[str]) -> float:
+        pos = {g: i for i, g in enumerate(order)}
+        return sum(c for a, b, c in edges if abs(pos[a] - pos[b]) != 1)
+
+    # itertools.permutations yields in lexicographic order of positions: the forward order
+    # first, so min() keeps it (or the earliest) among equals
+    return list(min(itertools.permutations(names), key=off_chain))
+
+
 def structured_groups(model: nn.Module, example: torch.Tensor) -> tuple[list[ChannelGroup], Wiring]:
-    """The channel groups of ``model`` (forward order) and every layer's :class:`Wiring`.
+    """The channel groups of ``model`` in chain order (:func:`chain_order`; forward order for
+    a chain of convs) and every layer's :class:`Wiring`.
 
     Raises :class:`PruneflowError` (one line) for a model with no channel dimension to remove.
     """
@@ -110,6 +195,9 @@ def structured_groups(model: nn.Module, example: torch.Tensor) -> tuple[list[Cha
         for s in g.slices:
             if s.attr == "weight" and s.dim == 1 and s.module in inputs:
                 inputs[s.module] = g.name
+    order = chain_order([g.name for g in groups], inputs, outputs, _layer_macs(model, example))
+    by_name = {g.name: g for g in groups}
+    groups = [by_name[n] for n in order]
     return groups, Wiring(inputs, outputs, {g.name: i for i, g in enumerate(groups)})
 
 
