@@ -775,6 +775,11 @@ class StructuredParams(_Section):
     recon: StructuredReconParams = StructuredReconParams()
     targets: list[float] = Field([1.5, 2.0], min_length=1, description="measured speedups")
     search: SearchParams = SearchParams(bn="train")
+    score_split: Literal["val", "calibration"] = Field(
+        "val",
+        description="images the search scores candidates on: the validation split (seen by "
+        "neither the dense training nor the refit) or the database's calibration set",
+    )
     finetune_epochs: int = Field(3, ge=0, description="epochs of fine-tuning the thinned model")
     finetune_lr: float = Field(0.01, gt=0.0, le=10.0)
     measure_repeats: int = Field(60, ge=3, description="timed runs per model (speedup check)")

@@ -59,6 +59,18 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
     with pytest.raises(PruneflowError, match="unreachable .* at most") as err:
         STRUCTURED_STEPS[3].run(config.scoped(far, "structured:resnet_mini"))
     assert "\n" not in str(err.value)
+    # the search scored on the validation split (the default), not the refit's own images
+    on_val = plans["dense_calib_loss"].iloc[0]
+    calib = config.updated(p, structured={**STRUCTURED, "score_split": "calibration"})
+    STRUCTURED_STEPS[3].run(config.scoped(calib, "structured:resnet_mini"))
+    on_calib = pd.read_parquet(paths.plans_table(q))["dense_calib_loss"].iloc[0]
+    assert on_val != pytest.approx(on_calib, rel=1e-6)
+    # no validation split to score on: one line
+    bare = config.updated(p, data={"val_fraction": 0.0}, structured=STRUCTURED)
+    PREPARE.run(config.scoped(bare, "structured"))
+    with pytest.raises(PruneflowError, match="no validation images") as err:
+        STRUCTURED_STEPS[3].run(config.scoped(bare, "structured:resnet_mini"))
+    assert "\n" not in str(err.value)
 
 
 def _groups(q):

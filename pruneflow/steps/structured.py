@@ -239,10 +239,33 @@ def _open(p: Params, model: nn.Module, example: torch.Tensor):  # noqa: ANN202
     return groups, table, db
 
 
+def _scoring_batches(
+    p: Params, data: Any, train_idx: np.ndarray, true: np.ndarray
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """What the search scores candidates on (``structured.score_split``). The database's refit
+    is a least-squares fit on the calibration images, so on them a thinned width loses less than
+    it does on images it was not fitted to (resnet_mini, 1.5x: the searched plan 1.636 against
+    uniform widths' 1.739 on the calibration set, 1.898 against 1.887 on held-out images, and
+    48.6% against 64.6% after fine-tuning): by default the validation split, which neither the
+    dense training nor the refit has seen."""
+    if p.structured.score_split == "calibration":
+        return _calibration(p, data, train_idx, true)
+    frame, _ = read_labels(p)
+    val = np.flatnonzero(frame["split"].to_numpy() == "val")
+    if val.size == 0:
+        raise PruneflowError(
+            f"structured.score_split is 'val' but {layout.labels_table(p)} has no validation "
+            "images: set data.val_fraction above 0, or structured.score_split: calibration"
+        )
+    y = torch.as_tensor(true[val], dtype=torch.long)
+    x = data.images(val)
+    return [(x[i : i + 128], y[i : i + 128]) for i in range(0, len(val), 128)]
+
+
 def _search(p: Params) -> dict[str, Any]:
     data, train_idx, test_idx, true, model, example = _dense_inputs(p)
     groups, table, db = _open(p, model, example)
-    batches = _calibration(p, data, train_idx, true)
+    batches = _scoring_batches(p, data, train_idx, true)
     if p.structured.search.calib_samples is not None:
         keep = p.structured.search.calib_samples
         x = torch.cat([b[0] for b in batches])[:keep]
@@ -277,7 +300,14 @@ def _search(p: Params) -> dict[str, Any]:
 
 STRUCTURED_SEARCH = Step(
     name="structured_search",
-    reads=(*_DATA, *_GRID, "structured.targets", "structured.search", "structured.recon"),
+    reads=(
+        *_DATA,
+        *_GRID,
+        "structured.targets",
+        "structured.search",
+        "structured.recon",
+        "structured.score_split",
+    ),
     inputs=lambda p: [
         layout.labels_table(p),
         paths.dense_checkpoint(p),
