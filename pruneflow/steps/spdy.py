@@ -42,7 +42,7 @@ from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.io import parquet_metadata, read_parquet, write_parquet
 from pruneflow.recon import ReconstructionDB
-from pruneflow.runtime import configure, progress_enabled
+from pruneflow.runtime import configure, progress_enabled, report_progress
 from pruneflow.spdy.baselines import global_magnitude_profile, prior_profile, uniform_profile
 from pruneflow.spdy.dp import Discretized, DPSolver, discretize
 from pruneflow.spdy.paths import (
@@ -379,13 +379,14 @@ def _oneshot_compute(p: Params) -> dict[str, Any]:
     s = p.spdy.search
     score = problem.calibration_loss(p)
     rows, chosen, attempts = [], [], []
-    for target in p.spdy.targets:
+    for done, target in enumerate(p.spdy.targets, 1):
         disc = problem.discretize(p, target)
         spdy = read_profile(p, target)
         if list(spdy["layer"]) != problem.layers:
             raise PruneflowError(f"{profile_file(p, target)} is for layers {list(spdy['layer'])}")
         search_meta = parquet_metadata(profile_file(p, target))
         verified = _verified(p, problem, target, _profile_rules(p, problem, target, spdy), measure)
+        report_progress(f"{p.model.name}: one-shot targets", done, len(p.spdy.targets))
         for name, (kept, tried) in verified.items():
             levels = np.asarray(kept.levels)
             attempts += [

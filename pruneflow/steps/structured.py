@@ -80,12 +80,20 @@ def _grid(p: Params, model: nn.Module, example: torch.Tensor):  # noqa: ANN202
     return groups, wiring, grid, width_grid(groups, grid, s.multiple, s.min_channels)
 
 
-def _calibration(p: Params, data: Any, train_idx: np.ndarray, labels: np.ndarray):  # noqa: ANN202
-    rng = np.random.default_rng(p.structured.recon.calib_seed)
-    idx = np.sort(rng.permutation(train_idx)[: p.structured.recon.calib_samples])
+def _batches(
+    data: Any, idx: np.ndarray, labels: np.ndarray
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The images ``idx`` with their labels, in batches of 128."""
     x = data.images(idx)
     y = torch.as_tensor(labels[idx], dtype=torch.long)
     return [(x[i : i + 128], y[i : i + 128]) for i in range(0, len(idx), 128)]
+
+
+def _calibration(p: Params, data: Any, train_idx: np.ndarray, labels: np.ndarray):  # noqa: ANN202
+    rng = np.random.default_rng(p.structured.recon.calib_seed)
+    return _batches(
+        data, np.sort(rng.permutation(train_idx)[: p.structured.recon.calib_samples]), labels
+    )
 
 
 def _dense(p: Params) -> nn.Module:
@@ -257,9 +265,7 @@ def _scoring_batches(
             f"structured.score_split is 'val' but {layout.labels_table(p)} has no validation "
             "images: set data.val_fraction above 0, or structured.score_split: calibration"
         )
-    y = torch.as_tensor(true[val], dtype=torch.long)
-    x = data.images(val)
-    return [(x[i : i + 128], y[i : i + 128]) for i in range(0, len(val), 128)]
+    return _batches(data, val, true)
 
 
 def _search(p: Params) -> dict[str, Any]:
