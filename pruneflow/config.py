@@ -309,7 +309,7 @@ class VerifyParams(_Section):
     (``pruneflow.spdy.verify``)."""
 
     rounds: int = Field(
-        3,
+        4,
         ge=0,
         le=20,
         description="re-aims after a profile measured off its target (0: profiles as the table "

@@ -116,3 +116,24 @@ def test_the_rules_of_one_target_are_measured_together_each_round() -> None:
     # 2.0 -> 1.6 measured: aim 2.4 * 2.0 / 1.6 = 3.0 -> level 4 (3.0), measured 2.4
     assert [a.levels for a in out["short"][1]] == [(2,), (4,)]
     assert out["short"][0].measured == pytest.approx(2.4)
+
+
+def test_once_bracketed_the_aim_is_a_secant_step_between_the_closest_attempts() -> None:
+    # the table's error grows with the speedup (measured = p * (1 + 0.1 * (p - 8))), as on
+    # mlp1024, where the sparsest entries were under-priced most: re-aiming by the last
+    # profile's error alone swings past the target (10 -> 8.33 short -> 9.67 measured 11.3x)
+    def measure(lv: list[int]) -> float:
+        p = lv[0] / 1000
+        return p * (1 + 0.1 * (p - 8))
+
+    kept, tried = meet_measured_target(
+        10.0,
+        lambda aim: [round(aim * 1000)],
+        lambda lv: lv[0] / 1000,
+        measure,
+        rounds=3,
+        tolerance=0.02,
+    )
+    assert [a.aim for a in tried] == pytest.approx([10.0, 8.333, 9.045], abs=2e-3)
+    assert tried[1].measured < 10.0 < tried[0].measured  # the bracket the third aim is read in
+    assert kept is tried[-1] and kept.measured == pytest.approx(10.0, abs=0.2)

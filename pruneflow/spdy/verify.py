@@ -14,13 +14,19 @@ corrected aim, and measured again, up to ``rounds`` times.
 The corrected aim removes what the table was seen to get wrong: a profile predicted at ``P``
 and measured at ``M`` asks the table for ``target * P / M``. Short of the target (``M <
 target``), that is above ``P``, so the next profile is faster by the table; past it, below
-``P``, so the next one prunes less. Of the attempts that meet the target (measured at least
-``target x (1 - tolerance)``), the one measured slowest is kept: the least pruning that
-measurably meets it.
+``P``, so the next one prunes less. The table is not equally wrong about every profile (its
+sparsest entries are the ones a host's load moves most), so once one attempt measured short
+of the target and another past it, the next aim is read off the line through those two in
+(log predicted, log measured), the closest on either side: a secant step inside the bracket.
+Measured on mlp1024 at 10x, the ratio rule alone went 12.26x (predicted 10.08x), then 9.00x
+(8.24x), then 11.74x (9.20x): each re-aim corrected by the last profile's error, which was
+another profile's. Of the attempts that meet the target (measured at least ``target x (1 -
+tolerance)``), the one measured slowest is kept: the least pruning that measurably meets it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -91,13 +97,29 @@ def meet_measured_targets(
             if low <= last.measured <= high or len(c.tried) > rounds:
                 c.done = True
                 continue
-            c.aim = target * last.predicted / last.measured
+            c.aim = _next_aim(c.tried, target)
             nxt = c.solve(c.aim)
             if nxt is None or tuple(int(v) for v in nxt) in {a.levels for a in c.tried}:
                 c.done = True
             else:
                 c.levels = nxt
     return {name: (_kept(c.tried, low), c.tried) for name, c in chases.items()}
+
+
+def _next_aim(tried: list[Attempt], target: float) -> float:
+    """The table speedup to ask for next: a secant step between the closest attempts measured
+    short of and past ``target`` when there are both (and the faster one was predicted faster),
+    else ``target`` times what the last attempt's prediction over-promised."""
+    short = [a for a in tried if a.measured < target]
+    past = [a for a in tried if a.measured > target]
+    if short and past:
+        lo = max(short, key=lambda a: a.measured)
+        hi = min(past, key=lambda a: a.measured)
+        if lo.predicted < hi.predicted:
+            share = math.log(target / lo.measured) / math.log(hi.measured / lo.measured)
+            return lo.predicted * (hi.predicted / lo.predicted) ** share
+    last = tried[-1]
+    return target * last.predicted / last.measured
 
 
 def _kept(tried: list[Attempt], low: float) -> Attempt:
