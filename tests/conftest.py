@@ -2,7 +2,9 @@
 
 Prefect: one ``prefect server start`` for the whole test session (the same code path as the
 CLI's reusable local server), so the suite pays the server start once, not per test or per
-subprocess. Every test that writes pipeline state runs in its own temporary folder.
+subprocess. Every test that writes pipeline state runs in its own temporary folder. Servers
+that tests start later begin from a copy of the first one's migrated database
+(``prefect_template``), not an empty one.
 
 `uv run pytest` runs on two pytest-xdist workers (pyproject's addopts: ``-n 2 --dist
 loadgroup``); each worker is its own session, with its own Prefect server (own port, own
@@ -21,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import prefect_template
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -29,7 +32,7 @@ if str(REPO) not in sys.path:
 
 
 # session fixtures every worker has its own of (a Prefect server on its own port and home)
-PER_WORKER = ("prefect_api",)
+PER_WORKER = ("prefect_api", "_prefect_template")
 
 
 def _shared_results(item: pytest.Item) -> set[str]:
@@ -82,6 +85,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_template(tmp_path_factory: pytest.TempPathFactory) -> None:
+    prefect_template.configure(tmp_path_factory)
+
+
 @pytest.fixture(scope="session")
 def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     """A Prefect server for the session; yields its API URL (also exported to subprocesses)."""
@@ -90,7 +98,9 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
     state = tmp_path_factory.mktemp("prefect-state")
     os.environ["PREFECT_HOME"] = str(state / "prefect")
     configure_environment(state)
+    prefect_template.seed(state / "prefect")
     record = start_server(state)
+    prefect_template.keep(state / "prefect")
     os.environ["PREFECT_API_URL"] = record["url"]
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 

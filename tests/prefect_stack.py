@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import prefect_template
 import pytest
 
 from pruneflow.deploy import FLOW_NAME
@@ -160,6 +161,8 @@ def prefect_stack(
         monkeypatch.setenv("PREFECT_API_DATABASE_CONNECTION_URL", database_url)
     # the smoke deployment's nightly schedule must not start a second run beside the test's
     monkeypatch.setenv("PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED", "false")
+    if not database_url:
+        prefect_template.seed(home)
     record = start_server(root)
     env = {k: v for k, v in os.environ.items() if k != "PRUNEFLOW_STATE_DIR"}
     env |= {

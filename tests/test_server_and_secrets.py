@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import prefect_template
 import yaml
 from conftest import pruneflow_exe, run_cli
 from test_sdd_sweep import _params as sdd_params
@@ -105,6 +106,7 @@ def test_a_real_server_killed_mid_run_stops_it_with_one_line_and_a_rerun_resumes
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = _own_env(tmp_path)
     state = tmp_path / ".pruneflow"
+    prefect_template.seed(state / "prefect")
     run = subprocess.Popen(
         [pruneflow_exe(), "run", "sdd", "--params", "params.yaml"],
         cwd=tmp_path,
