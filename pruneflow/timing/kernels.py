@@ -210,7 +210,9 @@ def compiled(kernel: Callable[..., None], args: Sequence[object]) -> Callable[..
 
     A numba dispatcher works out every argument's type on every call before it picks the
     compiled function; a layer calls its kernel with arguments of the same types every time,
-    so it resolves them once per geometry: 3-10 us a call. The entry point converts each
+    so it resolves them once per geometry (about 2 us a call: a trivial direct convolution
+    took 4.9-6.4 us through the dispatcher, 2.3-4.4 through its entry point, loaded AVX2
+    host). The entry point converts each
     argument but does not check an array's dtype or layout again, so a caller passes arrays
     of exactly the types it resolved for (its geometry's own, made the same way every call).
     """
