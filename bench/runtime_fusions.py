@@ -13,7 +13,11 @@ interleaved with the dense ``SparseRuntime`` on one thread, median of ``--repeat
   these three);
 - ``pool``: pooling fused;
 - ``pool_chain``: pooling fused, convolutions chained;
-- ``all``: the runtime as it is (also the linear layers' own transposing copy).
+- ``transpose``: also the linear layers' own transposing copy;
+- ``all``: the runtime as it is (also the stem convolution on the direct kernel, writing into
+  conv2's operand, and the kernels called through their entry points, see
+  ``runtime.dense_backend`` and ``kernels.compiled``). The variants before it run the stem
+  on torch and call the kernels through numba's dispatcher.
 
 The variants are built by switching the runtime's private passes off, which is why this lives
 in bench/ only. Prints one JSON line per sparsity; the first line describes the host.
@@ -44,20 +48,25 @@ from pruneflow.timing import (
     thread_scope,
 )
 
-VARIANTS = ("base", "pool", "pool_chain", "all")
+VARIANTS = ("base", "pool", "pool_chain", "transpose", "all")
 
 
 @contextlib.contextmanager
-def _switched_off(pool: bool, chain: bool) -> Iterator[None]:
+def _switched_off(pool: bool, chain: bool, stem: bool) -> Iterator[None]:
     fuse, chained = runtime._fuse_pooling, runtime._chained_convolutions
+    dense_backend, compiled = runtime.dense_backend, kernels.compiled
     if pool:
         runtime._fuse_pooling = lambda *a, **k: {}
     if chain:
         runtime._chained_convolutions = lambda *a, **k: {}
+    if stem:  # the stem on torch, every kernel call through numba's dispatcher
+        runtime.dense_backend = lambda layer: "dense"
+        kernels.compiled = lambda kernel, args: kernel
     try:
         yield
     finally:
         runtime._fuse_pooling, runtime._chained_convolutions = fuse, chained
+        runtime.dense_backend, kernels.compiled = dense_backend, compiled
 
 
 def _torch_transpose(fn: Callable[[], object]) -> Callable[[], object]:
@@ -91,7 +100,8 @@ def main() -> None:
     pruned = [n for n in names if n not in skipped_layers(args.model, names)]
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(default_batch_size(args.model), 1, 28, 28, generator=gen)
-    dense = SparseRuntime(model, "dense")
+    with _switched_off(False, False, True):  # the dense runtime as before the stem rule
+        dense = SparseRuntime(model, "dense")
     for s in args.sparsities:
         rng = np.random.default_rng([args.seed, int(s * 1e4)])
         masks = {n: exact_mask(model.get_submodule(n).weight.shape, s, rng) for n in pruned}
@@ -102,9 +112,12 @@ def main() -> None:
             for n in pruned
         }
         rts = {}
-        for variant, off in zip(VARIANTS, [(1, 1), (0, 1), (0, 0), (0, 0)], strict=True):
-            with _switched_off(*map(bool, off)):
+        offs = [(1, 1, 1), (0, 1, 1), (0, 0, 1), (0, 0, 1), (0, 0, 0)]
+        for variant, off in zip(VARIANTS, offs, strict=True):
+            # built and first called (where the kernels' entry points are resolved) under it
+            with _switched_off(*map(bool, off)), thread_scope(1), torch.no_grad():
                 rts[variant] = SparseRuntime(model, backends, masks=masks)
+                rts[variant](x)
         fns = {v: (lambda rt=rt: rt(x)) for v, rt in rts.items()}
         for v in ("base", "pool", "pool_chain"):
             fns[v] = _torch_transpose(fns[v])
@@ -125,6 +138,8 @@ def main() -> None:
             "sparse_ms": {v: round(t, 3) for v, t in ms.items()},
             "speedup": {v: round(dense_ms / t, 2) for v, t in ms.items()},
             "all_over_base": round(ms["base"] / ms["all"], 3),
+            "all_over_transpose": round(ms["transpose"] / ms["all"], 3),
+            "p10_ms": {v: round(t.p10_ms, 3) for v, t in zip(VARIANTS, timings[1:], strict=True)},
             "loadavg_1m": round(os.getloadavg()[0], 2),
         }
         print(json.dumps(line))

@@ -411,8 +411,8 @@ class _Geometry:
     run: Callable[..., None]  # the kernel: pooled or not, parallel or serial
     # per output layout (row pitch, offset): the stores, (segs, seg_ptr) of
     # :func:`_row_segments`, or with the fused pooling (calls, call_ptr, psegs, pseg_ptr) of
-    # :func:`_pool_tiles`
-    stores: dict[tuple[int, int], tuple[np.ndarray, ...]]
+    # :func:`_pool_tiles`, and the kernel's entry point for them (:func:`kernels.compiled`)
+    stores: dict[tuple[int, int], tuple[tuple[np.ndarray, ...], Callable[..., None]]]
 
 
 def _row_segments(
@@ -619,15 +619,12 @@ class DirectSparseConv(ExecLayer):
         return y, y.numpy().reshape(-1)
 
     def _stores(self, geo: _Geometry, y: torch.Tensor) -> tuple[np.ndarray, ...]:
-        layout = (int(y.stride(2)), int(y.storage_offset()))
-        if layout not in geo.stores:
-            if self.pool:
-                geo.stores[layout] = _pool_tiles(geo.ho, geo.wo, geo.pitch, *layout)
-            else:
-                geo.stores[layout] = _row_segments(
-                    geo.length, geo.pitch, geo.wo, geo.tiles, geo.tile_block, *layout
-                )
-        return geo.stores[layout]
+        if self.pool:
+            return _pool_tiles(geo.ho, geo.wo, geo.pitch, int(y.stride(2)), y.storage_offset())
+        return _row_segments(
+            geo.length, geo.pitch, geo.wo, geo.tiles, geo.tile_block, int(y.stride(2)),
+            y.storage_offset(),
+        )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
@@ -649,7 +646,10 @@ class DirectSparseConv(ExecLayer):
         y, target = self._output(n, ho, wo)
         if y.numel() == 0:  # a pooled output of a single row or column
             return y
-        geo.run(
+        layout = (y.stride(2), y.storage_offset())
+        known = geo.stores.get(layout)
+        stores = self._stores(geo, y) if known is None else known[0]
+        args = (
             geo.ptrs,
             geo.vals,
             geo.offs,
@@ -658,12 +658,15 @@ class DirectSparseConv(ExecLayer):
             n,
             geo.img,
             *([] if self.pool else [geo.length]),
-            *self._stores(geo, y),
-            int(y.stride(1)),
+            *stores,
+            y.stride(1),
             self.bias_np,
             self.lo,
             geo.tile_block,
         )
+        if known is None:
+            known = geo.stores[layout] = (stores, kernels.compiled(geo.run, args))
+        known[1](*args)
         return y
 
 
