@@ -57,7 +57,13 @@ class _Section(BaseModel):
 
 
 class RuntimeParams(_Section):
-    threads: int = Field(2, ge=1, le=512, description="torch intra-op threads per process")
+    threads: int = Field(
+        2,
+        ge=1,
+        le=512,
+        description="torch intra-op threads of a step running alone; the fan-out items a flow "
+        "runs side by side on this host share them (at least one each)",
+    )
     flush_denormal: bool = Field(
         True, description="flush denormal floats to zero (6x faster training on this CPU)"
     )

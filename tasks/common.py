@@ -28,6 +28,7 @@ from pruneflow.errors import PruneflowError
 from pruneflow.steps import Record, Step
 from pruneflow.steps.base import say, state_dir
 from tasks.artifacts import ProgressArtifact, publish_step, slug, step_progress
+from tasks.runner import sharing_threads
 
 
 class _QuietUserErrors(logging.Filter):
@@ -235,12 +236,16 @@ def map_items(
     Every item is its own cached task run, so after a crash only unfinished items run again.
     """
     done = {i: step_cached(prefect_task, params, scope, item) for i, item in enumerate(items)}
+    todo = [i for i in done if done[i] is None]
+    shared = sharing_threads(params, len(todo))
     futures = {
         i: prefect_task.submit(
-            params, scope, item, upstream=feeding(prefect_task, params, scope, item, upstream or [])
+            shared,
+            scope,
+            items[i],
+            upstream=feeding(prefect_task, params, scope, items[i], upstream or []),
         )
-        for i, item in enumerate(items)
-        if done[i] is None
+        for i in todo
     }
     if futures:
         name = " ".join(filter(None, [prefect_task.name, scope]))

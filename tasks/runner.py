@@ -21,6 +21,7 @@ from typing import Any
 from prefect import Flow
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from pruneflow import config
 from pruneflow.config import DaskParams, Params
 from pruneflow.errors import PruneflowError
 from pruneflow.steps.base import state_dir
@@ -86,6 +87,30 @@ def check_scheduler(dask: DaskParams) -> None:
                     f"{here[key]}: artifacts are exchanged by path, so start the workers in "
                     "the same folder (a shared mount at the same path, same PRUNEFLOW_STATE_DIR)"
                 )
+
+
+def host_slots(params: Params) -> int:
+    """How many tasks the runner runs at once on this host's cores: the thread runner's
+    workers, a local Dask cluster's processes; 1 for a remote scheduler (its workers bring
+    their own cores)."""
+    o = params.orchestration
+    if o.runner == "thread":
+        return o.workers or os.cpu_count() or 1
+    return 1 if o.dask.address else o.dask.workers
+
+
+def sharing_threads(params: dict[str, Any], running: int) -> dict[str, Any]:
+    """``params`` for one of ``running`` tasks submitted together: each gets its share of
+    ``runtime.threads`` (at least one), so that the tasks the runner runs side by side on this
+    host do not ask for more threads than a step running alone. Two gradual-pruning or CHEX
+    runs of two threads each put four busy threads on two cores; the thread count is no part
+    of a step's fingerprint, so this changes speed, not what is cached."""
+    parsed = config.from_dict(params)
+    side_by_side = max(1, min(running, host_slots(parsed)))
+    share = max(1, parsed.runtime.threads // side_by_side)
+    if share == parsed.runtime.threads:
+        return params
+    return {**params, "runtime": {**params.get("runtime", {}), "threads": share}}
 
 
 def task_runner(params: Params) -> TaskRunner:

@@ -10,6 +10,7 @@ from pruneflow import config
 from pruneflow.steps.base import Record
 from pruneflow.steps.sdd import chains, dense_items
 from tasks.common import feeding, finish_state, step_cached
+from tasks.runner import sharing_threads
 from tasks.steps import TASKS
 
 
@@ -34,6 +35,7 @@ def run_chains(params: dict[str, Any], scope: str, upstream: list[Record]) -> li
     heads: dict[Any, tuple[int, int]] = {}  # running level -> (chain, position in the chain)
 
     records: dict[tuple[int, int], Record] = {}
+    shared = sharing_threads(params, sum(1 for chain in all_chains if chain))
 
     def submit(c: int, i: int, previous: Any = None) -> None:
         # levels the step cache already holds are not scheduled (tasks.common.step_cached)
@@ -48,7 +50,7 @@ def run_chains(params: dict[str, Any], scope: str, upstream: list[Record]) -> li
         item = all_chains[c][i]
         after = feeding(sdd_level, params, scope, item, upstream)
         after = [*after, previous] if previous is not None else after
-        heads[sdd_level.submit(params, scope, item, upstream=after)] = (c, i)
+        heads[sdd_level.submit(shared, scope, item, upstream=after)] = (c, i)
 
     for c, chain in enumerate(all_chains):
         if chain:
