@@ -756,6 +756,22 @@ class StructuredCompareParams(_Section):
     )
 
 
+class StructuredVerifyParams(VerifyParams):
+    """The search's and the uniform profile's realized speedup measured end to end before
+    fine-tuning and re-aimed (``pruneflow.structured.verify``); the baselines' bisection keeps
+    a budget measured within ``(1 - tolerance) x target`` when one was."""
+
+    rounds: int = Field(
+        3, ge=0, le=20, description="re-aims after a realized profile measured off its target"
+    )
+    floor: float = Field(
+        0.95,
+        gt=0.0,
+        le=1.0,
+        description="a profile measured below this fraction of its target is one error line",
+    )
+
+
 class StructuredParams(_Section):
     """Latency-constrained structured profiles: SPDY's DP and search over channel widths."""
 
@@ -784,6 +800,7 @@ class StructuredParams(_Section):
     finetune_lr: float = Field(0.01, gt=0.0, le=10.0)
     measure_repeats: int = Field(60, ge=3, description="timed runs per model (speedup check)")
     measure_passes: int = Field(3, ge=1, description="passes the timed runs are spread over")
+    verify: StructuredVerifyParams = StructuredVerifyParams()
     compare: StructuredCompareParams = StructuredCompareParams()
 
 

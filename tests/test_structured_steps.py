@@ -9,6 +9,7 @@ import pytest
 from pruneflow import config
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
+from pruneflow.io import parquet_metadata
 from pruneflow.report.structured import structured_section
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.structured import STRUCTURED_STEPS
@@ -42,6 +43,11 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
     plans = pd.read_parquet(paths.plans_table(q))
     assert list(plans["target"]) == [1.05]
     assert plans["predicted_speedup"].iloc[0] >= 1.05 * (1 - 1e-9)
+    # the plan was realized and measured end to end, re-aimed until it met the target
+    tried = parquet_metadata(paths.plans_table(q))["verify"]
+    assert tried and tried[0]["aim"] == 1.05 and tried[0]["rule"] == "search"
+    assert plans["measured_speedup"].iloc[0] >= 0.95 * 1.05
+    assert json.loads(plans["levels"].iloc[0]) in [a["levels"] for a in tried]
     results = pd.read_parquet(paths.results_table(q))
     row = results.iloc[0]
     assert row["params_thin"] <= row["params_dense"]
@@ -74,6 +80,4 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
 
 
 def _groups(q):
-    from pruneflow.io import parquet_metadata
-
     return parquet_metadata(paths.plans_table(q))["groups"]
