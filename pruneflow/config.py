@@ -758,11 +758,17 @@ class StructuredCompareParams(_Section):
 
 class StructuredVerifyParams(VerifyParams):
     """The search's and the uniform profile's realized speedup measured end to end before
-    fine-tuning and re-aimed (``pruneflow.structured.verify``); the baselines' bisection keeps
-    a budget measured within ``(1 - tolerance) x target`` when one was."""
+    fine-tuning and re-aimed (``pruneflow.structured.verify``), one tolerance above the target;
+    the baselines' bisection keeps a budget measured at or above the target when one was."""
 
     rounds: int = Field(
         3, ge=0, le=20, description="re-aims after a realized profile measured off its target"
+    )
+    tolerance: float = Field(
+        0.03,
+        ge=0.0,
+        lt=0.5,
+        description="aim at target x (1 + this), on target within (1 -/+ this) of that aim",
     )
     floor: float = Field(
         0.95,

@@ -145,7 +145,8 @@ def test_export_and_compare_steps_end_to_end(workdir, tmp_path):
     tried = [
         a for a in parquet_metadata(paths.profiles_table(q))["verify"] if a["rule"] == "uniform"
     ]
-    assert tried[0]["levels"] == [uniform_level(table, 1.2)] * 5 and tried[0]["aim"] == 1.2
+    assert tried[0]["levels"] == [uniform_level(table, 1.2 * 1.03)] * 5
+    assert tried[0]["aim"] == pytest.approx(1.2 * 1.03)
     level = int(by.loc["uniform", "budget"])
     assert [level] * 5 in [a["levels"] for a in tried]
     assert by.loc["uniform", "calibration_steps"] == len(tried)

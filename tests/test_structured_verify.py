@@ -56,49 +56,45 @@ def test_search_profile_measured_short_is_re_aimed_until_it_meets_the_target():
     table = _table()
     sens = np.array([0.2, 0.9, 0.5])
     solve = search_rule(table, sens, 2000)
-    first = solve(1.5)
-    assert _predict(table, first) >= 1.5 * (1 - 1e-9)
     measured = []
 
     def measure(levels):  # the table promises 12% more than the model delivers
         measured.append(tuple(levels))
         return 0.88 * _predict(table, levels)
 
-    kept, tried = meet_target(1.5, solve, first, table, measure, 3, 0.03)
-    assert tried[0].levels == tuple(first) and tried[0].aim == 1.5
+    kept, tried = meet_target(1.5, solve, table, measure, 3, 0.03)
+    # aimed one tolerance above the target: the rule's own profile for 1.545x first
+    assert tried[0].aim == pytest.approx(1.5 * 1.03)
+    assert tried[0].levels == solve(1.5 * 1.03)
+    assert tried[0].predicted >= 1.545 * (1 - 1e-9)
     assert tried[0].measured < 0.95 * 1.5  # without the re-aim it would miss the floor
-    assert len(tried) >= 2 and tried[1].aim > 1.5
-    assert tried[1].aim == pytest.approx(1.5 * tried[0].predicted / tried[0].measured)
-    assert kept.measured >= 0.97 * 1.5 and kept in tried
+    assert len(tried) >= 2
+    assert tried[1].aim == pytest.approx(1.545 * tried[0].predicted / tried[0].measured)
+    assert kept.measured >= 1.5 * (1 - 0.03**2) and kept in tried
     assert [a.levels for a in tried] == measured
     check_floor("toy", 1.5, kept, tried, 0.95, solve, table.max_speedup())  # no error
     rows = attempt_rows(1.5, "search", tried)
     assert [r["measured"] for r in rows] == [a.measured for a in tried]
-    assert rows[0]["rule"] == "search" and rows[1]["aim"] > 1.5
+    assert rows[0]["rule"] == "search" and rows[1]["aim"] > rows[0]["aim"]
 
 
 def test_a_profile_past_the_target_is_re_aimed_to_prune_less():
     table = _table()
     solve = search_rule(table, np.array([0.2, 0.9, 0.5]), 2000)
-    first = solve(1.3)
-    kept, tried = meet_target(
-        1.3, solve, first, table, lambda lv: 1.25 * _predict(table, lv), 3, 0.03
-    )
-    assert tried[0].measured > 1.03 * 1.3
-    assert tried[1].aim < 1.3
-    assert kept.measured >= 0.97 * 1.3
+    kept, tried = meet_target(1.3, solve, table, lambda lv: 1.25 * _predict(table, lv), 3, 0.03)
+    assert tried[0].measured > 1.3 * 1.03**2
+    assert tried[1].aim < tried[0].aim
+    assert kept.measured >= 1.3 * (1 - 0.03**2)
 
 
 def test_uniform_widths_are_re_aimed_one_level_at_a_time():
     table = _table()
     solve = uniform_rule(table)
-    first = solve(1.4)
-    assert first == (uniform_level(table, 1.4),) * 3
-    kept, tried = meet_target(
-        1.4, solve, first, table, lambda lv: 0.9 * _predict(table, lv), 3, 0.03
-    )
+    assert solve(1.45) == (uniform_level(table, 1.45),) * 3
+    kept, tried = meet_target(1.45, solve, table, lambda lv: 0.8 * _predict(table, lv), 3, 0.03)
+    assert tried[0].levels == solve(1.45 * 1.03) and tried[0].measured < 1.45
     assert len(set(kept.levels)) == 1
-    assert kept.levels[0] > first[0] and kept.measured >= 0.97 * 1.4
+    assert kept.levels[0] > tried[0].levels[0] and kept.measured >= 1.45
     assert solve(table.max_speedup() * 2) is None
 
 
@@ -106,11 +102,8 @@ def test_a_target_unreachable_as_measured_is_one_line_naming_the_largest_speedup
     table = _table()
     reach = table.max_speedup()
     solve = search_rule(table, np.array([0.2, 0.9, 0.5]), 2000)
-    target = 0.98 * reach  # the table reaches it, the measured model never does
-    first = solve(target)
-    kept, tried = meet_target(
-        target, solve, first, table, lambda lv: 0.8 * _predict(table, lv), 3, 0.03
-    )
+    target = 0.95 * reach  # the table reaches it, the measured model never does
+    kept, tried = meet_target(target, solve, table, lambda lv: 0.8 * _predict(table, lv), 3, 0.03)
     with pytest.raises(PruneflowError, match="unreachable as measured") as err:
         check_floor("toy", target, kept, tried, 0.95, solve, reach)
     message = str(err.value)
@@ -122,10 +115,7 @@ def test_a_target_unreachable_as_measured_is_one_line_naming_the_largest_speedup
 def test_a_target_within_reach_but_out_of_rounds_says_so():
     table = _table()
     solve = search_rule(table, np.array([0.2, 0.9, 0.5]), 2000)
-    first = solve(1.5)
-    kept, tried = meet_target(
-        1.5, solve, first, table, lambda lv: 0.88 * _predict(table, lv), 0, 0.03
-    )
+    kept, tried = meet_target(1.5, solve, table, lambda lv: 0.88 * _predict(table, lv), 0, 0.03)
     assert len(tried) == 1
     with pytest.raises(PruneflowError, match="structured.verify.rounds re-aims") as err:
         check_floor("toy", 1.5, kept, tried, 0.95, solve, table.max_speedup())

@@ -295,9 +295,7 @@ def _search(p: Params) -> dict[str, Any]:
         levels, aim, measured = plan.levels, float(target), math.nan
         if v.rounds > 0:
             solve = search_rule(table, plan.result.best_c, p.structured.search.buckets)
-            kept, tried = meet_target(
-                target, solve, plan.levels, table, measure, v.rounds, v.tolerance
-            )
+            kept, tried = meet_target(target, solve, table, measure, v.rounds, v.tolerance)
             attempts += attempt_rows(target, "search", tried)
             check_floor(
                 f"{p.model.name}'s searched profile",
@@ -330,7 +328,7 @@ def _search(p: Params) -> dict[str, Any]:
         "plans": len(rows),
         "predicted": [r["predicted_speedup"] for r in rows],
         "measured": [r["measured_speedup"] for r in rows],
-        "re_aimed": sorted({a["target"] for a in attempts if a["aim"] != a["target"]}),
+        "attempts": {str(t): sum(a["target"] == t for a in attempts) for t in p.structured.targets},
     }
 
 
