@@ -806,6 +806,12 @@ class StructuredParams(_Section):
     finetune_lr: float = Field(0.01, gt=0.0, le=10.0)
     measure_repeats: int = Field(60, ge=3, description="timed runs per model (speedup check)")
     measure_passes: int = Field(3, ge=1, description="passes the timed runs are spread over")
+    measure_block_seconds: float = Field(
+        0.25,
+        ge=0.0,
+        description="each model's block in a pass runs at least this long (resnet_mini runs in "
+        "6 ms: 10-run blocks read the same model 0.92 and 1.01 of its target minutes apart)",
+    )
     verify: StructuredVerifyParams = StructuredVerifyParams()
     compare: StructuredCompareParams = StructuredCompareParams()
 

@@ -363,6 +363,7 @@ STRUCTURED_SEARCH = Step(
         "structured.verify",
         "structured.measure_repeats",
         "structured.measure_passes",
+        "structured.measure_block_seconds",
         "structured.timing",
     ),
     inputs=lambda p: [
@@ -388,7 +389,14 @@ def _measured(p: Params, model: nn.Module, thin: nn.Module, x: torch.Tensor) -> 
     """End-to-end speedup of ``thin`` over ``model`` with ``structured``'s measuring settings."""
     s = p.structured
     return measured_speedup(
-        model, thin, x, s.timing.threads, s.measure_repeats, s.measure_passes, s.timing.quantile
+        model,
+        thin,
+        x,
+        s.timing.threads,
+        s.measure_repeats,
+        s.measure_passes,
+        s.timing.quantile,
+        s.measure_block_seconds,
     )
 
 
@@ -490,6 +498,7 @@ STRUCTURED_REALIZE = Step(
         "structured.finetune_lr",
         "structured.measure_repeats",
         "structured.measure_passes",
+        "structured.measure_block_seconds",
         "structured.timing",
     ),
     inputs=lambda p: [

@@ -117,7 +117,14 @@ def _profiles(p: Params) -> dict[str, Any]:
 
     def speed(thin: nn.Module) -> float:
         return measured_speedup(
-            model, thin, x, s.timing.threads, c.calibration_repeats, 2, s.timing.quantile
+            model,
+            thin,
+            x,
+            s.timing.threads,
+            c.calibration_repeats,
+            2,
+            s.timing.quantile,
+            s.measure_block_seconds,
         )
 
     minimum = minimum_widths(groups, s.min_fraction, s.min_channels)
@@ -266,6 +273,7 @@ STRUCTURED_COMPARE_PROFILES = Step(
         "structured.compare.calibration_steps",
         "structured.compare.calibration_repeats",
         "structured.compare.tp_max_ratio",
+        "structured.measure_block_seconds",
         "structured.verify",
     ),
     inputs=lambda p: [
@@ -351,6 +359,7 @@ STRUCTURED_COMPARE = Step(
         "structured.finetune_lr",
         "structured.measure_repeats",
         "structured.measure_passes",
+        "structured.measure_block_seconds",
         "structured.timing",
     ),
     inputs=lambda p, item: [
