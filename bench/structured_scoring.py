@@ -10,8 +10,11 @@ same keep sets and refits, so only the allocation differs), it scores the stitch
 (:class:`pruneflow.structured.search.WidthLoss`) three ways and sets the scores beside the
 test accuracy the comparison measured after fine-tuning (mean over seeds):
 
-- ``calib_loss``: the search's own score, cross-entropy on the calibration images the refit
-  was fitted on, BatchNorm on their batch statistics (``structured.search.bn``);
+- ``search_score``: the search's own score (``structured.score_split``: the validation split
+  by default), cross-entropy with BatchNorm on the batches' statistics
+  (``structured.search.bn``);
+- ``calib_loss``: the same on the calibration images the refit was fitted on (the search's
+  score before ``score_split: val``);
 - ``heldout_loss``: the same on test images the refit never saw (the refit's optimism);
 - ``eval_bn_loss``: on the calibration images with the dense model's running BatchNorm
   statistics (what the stitched model computes before any recalibration).
@@ -31,7 +34,7 @@ import torch
 
 from pruneflow import config
 from pruneflow.io import read_parquet
-from pruneflow.steps.structured import _calibration, _dense_inputs, _open
+from pruneflow.steps.structured import _calibration, _dense_inputs, _open, _scoring_batches
 from pruneflow.steps.structured_compare import compare_items
 from pruneflow.structured import paths
 from pruneflow.structured.search import WidthLoss
@@ -68,6 +71,10 @@ def main() -> None:
     yc = torch.cat([b[1] for b in calib])[:keep]
     held = np.sort(test_idx)[:keep]
     xh, yh = data.images(held), torch.as_tensor(true[held], dtype=torch.long)
+    scoring = _scoring_batches(p, data, train_idx, true)
+    xs = torch.cat([b[0] for b in scoring])[:keep]
+    ys = torch.cat([b[1] for b in scoring])[:keep]
+    search_score = WidthLoss(model, groups, db, _batches(xs, ys), bn=p.structured.search.bn)
     scored = WidthLoss(model, groups, db, _batches(xc, yc), bn=p.structured.search.bn)
     heldout = WidthLoss(model, groups, db, _batches(xh, yh), bn=p.structured.search.bn)
     eval_bn = WidthLoss(model, groups, db, _batches(xc, yc), bn="eval")
@@ -96,6 +103,8 @@ def main() -> None:
                         "target": target,
                         "profile": method,
                         "widths": [int(db_w) for db_w in _widths(db, groups, levels)],
+                        "search_score": round(search_score(levels), 4),
+                        "score_split": p.structured.score_split,
                         "calib_loss": round(scored(levels), 4),
                         "heldout_loss": round(heldout(levels), 4),
                         "eval_bn_loss": round(eval_bn(levels), 4),

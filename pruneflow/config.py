@@ -762,6 +762,28 @@ class StructuredCompareParams(_Section):
     )
 
 
+class StructuredVerifyParams(VerifyParams):
+    """The search's and the uniform profile's realized speedup measured end to end before
+    fine-tuning and re-aimed (``pruneflow.structured.verify``), one tolerance above the target;
+    the baselines' bisection keeps a budget measured at or above the target when one was."""
+
+    rounds: int = Field(
+        3, ge=0, le=20, description="re-aims after a realized profile measured off its target"
+    )
+    tolerance: float = Field(
+        0.03,
+        ge=0.0,
+        lt=0.5,
+        description="aim at target x (1 + this), on target within (1 -/+ this) of that aim",
+    )
+    floor: float = Field(
+        0.95,
+        gt=0.0,
+        le=1.0,
+        description="a profile measured below this fraction of its target is one error line",
+    )
+
+
 class StructuredParams(_Section):
     """Latency-constrained structured profiles: SPDY's DP and search over channel widths."""
 
@@ -790,6 +812,13 @@ class StructuredParams(_Section):
     finetune_lr: float = Field(0.01, gt=0.0, le=10.0)
     measure_repeats: int = Field(60, ge=3, description="timed runs per model (speedup check)")
     measure_passes: int = Field(3, ge=1, description="passes the timed runs are spread over")
+    measure_block_seconds: float = Field(
+        0.25,
+        ge=0.0,
+        description="each model's block in a pass runs at least this long (resnet_mini runs in "
+        "6 ms: 10-run blocks read the same model 0.92 and 1.01 of its target minutes apart)",
+    )
+    verify: StructuredVerifyParams = StructuredVerifyParams()
     compare: StructuredCompareParams = StructuredCompareParams()
 
 

@@ -22,9 +22,15 @@ LAYERS = ["0", "3", "6", "8"]
 def _model(seed: int = 0, width: int = 8) -> nn.Module:
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv2d(2, 6, 3, padding=1), nn.BatchNorm2d(6), nn.ReLU(),
-        nn.Conv2d(6, width, 3, stride=2), nn.ReLU(), nn.Flatten(),
-        nn.Linear(width * 9, 12), nn.ReLU(), nn.Linear(12, 4),
+        nn.Conv2d(2, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, width, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(width * 9, 12),
+        nn.ReLU(),
+        nn.Linear(12, 4),
     )
     with torch.no_grad():  # non-trivial BN statistics, so stitching must leave them alone
         model[1].running_mean.uniform_(-0.5, 0.5)
@@ -61,8 +67,9 @@ def test_index_and_quality_against_magnitude(built: tuple[Path, nn.Module]) -> N
         weight = modules[row.layer].weight
         assert row.file == f"{row.layer}.safetensors" and row.key == f"level_{row.level:03d}"
         assert row.nnz == int(torch.count_nonzero(stored))
-        assert row.rel_error == pytest.approx(measure(weight, stored, hessians[row.layer]),
-                                              rel=1e-5, abs=1e-12)
+        assert row.rel_error == pytest.approx(
+            measure(weight, stored, hessians[row.layer]), rel=1e-5, abs=1e-12
+        )
         if row.level:
             mag = measure(weight, magnitude_prune(weight, row.sparsity), hessians[row.layer])
             assert row.rel_error <= mag + 1e-12, (row.layer, row.level)
@@ -94,8 +101,9 @@ def test_stitch_reads_back_bit_for_bit_and_swaps_only_changed_layers(
     assert torch.equal(model[0].weight, db.weights("0", 2))
     db.stitch(model, {"0": 0, "3": 0, "6": 0, "8": 0})  # level 0 restores the dense weights
     for layer in LAYERS:
-        assert torch.equal(dict(model.named_modules())[layer].weight,
-                           dict(dense.named_modules())[layer].weight)
+        assert torch.equal(
+            dict(model.named_modules())[layer].weight, dict(dense.named_modules())[layer].weight
+        )
 
 
 def test_wrong_model_grid_profile_or_missing_index(built: tuple[Path, nn.Module]) -> None:

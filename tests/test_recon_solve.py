@@ -51,8 +51,9 @@ def test_blocked_greedy_matches_naive_obs_and_replay_is_exact() -> None:
     work = weight.double().clone()
     work[:, 3] = 0.0
     # small blocks force several folds and compactions
-    order, incs = greedy_order(work, ginv, damped.diag, dtype=torch.float64, rows_per_batch=2,
-                               block=4)
+    order, incs = greedy_order(
+        work, ginv, damped.diag, dtype=torch.float64, rows_per_batch=2, block=4
+    )
     for r in range(5):
         ref_order, ref_incs = _naive_obs(work[r], ginv)
         assert order[r].tolist() == ref_order
@@ -197,5 +198,6 @@ def test_sparsegpt_refit_makes_sparse_rows_exact_least_squares() -> None:
             keep = sol.weights[lv, r] != 0
             if keep.any():
                 best = torch.linalg.solve(hd[keep][:, keep], (hd @ weight[r].double())[keep])
-                torch.testing.assert_close(sol.weights[lv, r, keep].double(), best,
-                                           rtol=1e-3, atol=1e-5)
+                torch.testing.assert_close(
+                    sol.weights[lv, r, keep].double(), best, rtol=1e-3, atol=1e-5
+                )

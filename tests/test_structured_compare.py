@@ -14,6 +14,7 @@ from pruneflow import config
 from pruneflow.chex.flops import FlopsModel, count_flops
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
+from pruneflow.io import parquet_metadata
 from pruneflow.report.structured import structured_section
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.structured import STRUCTURED_STEPS
@@ -140,9 +141,18 @@ def test_export_and_compare_steps_end_to_end(workdir, tmp_path):
     # the search and uniform profiles sit on the grid: the table predicts them
     assert by.loc["search", "predicted_speedup"] == pytest.approx(by.loc["search", "table_speedup"])
     table = read_table(paths.timing_table(q), "smallcnn", [f"conv{i}.0" for i in range(1, 6)])
-    level = uniform_level(table, 1.2)
-    assert by.loc["uniform", "budget"] == level
+    # uniform widths start at the table's level and are re-aimed on their measured speedup
+    tried = [
+        a for a in parquet_metadata(paths.profiles_table(q))["verify"] if a["rule"] == "uniform"
+    ]
+    assert tried[0]["levels"] == [uniform_level(table, 1.2 * 1.03)] * 5
+    assert tried[0]["aim"] == pytest.approx(1.2 * 1.03)
+    level = int(by.loc["uniform", "budget"])
+    assert [level] * 5 in [a["levels"] for a in tried]
+    assert by.loc["uniform", "calibration_steps"] == len(tried)
     assert json.loads(by.loc["uniform", "widths"]) == table.widths[:, level].tolist()
+    for method in ("uniform", "chex_realloc", "tp_magnitude"):  # else one error line
+        assert by.loc[method, "calibrated_speedup"] >= 0.95 * 1.2
     assert len(compare_items(q)) == 8
     runs, summary = read_comparison(q)
     assert len(runs) == 8 and set(runs["seed"]) == {0, 1}

@@ -1,5 +1,7 @@
 """The structured steps end to end on 8x8 digits: dense -> profile -> database -> search ->
-realize, the report section, and the bad-input lines."""
+realize, the report section, and the bad-input lines (a target beyond the table, a table from
+another host, no validation split; groups that cannot be thinned and levels rounding to zero
+channels at the profile step)."""
 
 import json
 
@@ -9,11 +11,12 @@ import pytest
 from pruneflow import config
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
+from pruneflow.io import parquet_metadata
 from pruneflow.report.structured import structured_section
 from pruneflow.steps.data import PREPARE
 from pruneflow.steps.structured import STRUCTURED_STEPS
 from pruneflow.structured import paths
-from pruneflow.structured.timing import read_table
+from pruneflow.structured.timing import read_table, write_table
 from pruneflow.timing.table import host_description
 
 FAST = {"runtime": {"threads": 1, "progress": "off"}}
@@ -42,6 +45,12 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
     plans = pd.read_parquet(paths.plans_table(q))
     assert list(plans["target"]) == [1.05]
     assert plans["predicted_speedup"].iloc[0] >= 1.05 * (1 - 1e-9)
+    # the plan was realized and measured end to end, re-aimed until it met the target
+    tried = parquet_metadata(paths.plans_table(q))["verify"]
+    assert tried and tried[0]["aim"] == pytest.approx(1.05 * 1.03)
+    assert tried[0]["rule"] == "search"
+    assert plans["measured_speedup"].iloc[0] >= 0.95 * 1.05
+    assert json.loads(plans["levels"].iloc[0]) in [a["levels"] for a in tried]
     results = pd.read_parquet(paths.results_table(q))
     row = results.iloc[0]
     assert row["params_thin"] <= row["params_dense"]
@@ -71,9 +80,35 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
     with pytest.raises(PruneflowError, match="no validation images") as err:
         STRUCTURED_STEPS[3].run(config.scoped(bare, "structured:resnet_mini"))
     assert "\n" not in str(err.value)
+    # a timing table from another host (copied in): one line, and the plans already written
+    # stay as they were
+    foreign = read_table(paths.timing_table(q), "resnet_mini", _groups(q))
+    foreign.meta["host"] = {**foreign.meta["host"], "cpu": "Another CPU"}
+    write_table(paths.timing_table(q), foreign)
+    before = paths.plans_table(q).read_bytes()
+    with pytest.raises(PruneflowError, match="measured on another host") as err:
+        STRUCTURED_STEPS[3].run(q)
+    assert "\n" not in str(err.value)
+    assert paths.plans_table(q).read_bytes() == before
 
 
 def _groups(q):
-    from pruneflow.io import parquet_metadata
-
     return parquet_metadata(paths.plans_table(q))["groups"]
+
+
+@pytest.mark.parametrize(
+    ("change", "line"),
+    [
+        ({"models": ["lenet300100"]}, "structured pruning cannot thin MLP"),
+        ({"multiple": 16}, "rounds to 0 channels at multiple 16"),
+    ],
+)
+def test_profile_step_bad_input_is_one_line_and_writes_nothing(workdir, change, line):
+    model = change.get("models", ["resnet_mini"])[0]
+    p = config.updated(Params.model_validate(FAST), structured={**STRUCTURED, **change})
+    PREPARE.run(config.scoped(p, "structured"))
+    q = config.scoped(p, f"structured:{model}")
+    with pytest.raises(PruneflowError, match=line) as err:
+        STRUCTURED_STEPS[1].run(q)
+    assert "\n" not in str(err.value)
+    assert not paths.timing_table(q).exists()

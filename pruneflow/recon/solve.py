@@ -54,8 +54,13 @@ class _Phase:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        log.debug("%s: %.2fs wall, %.2fs cpu", self.label, time.perf_counter() - self.wall,
-                  time.process_time() - self.cpu)
+        log.debug(
+            "%s: %.2fs wall, %.2fs cpu",
+            self.label,
+            time.perf_counter() - self.wall,
+            time.process_time() - self.cpu,
+        )
+
 
 SOLVERS = ("auto", "exact", "sparsegpt")
 EXACT_MAX_WORK = 2**41
@@ -209,8 +214,9 @@ def solve_layer(
     )
 
 
-def _relative_errors(levels: Tensor, loss: Tensor, work: Tensor, w: Tensor, damped: Damped
-                     ) -> list[float]:
+def _relative_errors(
+    levels: Tensor, loss: Tensor, work: Tensor, w: Tensor, damped: Damped
+) -> list[float]:
     """rel_error per level, measured on the stored weights in float64; fills ``loss`` too.
 
     Measured rather than summed from the solvers' increments: those carry the solvers'
@@ -244,7 +250,11 @@ def _run_exact(
     task = bar.add_task(f"{name}: OBS order", total=rows)
     with _Phase(f"{name}: pass 1, {b1} rows per batch"):
         order, incs = greedy_order(
-            work, ginv, damped.diag, dtype=row_dtype, rows_per_batch=b1,
+            work,
+            ginv,
+            damped.diag,
+            dtype=row_dtype,
+            rows_per_batch=b1,
             on_batch=lambda n: bar.advance(task, n),
         )
     counts = select_counts(incs, zeros)
@@ -253,7 +263,13 @@ def _run_exact(
     task = bar.add_task(f"{name}: snapshots", total=rows)
     with _Phase(f"{name}: pass 2, {b2} rows per batch"):
         levels, incs64 = snapshot_levels(
-            work, ginv, order, counts, dtype=row_dtype, rows_per_batch=b2, name=name,
+            work,
+            ginv,
+            order,
+            counts,
+            dtype=row_dtype,
+            rows_per_batch=b2,
+            name=name,
             on_batch=lambda n: bar.advance(task, n),
         )
     cum = torch.cat(

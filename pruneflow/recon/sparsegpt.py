@@ -106,8 +106,9 @@ class _LowRankBlocks:
     def start(self, w0: Tensor, levels: int) -> None:
         # the levels share w0; only G (levels x rows x r) is per level
         self.w0 = w0
-        self.g = torch.zeros(levels, *w0.shape[:1], self.f.shape[0], dtype=w0.dtype,
-                             device=w0.device)
+        self.g = torch.zeros(
+            levels, *w0.shape[:1], self.f.shape[0], dtype=w0.dtype, device=w0.device
+        )
 
     def diag_block(self, b0: int, b1: int) -> Tensor:
         return self.ubb[b0 // self.block]
@@ -201,10 +202,12 @@ def _smallest(scores: Tensor, take: Tensor) -> Tensor:
     quarter of the solver's time).
     """
     n = scores.shape[1]
-    thr = torch.stack([
-        scores[i].kthvalue(int(k)).values if k > 0 else scores.new_tensor(-1.0)
-        for i, k in enumerate(take.tolist())
-    ])[:, None]
+    thr = torch.stack(
+        [
+            scores[i].kthvalue(int(k)).values if k > 0 else scores.new_tensor(-1.0)
+            for i, k in enumerate(take.tolist())
+        ]
+    )[:, None]
     below = scores < thr
     tied = scores == thr
     need = take.to(scores.device)[:, None] - below.sum(1, keepdim=True)
@@ -264,16 +267,22 @@ def _zeros_per_block(
 
 def _column_saliency(weight: Tensor, damped: Damped) -> Tensor:
     """Sum over rows of the OBS saliency ``w^2 / [H^-1]_jj`` (diag of H as a cheap proxy)."""
-    return (weight.double().square().sum(0) * damped.diag.double())
+    return weight.double().square().sum(0) * damped.diag.double()
 
 
 def _permuted(damped: Damped, perm: Tensor) -> Damped:
     from dataclasses import replace
 
     if damped.factor is not None:
-        return replace(damped, factor=damped.factor[:, perm], dead=damped.dead[perm],
-                       added=damped.added[perm])
+        return replace(
+            damped, factor=damped.factor[:, perm], dead=damped.dead[perm], added=damped.added[perm]
+        )
     assert damped.matrix is not None
     matrix = damped.matrix[perm][:, perm]
-    return replace(damped, matrix=matrix, chol=torch.linalg.cholesky(matrix),
-                   dead=damped.dead[perm], added=damped.added[perm])
+    return replace(
+        damped,
+        matrix=matrix,
+        chol=torch.linalg.cholesky(matrix),
+        dead=damped.dead[perm],
+        added=damped.added[perm],
+    )

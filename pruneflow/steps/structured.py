@@ -4,7 +4,8 @@
 * ``structured_profile``: the structured timing table on this host (its fingerprint holds the
   host description, so a table from another machine is never a cache hit).
 * ``structured_recondb``: keep sets and least-squares refits per group and width level.
-* ``structured_search``: SPDY's search per target speedup -> ``plans.parquet``.
+* ``structured_search``: SPDY's search per target speedup, each plan realized and re-aimed until
+  its measured speedup meets the target (``structured.verify``) -> ``plans.parquet``.
 * ``structured_realize``: each plan as a physically smaller model, fine-tuned; its measured
   end-to-end speedup and test accuracy -> ``results.parquet`` and DVC metrics.
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import numpy as np
@@ -34,6 +36,7 @@ from pruneflow.structured.database import StructuredDB, build_database
 from pruneflow.structured.realize import measured_speedup, realize
 from pruneflow.structured.search import WidthLoss, search_widths
 from pruneflow.structured.timing import measure_table, read_table, write_table
+from pruneflow.structured.verify import attempt_rows, check_floor, meet_target, search_rule
 from pruneflow.structured.widths import fractions, structured_groups, width_grid
 from pruneflow.timing.table import host_description
 from pruneflow.train import evaluate, seeded_build, train
@@ -279,7 +282,9 @@ def _search(p: Params) -> dict[str, Any]:
         batches = [(x[i : i + 128], y[i : i + 128]) for i in range(0, len(x), 128)]
     loss = WidthLoss(model, groups, db, batches, bn=p.structured.search.bn)
     dense_loss = loss([0] * len(groups))
-    rows = []
+    measure = _realized_speedup(p, model, groups, db, example, tuple(data.in_shape))
+    v = p.structured.verify
+    rows, attempts = [], []
     for target in p.structured.targets:
         plan = search_widths(
             table, loss, target, p.structured.search, progress=progress_enabled(p.runtime.progress)
@@ -287,21 +292,63 @@ def _search(p: Params) -> dict[str, Any]:
         write_parquet(
             paths.history_table(p, target), plan.result.history_frame()[list(HISTORY_COLUMNS)]
         )
+        levels, aim, measured = plan.levels, float(target), math.nan
+        if v.rounds > 0:
+            solve = search_rule(table, plan.result.best_c, p.structured.search.buckets)
+            kept, tried = meet_target(target, solve, table, measure, v.rounds, v.tolerance)
+            attempts += attempt_rows(target, "search", tried)
+            check_floor(
+                f"{p.model.name}'s searched profile",
+                target,
+                kept,
+                tried,
+                v.floor,
+                solve,
+                table.max_speedup(),
+            )
+            levels, aim, measured = kept.levels, kept.aim, kept.measured
         rows.append(
             {
                 "target": float(target),
-                "levels": json.dumps(list(plan.levels)),
-                "widths": json.dumps(list(plan.widths)),
-                "predicted_speedup": plan.predicted_speedup,
-                "calib_loss": plan.calib_loss,
+                "levels": json.dumps(list(levels)),
+                "widths": json.dumps([int(table.widths[g, s]) for g, s in enumerate(levels)]),
+                "predicted_speedup": table.dense_total_ms / table.predict_ms(list(levels)),
+                "aim": aim,
+                "measured_speedup": measured,
+                "calib_loss": plan.calib_loss if levels == plan.levels else loss(levels),
                 "dense_calib_loss": dense_loss,
                 "candidates": plan.result.evaluations,
                 "distinct_profiles": plan.result.distinct_profiles,
             }
         )
     frame = pd.DataFrame(rows, columns=list(paths.PLAN_COLUMNS))
-    write_parquet(paths.plans_table(p), frame, {"groups": [g.name for g in groups]})
-    return {"plans": len(rows), "predicted": [r["predicted_speedup"] for r in rows]}
+    meta = {"groups": [g.name for g in groups], "verify": attempts}
+    write_parquet(paths.plans_table(p), frame, meta)
+    return {
+        "plans": len(rows),
+        "predicted": [r["predicted_speedup"] for r in rows],
+        "measured": [r["measured_speedup"] for r in rows],
+        "attempts": {str(t): sum(a["target"] == t for a in attempts) for t in p.structured.targets},
+    }
+
+
+def _realized_speedup(
+    p: Params,
+    model: nn.Module,
+    groups: Any,
+    db: StructuredDB,
+    example: torch.Tensor,
+    in_shape: tuple[int, ...],
+) -> Any:
+    """``measure(levels)``: the end-to-end speedup of the profile's physically thinned model
+    (the weights do not change its speed, so before fine-tuning is as good as after)."""
+    gen = torch.Generator().manual_seed(p.structured.timing.seed)
+    x = torch.randn((p.structured.timing.batch_size, *in_shape), generator=gen)
+
+    def measure(levels: Any) -> float:
+        return _measured(p, model, realize(model, groups, db, list(levels), example), x)
+
+    return measure
 
 
 STRUCTURED_SEARCH = Step(
@@ -313,6 +360,11 @@ STRUCTURED_SEARCH = Step(
         "structured.search",
         "structured.recon",
         "structured.score_split",
+        "structured.verify",
+        "structured.measure_repeats",
+        "structured.measure_passes",
+        "structured.measure_block_seconds",
+        "structured.timing",
     ),
     inputs=lambda p: [
         layout.labels_table(p),
@@ -325,7 +377,7 @@ STRUCTURED_SEARCH = Step(
         [paths.plans_table(p)] + [paths.history_table(p, t) for t in p.structured.targets]
     ),
     compute=_search,
-    description="SPDY's DP and search over width levels per target speedup",
+    description="SPDY's DP and search per target speedup, re-aimed on the measured speedup",
     environment=lambda p: host_description(p.structured.timing.threads),
 )
 
@@ -337,7 +389,14 @@ def _measured(p: Params, model: nn.Module, thin: nn.Module, x: torch.Tensor) -> 
     """End-to-end speedup of ``thin`` over ``model`` with ``structured``'s measuring settings."""
     s = p.structured
     return measured_speedup(
-        model, thin, x, s.timing.threads, s.measure_repeats, s.measure_passes, s.timing.quantile
+        model,
+        thin,
+        x,
+        s.timing.threads,
+        s.measure_repeats,
+        s.measure_passes,
+        s.timing.quantile,
+        s.measure_block_seconds,
     )
 
 
@@ -439,6 +498,7 @@ STRUCTURED_REALIZE = Step(
         "structured.finetune_lr",
         "structured.measure_repeats",
         "structured.measure_passes",
+        "structured.measure_block_seconds",
         "structured.timing",
     ),
     inputs=lambda p: [

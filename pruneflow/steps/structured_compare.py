@@ -61,6 +61,7 @@ from pruneflow.structured.baselines import (
 )
 from pruneflow.structured.comparison import summarize
 from pruneflow.structured.realize import measured_speedup, realize
+from pruneflow.structured.verify import attempt_rows, check_floor, meet_target, uniform_rule
 from pruneflow.structured.widths import thin_copy
 from pruneflow.timing.table import host_description
 from pruneflow.train import evaluate
@@ -116,23 +117,54 @@ def _profiles(p: Params) -> dict[str, Any]:
 
     def speed(thin: nn.Module) -> float:
         return measured_speedup(
-            model, thin, x, s.timing.threads, c.calibration_repeats, 2, s.timing.quantile
+            model,
+            thin,
+            x,
+            s.timing.threads,
+            c.calibration_repeats,
+            2,
+            s.timing.quantile,
+            s.measure_block_seconds,
         )
 
     minimum = minimum_widths(groups, s.min_fraction, s.min_channels)
     floor = flops.flops(minimum) / dense_flops
-    rows = []
+    v = s.verify
+    # a budget meets the target when measured at or above it (as the search's window does)
+    meets = 1.0
+    rows, attempts = [], []
     jobs = [(t, m) for t in s.targets for m in c.methods]
     for t, method in jobs:
         budget, steps, calibrated = math.nan, 0, math.nan
-        if method in ("search", "uniform"):
-            if method == "search":
-                levels = json.loads(plans[plans["target"] == t].iloc[0]["levels"])
-            else:
-                budget = float(uniform_level(table, t))
-                levels = [int(budget)] * len(groups)
+        if method == "search":
+            # re-aimed on its measured speedup by structured_search already
+            levels = json.loads(plans[plans["target"] == t].iloc[0]["levels"])
             thin = realize(model, groups, db, levels, example)
             calibrated = speed(thin)
+        elif method == "uniform":
+            levels = [uniform_level(table, t)] * len(groups)
+            if v.rounds > 0:
+                solve = uniform_rule(table)
+
+                def timed(lv: Any) -> float:
+                    return speed(realize(model, groups, db, list(lv), example))
+
+                kept, tried = meet_target(t, solve, table, timed, v.rounds, v.tolerance)
+                attempts += attempt_rows(t, "uniform", tried)
+                check_floor(
+                    f"{p.model.name}'s uniform widths",
+                    t,
+                    kept,
+                    tried,
+                    v.floor,
+                    solve,
+                    table.max_speedup(),
+                )
+                levels, steps, calibrated = list(kept.levels), len(tried), kept.measured
+            budget = float(levels[0])
+            thin = realize(model, groups, db, levels, example)
+            if steps == 0:
+                calibrated = speed(thin)
         else:
 
             def step(i: int, n: int, m: str = method, tt: float = t) -> None:
@@ -148,22 +180,34 @@ def _profiles(p: Params) -> dict[str, Any]:
                     return thin_copy(model, groups, keep).eval()
 
                 # a larger FLOPs fraction prunes less
-                found = calibrate(
-                    build, speed, t, floor * (1 + 1e-6), 1.0, c.calibration_steps, False, step
-                )
+                lo, hi = floor * (1 + 1e-6), 1.0
+                found = calibrate(build, speed, t, lo, hi, c.calibration_steps, False, step, meets)
             else:
+                lo, hi = 0.0, c.tp_max_ratio
                 found = calibrate(
                     lambda r: tp_magnitude(model, example, r, c.tp_max_ratio),
                     speed,
                     t,
-                    0.0,
-                    c.tp_max_ratio,
+                    lo,
+                    hi,
                     c.calibration_steps,
                     True,
                     step,
+                    meets,
                 )
             thin, budget, calibrated = found.model, found.budget, found.measured_speedup
             steps = len(found.tried)
+            attempts += [
+                {"target": float(t), "rule": method, "budget": b, "measured": m}
+                for b, m in found.tried
+            ]
+            if calibrated < v.floor * t:
+                raise PruneflowError(
+                    f"target speedup {t:g}x is unreachable for {p.model.name} by {method} as "
+                    f"measured end to end: {steps} budgets tried in [{lo:.3g}, {hi:.3g}], the "
+                    f"fastest measured {max(m for _, m in found.tried):.3g}x, below "
+                    f"{v.floor:g} of the target; lower structured.targets"
+                )
         widths = group_widths_of(thin, groups)
         flops_speedup = dense_flops / flops.flops(widths)
         table_speedup = _table_speedup(table, widths)
@@ -203,7 +247,7 @@ def _profiles(p: Params) -> dict[str, Any]:
         )
         report_progress(f"{p.model.name}: compared profiles", len(rows), len(jobs))
     frame = pd.DataFrame(rows, columns=list(paths.PROFILE_COLUMNS))
-    meta = {"host": host_description(s.timing.threads), "load_1min": _load()}
+    meta = {"host": host_description(s.timing.threads), "load_1min": _load(), "verify": attempts}
     write_parquet(paths.profiles_table(p), frame, meta)
     return {f"{r['method']}@{r['target']}x": round(float(r["calibrated_speedup"]), 3) for r in rows}
 
@@ -229,6 +273,8 @@ STRUCTURED_COMPARE_PROFILES = Step(
         "structured.compare.calibration_steps",
         "structured.compare.calibration_repeats",
         "structured.compare.tp_max_ratio",
+        "structured.measure_block_seconds",
+        "structured.verify",
     ),
     inputs=lambda p: [
         *_common_inputs(p),
@@ -313,6 +359,7 @@ STRUCTURED_COMPARE = Step(
         "structured.finetune_lr",
         "structured.measure_repeats",
         "structured.measure_passes",
+        "structured.measure_block_seconds",
         "structured.timing",
     ),
     inputs=lambda p, item: [

@@ -110,6 +110,7 @@ STRUCTURED_EXPORT = Step(
         "structured.timing",
         "structured.measure_repeats",
         "structured.measure_passes",
+        "structured.measure_block_seconds",
         "export",
     ),
     inputs=lambda p: [

@@ -8,7 +8,8 @@
   dense total, fixed remainder, grid).
 - ``recondb/``: ``index.parquet`` (:data:`pruneflow.structured.database.INDEX_COLUMNS`) and
   ``<group>.safetensors`` (keep sets and refitted consumer weights per level).
-- ``plans.parquet`` (:data:`PLAN_COLUMNS`, one row per target) and
+- ``plans.parquet`` (:data:`PLAN_COLUMNS`, one row per target; metadata ``verify``: every
+  measured attempt, :func:`pruneflow.structured.verify.attempt_rows`) and
   ``search/history-<target>.parquet`` (:data:`pruneflow.spdy.search.HISTORY_COLUMNS`).
 - ``realized/<target>.safetensors``: the thinned, fine-tuned model's weights (its metadata
   holds the kept channels per group); ``results.parquet`` (:data:`RESULT_COLUMNS`).
@@ -36,6 +37,8 @@ PLAN_COLUMNS: dict[str, str] = {
     "levels": "O",  # JSON list: width level per group
     "widths": "O",  # JSON list: kept channels per group
     "predicted_speedup": "f",
+    "aim": "f",  # the speedup the DP aimed at for this profile (target, or re-aimed)
+    "measured_speedup": "f",  # the realized profile against the dense model, before fine-tuning
     "calib_loss": "f",
     "dense_calib_loss": "f",
     "candidates": "iu",

@@ -47,8 +47,10 @@ def measured_speedup(
     repeats: int,
     passes: int,
     quantile: float,
+    min_block_seconds: float = 0.0,
 ) -> float:
-    """End-to-end speedup of ``thin`` over ``dense`` on ``x`` (plain torch, ``threads``)."""
+    """End-to-end speedup of ``thin`` over ``dense`` on ``x`` (plain torch, ``threads``); each
+    model's block in a pass runs at least ``min_block_seconds``."""
     dense, thin = dense.eval(), thin.eval()
     with thread_scope(threads), torch.no_grad():
         (speedup,) = measure_speedups(
@@ -57,5 +59,6 @@ def measured_speedup(
             repeats=repeats,
             passes=passes,
             quantile=quantile,
+            min_block_seconds=min_block_seconds,
         )
     return speedup
