@@ -44,13 +44,15 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
         step.run(q)
     plans = pd.read_parquet(paths.plans_table(q))
     assert list(plans["target"]) == [1.05]
-    assert plans["predicted_speedup"].iloc[0] >= 1.05 * (1 - 1e-9)
-    # the plan was realized and measured end to end, re-aimed until it met the target
+    # the plan was realized and measured end to end, re-aimed until it met the target: the
+    # search's own plan meets its aim by the table; the kept one may be predicted below the
+    # target when the table under-promised (a re-aim down), never measured below the floor
     tried = parquet_metadata(paths.plans_table(q))["verify"]
     assert tried and tried[0]["aim"] == pytest.approx(1.05 * 1.03)
-    assert tried[0]["rule"] == "search"
+    assert tried[0]["rule"] == "search" and tried[0]["predicted"] >= 1.05
     assert plans["measured_speedup"].iloc[0] >= 0.95 * 1.05
-    assert json.loads(plans["levels"].iloc[0]) in [a["levels"] for a in tried]
+    (kept,) = [a for a in tried if a["levels"] == json.loads(plans["levels"].iloc[0])]
+    assert plans["predicted_speedup"].iloc[0] == pytest.approx(kept["predicted"])
     results = pd.read_parquet(paths.results_table(q))
     row = results.iloc[0]
     assert row["params_thin"] <= row["params_dense"]

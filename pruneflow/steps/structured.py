@@ -36,7 +36,7 @@ from pruneflow.structured.database import StructuredDB, build_database
 from pruneflow.structured.realize import measured_speedup, realize
 from pruneflow.structured.search import WidthLoss, search_widths
 from pruneflow.structured.timing import measure_table, read_table, write_table
-from pruneflow.structured.verify import attempt_rows, check_floor, meet_target, search_rule
+from pruneflow.structured.verify import reaimed, search_rule
 from pruneflow.structured.widths import fractions, structured_groups, width_grid
 from pruneflow.timing.table import host_description
 from pruneflow.train import evaluate, seeded_build, train
@@ -295,17 +295,9 @@ def _search(p: Params) -> dict[str, Any]:
         levels, aim, measured = plan.levels, float(target), math.nan
         if v.rounds > 0:
             solve = search_rule(table, plan.result.best_c, p.structured.search.buckets)
-            kept, tried = meet_target(target, solve, table, measure, v.rounds, v.tolerance)
-            attempts += attempt_rows(target, "search", tried)
-            check_floor(
-                f"{p.model.name}'s searched profile",
-                target,
-                kept,
-                tried,
-                v.floor,
-                solve,
-                table.max_speedup(),
-            )
+            what = f"{p.model.name}'s searched profile"
+            kept, rows_tried = reaimed(what, "search", target, solve, table, measure, v)
+            attempts += rows_tried
             levels, aim, measured = kept.levels, kept.aim, kept.measured
         rows.append(
             {

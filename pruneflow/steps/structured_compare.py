@@ -61,7 +61,7 @@ from pruneflow.structured.baselines import (
 )
 from pruneflow.structured.comparison import summarize
 from pruneflow.structured.realize import measured_speedup, realize
-from pruneflow.structured.verify import attempt_rows, check_floor, meet_target, uniform_rule
+from pruneflow.structured.verify import reaimed, uniform_rule
 from pruneflow.structured.widths import thin_copy
 from pruneflow.timing.table import host_description
 from pruneflow.train import evaluate
@@ -149,18 +149,10 @@ def _profiles(p: Params) -> dict[str, Any]:
                 def timed(lv: Any) -> float:
                     return speed(realize(model, groups, db, list(lv), example))
 
-                kept, tried = meet_target(t, solve, table, timed, v.rounds, v.tolerance)
-                attempts += attempt_rows(t, "uniform", tried)
-                check_floor(
-                    f"{p.model.name}'s uniform widths",
-                    t,
-                    kept,
-                    tried,
-                    v.floor,
-                    solve,
-                    table.max_speedup(),
-                )
-                levels, steps, calibrated = list(kept.levels), len(tried), kept.measured
+                what = f"{p.model.name}'s uniform widths"
+                kept, rows_tried = reaimed(what, "uniform", t, solve, table, timed, v)
+                attempts += rows_tried
+                levels, steps, calibrated = list(kept.levels), len(rows_tried), kept.measured
             budget = float(levels[0])
             thin = realize(model, groups, db, levels, example)
             if steps == 0:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from pruneflow.config import StructuredVerifyParams
 from pruneflow.errors import PruneflowError
 from pruneflow.spdy.dp import ChainDPSolver
 from pruneflow.spdy.search import errors_from_c
@@ -31,7 +32,15 @@ from pruneflow.structured.baselines import uniform_level
 from pruneflow.structured.search import budget
 from pruneflow.structured.timing import StructuredTable
 
-__all__ = ["Attempt", "attempt_rows", "check_floor", "meet_target", "search_rule", "uniform_rule"]
+__all__ = [
+    "Attempt",
+    "attempt_rows",
+    "check_floor",
+    "meet_target",
+    "reaimed",
+    "search_rule",
+    "uniform_rule",
+]
 
 Levels = tuple[int, ...]
 
@@ -145,3 +154,19 @@ def attempt_rows(target: float, rule: str, tried: Sequence[Attempt]) -> list[dic
         }
         for a in tried
     ]
+
+
+def reaimed(
+    what: str,
+    rule: str,
+    target: float,
+    solve: Callable[[float], Levels | None],
+    table: StructuredTable,
+    measure: Callable[[Sequence[int]], float],
+    settings: StructuredVerifyParams,
+) -> tuple[Attempt, list[dict]]:
+    """:func:`meet_target` under ``settings``, then :func:`check_floor`: the kept attempt and
+    every attempt as rows for the table's metadata (``rule`` names the profile's rule)."""
+    kept, tried = meet_target(target, solve, table, measure, settings.rounds, settings.tolerance)
+    check_floor(what, target, kept, tried, settings.floor, solve, table.max_speedup())
+    return kept, attempt_rows(target, rule, tried)
