@@ -40,9 +40,9 @@ from pruneflow.models.zoo import build, prunable_layers
 from pruneflow.sparsity.grid import skipped_layers
 from pruneflow.timing import (
     SparseRuntime,
+    bench_host,
     default_batch_size,
     exact_mask,
-    host_description,
     kernels,
     measure_interleaved,
     thread_scope,
@@ -91,9 +91,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_flush_denormal(True)
-    host = host_description(1)
-    host |= {"capability": torch.backends.cpu.get_cpu_capability(), "nproc": os.cpu_count()}
-    print(json.dumps({"host": host, "loadavg": os.getloadavg()}))
+    print(json.dumps({"host": bench_host()}))
     torch.manual_seed(args.seed)
     model = build(args.model, 10, (1, 28, 28)).eval()
     names = prunable_layers(model)

@@ -36,6 +36,7 @@ from pruneflow.models.zoo import build
 from pruneflow.structured.timing import measure_table
 from pruneflow.structured.widths import Wiring, fractions, structured_groups, width_grid
 from pruneflow.timing.measure import Timing, measure, measure_speedups, thread_scope
+from pruneflow.timing.table import bench_host
 
 
 def _groups(model: nn.Module, example: torch.Tensor, order: str) -> tuple[list, Wiring]:
@@ -60,16 +61,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     torch.set_flush_denormal(True)
-    print(
-        json.dumps(
-            {
-                "host": torch.backends.cpu.get_cpu_capability(),
-                "nproc": os.cpu_count(),
-                "load": os.getloadavg(),
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps({"host": bench_host()}), flush=True)
     cfg = StructuredTimingParams()
     shape = (1, 28, 28)
     for name in args.models:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import numpy as np
 import pandas as pd
@@ -38,6 +37,7 @@ from pruneflow.steps.structured import _calibration, _dense_inputs, _open, _scor
 from pruneflow.steps.structured_compare import compare_items
 from pruneflow.structured import paths
 from pruneflow.structured.search import WidthLoss
+from pruneflow.timing.table import bench_host
 
 
 def _batches(
@@ -53,16 +53,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     p = config.scoped(config.load(args.params, args.overrides), f"structured:{args.model}")
-    print(
-        json.dumps(
-            {
-                "host": torch.backends.cpu.get_cpu_capability(),
-                "nproc": os.cpu_count(),
-                "load": os.getloadavg(),
-            }
-        ),
-        flush=True,
-    )
+    print(json.dumps({"host": bench_host()}), flush=True)
     data, train_idx, test_idx, true, model, example = _dense_inputs(p)
     groups, _, db = _open(p, model, example)
     calib = _calibration(p, data, train_idx, true)

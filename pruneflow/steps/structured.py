@@ -304,7 +304,7 @@ def _search(p: Params) -> dict[str, Any]:
                 "target": float(target),
                 "levels": json.dumps(list(levels)),
                 "widths": json.dumps([int(table.widths[g, s]) for g, s in enumerate(levels)]),
-                "predicted_speedup": table.dense_total_ms / table.predict_ms(list(levels)),
+                "predicted_speedup": table.predict_speedup(list(levels)),
                 "aim": aim,
                 "measured_speedup": measured,
                 "calib_loss": plan.calib_loss if levels == plan.levels else loss(levels),

@@ -91,7 +91,7 @@ def _table_speedup(table: Any, widths: list[int]) -> float:
         if hits.size == 0:
             return math.nan
         levels.append(int(hits[0]))
-    return table.dense_total_ms / table.predict_ms(levels)
+    return table.predict_speedup(levels)
 
 
 def _macs(model: nn.Module, example: torch.Tensor) -> float:

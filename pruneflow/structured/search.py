@@ -137,7 +137,7 @@ def search_widths(
         target=float(target),
         levels=levels,
         widths=widths,
-        predicted_speedup=table.dense_total_ms / table.predict_ms(levels),
+        predicted_speedup=table.predict_speedup(levels),
         calib_loss=float(result.best_loss),
         result=result,
     )

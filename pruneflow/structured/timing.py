@@ -117,6 +117,10 @@ class StructuredTable:
         prev = np.concatenate([[0], lv[:-1]])
         return self.remainder_ms + float(self.times_ms[np.arange(len(lv)), prev, lv].sum())
 
+    def predict_speedup(self, levels: Sequence[int]) -> float:
+        """The table's speedup of profile ``levels`` over the dense model."""
+        return self.dense_total_ms / self.predict_ms(levels)
+
     def fastest_ms(self) -> float:
         """The predicted time of the fastest profile (the chain's minimum)."""
         t = self.times_ms

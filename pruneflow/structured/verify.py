@@ -6,9 +6,9 @@ the DP picks, among many profiles, one the table rates fast; what the issue prom
 *measured* end-to-end speedup of the realized model, at least ``structured.verify.floor`` of
 the target. So the realized profile is timed against the dense model, and one measured off
 its window (one tolerance above the target, :func:`meet_target`) is chosen again by its own
-rule for a corrected aim (a profile
-predicted at ``P`` and measured at ``M`` asks the table for ``target x P / M``), as the
-unstructured profiles are (:mod:`pruneflow.spdy.verify`, whose loop this reuses):
+rule for a corrected aim, by the loop and aim rule of the unstructured profiles
+(:mod:`pruneflow.spdy.verify`: the last profile's error, then a secant step once two attempts
+bracket the target):
 
 * the search: the exact chain DP with the sensitivities its search found (no new search);
 * uniform widths: the widest single level the table predicts to reach the aim.
@@ -95,7 +95,7 @@ def meet_target(
     of it afterwards. The first attempt is the rule's own profile for that aim."""
 
     def predict(levels: Sequence[int]) -> float:
-        return table.dense_total_ms / table.predict_ms([int(v) for v in levels])
+        return table.predict_speedup([int(v) for v in levels])
 
     return meet_measured_target(
         target * (1.0 + tolerance),

@@ -33,6 +33,7 @@ from pruneflow.timing.profiler import (
 from pruneflow.timing.runtime import SparseRuntime, prepare_inference_model
 from pruneflow.timing.table import (
     COLUMNS,
+    bench_host,
     host_description,
     predict_ms,
     read_timing_table,
@@ -53,6 +54,7 @@ __all__ = [
     "default_batch_size",
     "exact_mask",
     "get_backend",
+    "bench_host",
     "host_description",
     "measure",
     "measure_interleaved",

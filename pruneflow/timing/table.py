@@ -31,6 +31,7 @@ from pruneflow.io import parquet_metadata, read_parquet, write_parquet
 __all__ = [
     "COLUMNS",
     "FORMAT",
+    "bench_host",
     "host_description",
     "predict_ms",
     "read_timing_table",
@@ -97,6 +98,17 @@ def host_description(threads: int) -> dict[str, Any]:
         "torch": torch.__version__,
         "numba": numba.__version__,
         "threads": int(threads),
+    }
+
+
+def bench_host(threads: int = 1) -> dict[str, Any]:
+    """What a benchmark's figures depend on: :func:`host_description` plus torch's CPU
+    capability (AVX2 or AVX-512), ``nproc`` and the load average at the start."""
+    return {
+        **host_description(threads),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "nproc": os.cpu_count(),
+        "loadavg": os.getloadavg(),
     }
 
 
