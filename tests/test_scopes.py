@@ -47,3 +47,25 @@ def test_a_spdy_model_view_takes_its_own_targets():
     assert config.scoped(p, "spdy:smallcnn").spdy.targets == [1.5, 2.0]
     with pytest.raises(PruneflowError, match="speedup targets must be > 1"):
         config.updated(spdy={"model_targets": {"mlp1024": [0.5]}})
+
+
+def test_a_models_targets_may_follow_the_hosts_cpu_capability(monkeypatch):
+    from pruneflow import config
+
+    by_cpu = {"AVX512": [10.0, 15.0, 20.0], "default": [4.0, 7.0, 10.0]}
+    p = config.updated(spdy={"models": ["mlp1024"], "model_targets": {"mlp1024": by_cpu}})
+    assert p.spdy.targets_for("mlp1024", "AVX512") == [10.0, 15.0, 20.0]
+    assert p.spdy.targets_for("mlp1024", "AVX2") == [4.0, 7.0, 10.0]  # no entry: its default
+    monkeypatch.setattr(config, "cpu_capability", lambda: "AVX512")
+    assert config.scoped(p, "spdy:mlp1024").spdy.targets == [10.0, 15.0, 20.0]
+    monkeypatch.setattr(config, "cpu_capability", lambda: "AVX2")
+    assert config.scoped(p, "spdy:mlp1024").spdy.targets == [4.0, 7.0, 10.0]
+    # without a default, a capability not listed falls back to spdy.targets
+    p = config.updated(
+        spdy={"targets": [2.0], "model_targets": {"mlp1024": {"AVX512": [12.0]}}}
+    )
+    assert p.spdy.targets_for("mlp1024", "AVX2") == [2.0]
+    with pytest.raises(PruneflowError, match=r"mlp1024 \(AVX2\): speedup targets must be > 1"):
+        config.updated(spdy={"model_targets": {"mlp1024": {"AVX2": [0.5]}}})
+    with pytest.raises(PruneflowError, match=r"mlp1024 \(AVX2\): no targets"):
+        config.updated(spdy={"model_targets": {"mlp1024": {"AVX2": []}}})

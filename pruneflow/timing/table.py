@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from pruneflow.config import cpu_capability
 from pruneflow.errors import PruneflowError
 from pruneflow.io import parquet_metadata, read_parquet, write_parquet
 
@@ -106,7 +107,7 @@ def bench_host(threads: int = 1) -> dict[str, Any]:
     capability (AVX2 or AVX-512), ``nproc`` and the load average at the start."""
     return {
         **host_description(threads),
-        "capability": torch.backends.cpu.get_cpu_capability(),
+        "capability": cpu_capability(),
         "nproc": os.cpu_count(),
         "loadavg": os.getloadavg(),
     }
