@@ -80,3 +80,16 @@ def test_bad_sdd_and_chex_inputs_stop_the_run_in_one_line(project, flow, sets, m
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (project / "artifacts").exists() and not (project / ".pruneflow").exists()
+
+
+def test_every_flow_the_cli_runs_has_its_inputs_checked():
+    """`pruneflow run FLOW` checks FLOW's models before any work: a flow missing from the
+    preflight's table would stop every run of it with "unknown flow"."""
+    from pruneflow import config
+    from pruneflow.deploy import FLOWS
+    from pruneflow.models.preflight import FLOW_METHODS, check_own_inputs
+
+    assert set(FLOW_METHODS) == set(FLOWS)
+    params = config.load(REPO / "params.yaml")
+    for flow in FLOWS:
+        assert check_own_inputs(params, flow) == 0  # the zoo's models: nothing of the user's

@@ -23,6 +23,8 @@ FLOW_METHODS: dict[str, tuple[str | None, ...]] = {
     "spdy": ("spdy",),
     "sdd": ("sdd",),
     "chex": ("chex",),
+    "profile": ("spdy",),  # the SPDY models' timing tables
+    "structured": ("structured",),
 }
 
 
