@@ -29,7 +29,14 @@ STRUCTURED = {
     "timing": {"batch_size": 256, "rounds": 1, "max_repeats": 3, "max_seconds": 0.01},
     "recon": {"calib_samples": 128, "rows": 2048},
     "targets": [1.05],
-    "search": {"candidates": 3, "max_no_improvement": 2, "buckets": 500, "calib_samples": 128},
+    "search": {
+        "candidates": 3,
+        "max_no_improvement": 2,
+        "buckets": 500,
+        "calib_samples": 128,
+        "finetune_top_k": 2,
+        "finetune_steps": 2,
+    },
     "finetune_epochs": 1,
     "measure_repeats": 6,
     "measure_passes": 2,
@@ -53,6 +60,15 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
     assert plans["measured_speedup"].iloc[0] >= 0.95 * 1.05
     (kept,) = [a for a in tried if a["levels"] == json.loads(plans["levels"].iloc[0])]
     assert plans["predicted_speedup"].iloc[0] == pytest.approx(kept["predicted"])
+    # every attempt is a new search for its aim, its best profiles fine-tuned briefly; the
+    # kept profile is the least validation loss after that among its search's candidates
+    compared = parquet_metadata(paths.plans_table(q))["finetuned"]
+    assert {c["aim"] for c in compared} == {a["aim"] for a in tried}
+    ours = [c for c in compared if c["aim"] == kept["aim"]]
+    best = min(ours, key=lambda c: c["finetuned_loss"])
+    assert best["kept"] and best["levels"] == kept["levels"]
+    assert plans["finetuned_loss"].iloc[0] == pytest.approx(best["finetuned_loss"])
+    assert plans["calib_loss"].iloc[0] == pytest.approx(best["calib_loss"])
     results = pd.read_parquet(paths.results_table(q))
     row = results.iloc[0]
     assert row["params_thin"] <= row["params_dense"]
