@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -293,11 +294,29 @@ def _search(p: Params) -> dict[str, Any]:
     v, cfg = p.structured.verify, p.structured.search
     show = progress_enabled(p.runtime.progress)
 
+    searches: list[dict[str, Any]] = []  # what each search cost (a new one per re-aim)
+    found: list[StructuredPlan] = []  # every search's plan, this target's
+
     def search(aim: float) -> StructuredPlan:
-        return search_widths(table, loss, aim, cfg, progress=show, finetuned=finetuned)
+        start, tuned = time.perf_counter(), finetuned.seconds if finetuned else 0.0
+        plan = search_widths(table, loss, aim, cfg, progress=show, finetuned=finetuned)
+        tuning = (finetuned.seconds if finetuned else 0.0) - tuned
+        searches.append(
+            {
+                "target": float(target),
+                "aim": float(aim),
+                "seconds": time.perf_counter() - start - tuning,
+                "finetune_seconds": tuning,
+                "distinct_profiles": plan.result.distinct_profiles,
+                "finetuned": len(plan.finetuned),
+            }
+        )
+        found.append(plan)
+        return plan
 
     rows, attempts, compared = [], [], []
     for target in p.structured.targets:
+        found.clear()
         levels, aim, measured = (), float(target), math.nan
         if v.rounds == 0:
             plan = search(target)
@@ -310,7 +329,7 @@ def _search(p: Params) -> dict[str, Any]:
             attempts += rows_tried
             levels, aim, measured = kept.levels, kept.aim, kept.measured
             plan = plans[levels]
-            compared += _compared(target, plans.values(), levels)
+            compared += _compared(target, found, levels)
         else:  # SPDY's rule: the DP with the first search's sensitivities
             plan = search(target * (1.0 + v.tolerance))
             solve = search_rule(table, plan.result.best_c, cfg.buckets)
@@ -320,7 +339,7 @@ def _search(p: Params) -> dict[str, Any]:
             )
             attempts += rows_tried
             levels, aim, measured = kept.levels, kept.aim, kept.measured
-            compared += _compared(target, [plan], levels)
+            compared += _compared(target, found, levels)
         write_parquet(
             paths.history_table(p, target), plan.result.history_frame()[list(HISTORY_COLUMNS)]
         )
@@ -341,13 +360,20 @@ def _search(p: Params) -> dict[str, Any]:
             }
         )
     frame = pd.DataFrame(rows, columns=list(paths.PLAN_COLUMNS))
-    meta = {"groups": [g.name for g in groups], "verify": attempts, "finetuned": compared}
+    meta = {
+        "groups": [g.name for g in groups],
+        "verify": attempts,
+        "finetuned": compared,
+        "searches": searches,
+    }
     write_parquet(paths.plans_table(p), frame, meta)
     return {
         "plans": len(rows),
         "predicted": [r["predicted_speedup"] for r in rows],
         "measured": [r["measured_speedup"] for r in rows],
         "attempts": {str(t): sum(a["target"] == t for a in attempts) for t in p.structured.targets},
+        "search_seconds": [round(r["seconds"], 1) for r in searches],
+        "finetune_seconds": [round(r["finetune_seconds"], 1) for r in searches],
     }
 
 

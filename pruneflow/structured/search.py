@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -128,11 +129,13 @@ class FinetunedLoss:
         self.steps = int(steps)
         self.batches = list(batches)
         self.memo: dict[Levels, float] = {}
+        self.seconds = 0.0  # wall time spent realizing, fine-tuning and scoring
 
     def __call__(self, levels: Sequence[int]) -> float:
         key = tuple(int(v) for v in levels)
         if key in self.memo:
             return self.memo[key]
+        start = time.perf_counter()
         thin = realize(self.model, self.groups, self.db, list(key), self.example)
         train(
             thin,
@@ -147,6 +150,7 @@ class FinetunedLoss:
         with torch.no_grad():
             losses = [nn.functional.cross_entropy(thin(x), y).item() for x, y in self.batches]
         self.memo[key] = float(np.mean(losses))
+        self.seconds += time.perf_counter() - start
         return self.memo[key]
 
 
