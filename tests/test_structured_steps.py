@@ -93,10 +93,15 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
     assert "\n" not in str(err.value)
     # the search scored on the validation split (the default), not the refit's own images
     on_val = plans["dense_calib_loss"].iloc[0]
-    calib = config.updated(p, structured={**STRUCTURED, "score_split": "calibration"})
+    # (and SPDY's re-aim, the DP with the first search's sensitivities: one search per target)
+    dp = {**STRUCTURED["search"], "reaim": "dp"}
+    calib = config.updated(p, structured={**STRUCTURED, "score_split": "calibration", "search": dp})
     STRUCTURED_STEPS[3].run(config.scoped(calib, "structured:resnet_mini"))
     on_calib = pd.read_parquet(paths.plans_table(q))["dense_calib_loss"].iloc[0]
     assert on_val != pytest.approx(on_calib, rel=1e-6)
+    meta = parquet_metadata(paths.plans_table(q))
+    assert [r["aim"] for r in meta["searches"]] == [1.05 * 1.03] == [meta["verify"][0]["aim"]]
+    assert meta["verify"][0]["levels"] in [c["levels"] for c in meta["finetuned"]]
     # no validation split to score on: one line
     bare = config.updated(p, data={"val_fraction": 0.0}, structured=STRUCTURED)
     PREPARE.run(config.scoped(bare, "structured"))
