@@ -185,7 +185,7 @@ def test_uniform_widths_keep_the_level_short_of_the_window_over_a_jump_past_it()
     assert plain.levels[0] == level + 1 and plain.measured == pytest.approx(1.6 * target)
     kept, rows = reaimed("toy", "uniform", target, solve, table, measure(0.97), v, uniform=True)
     assert kept.levels[0] == level and kept.measured == pytest.approx(0.97 * target)
-    assert kept == grid_bound(plain, tried, target, v.tolerance, v.floor)
+    assert (kept, tried) == grid_bound(plain, tried, target, v.tolerance, v.floor)
     assert [r["levels"][0] for r in rows] == [level, level + 1]  # every attempt still recorded
     # below the floor (0.95): the jump stays
     low, _ = reaimed("toy", "uniform", target, solve, table, measure(0.9), v, uniform=True)
@@ -196,3 +196,38 @@ def test_uniform_widths_keep_the_level_short_of_the_window_over_a_jump_past_it()
     # the search's profiles are not grid-bound: without `uniform` the jump is kept
     other, _ = reaimed("toy", "search", target, solve, table, measure(0.97), v)
     assert other.levels[0] == level + 1
+
+
+def test_uniform_widths_measure_the_wider_level_the_re_aim_never_asked_for():
+    table = _table()
+    solve = uniform_rule(table)
+    target = 1.45
+    v = StructuredVerifyParams()
+
+    def under(levels):  # the table under-promises every level by 20%
+        return 1.2 * _predict(table, levels)
+
+    plain, tried = meet_target(target, solve, table, under, v.rounds, v.tolerance)
+    # the re-aim asks for the widest level *predicted* to reach the corrected aim: one level
+    # wider never comes up, and the kept one runs well past the window
+    level = plain.levels[0]
+    assert plain.measured > target * 1.03**2
+    assert (level - 1,) * 3 not in [a.levels for a in tried]
+    wider = under([level - 1] * 3)
+    assert 0.95 * target <= wider < target * 1.03 * 0.97  # short of the window, above the floor
+    kept, rows = reaimed("toy", "uniform", target, solve, table, under, v, uniform=True)
+    assert kept.levels == (level - 1,) * 3 and kept.measured == pytest.approx(wider)
+    assert rows[-1]["levels"] == [level - 1] * 3 and len(rows) == len(tried) + 1
+    assert rows[-1]["aim"] == pytest.approx(_predict(table, [level - 1] * 3))
+    # no measurements left for it: the jump stays
+    none, _ = reaimed(
+        "toy",
+        "uniform",
+        target,
+        solve,
+        table,
+        under,
+        v.model_copy(update={"rounds": 0}),
+        uniform=True,
+    )
+    assert none.levels[0] >= level
