@@ -4,8 +4,10 @@
 * ``structured_profile``: the structured timing table on this host (its fingerprint holds the
   host description, so a table from another machine is never a cache hit).
 * ``structured_recondb``: keep sets and least-squares refits per group and width level.
-* ``structured_search``: SPDY's search per target speedup, each plan realized and re-aimed until
-  its measured speedup meets the target (``structured.verify``) -> ``plans.parquet``.
+* ``structured_search``: SPDY's search per target speedup, its best few profiles fine-tuned
+  briefly to choose among them (``structured.search.finetune_top_k``), each plan realized and
+  re-aimed by a new search until its measured speedup meets the target
+  (``structured.verify``) -> ``plans.parquet``.
 * ``structured_realize``: each plan as a physically smaller model, fine-tuned; its measured
   end-to-end speedup and test accuracy -> ``results.parquet`` and DVC metrics.
 """
@@ -298,9 +300,10 @@ def _search(p: Params) -> dict[str, Any]:
     found: list[StructuredPlan] = []  # every search's plan, this target's
 
     def search(aim: float) -> StructuredPlan:
-        start, tuned = time.perf_counter(), finetuned.seconds if finetuned else 0.0
+        start = time.perf_counter()
+        tuned = finetuned.seconds if finetuned is not None else 0.0
         plan = search_widths(table, loss, aim, cfg, progress=show, finetuned=finetuned)
-        tuning = (finetuned.seconds if finetuned else 0.0) - tuned
+        tuning = (finetuned.seconds if finetuned is not None else 0.0) - tuned
         searches.append(
             {
                 "target": float(target),
