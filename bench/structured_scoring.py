@@ -17,7 +17,11 @@ test accuracy the comparison measured after fine-tuning (mean over seeds):
   score before ``score_split: val``);
 - ``heldout_loss``: the same on test images the refit never saw (the refit's optimism);
 - ``eval_bn_loss``: on the calibration images with the dense model's running BatchNorm
-  statistics (what the stitched model computes before any recalibration).
+  statistics (what the stitched model computes before any recalibration);
+- ``short_finetune_loss``: the search's score images after the first
+  ``structured.search.finetune_steps`` steps of the comparison's fine-tuning of the thinned
+  model (:class:`pruneflow.structured.search.FinetunedLoss`, what the search now chooses its
+  best ``finetune_top_k`` profiles by).
 
 One JSON object per line; the first one the host and its load.
 """
@@ -33,7 +37,13 @@ import torch
 
 from pruneflow import config
 from pruneflow.io import read_parquet
-from pruneflow.steps.structured import _calibration, _dense_inputs, _open, _scoring_batches
+from pruneflow.steps.structured import (
+    _calibration,
+    _dense_inputs,
+    _open,
+    _scoring_batches,
+    _short_finetune,
+)
 from pruneflow.steps.structured_compare import compare_items
 from pruneflow.structured import paths
 from pruneflow.structured.search import WidthLoss
@@ -69,6 +79,9 @@ def main() -> None:
     scored = WidthLoss(model, groups, db, _batches(xc, yc), bn=p.structured.search.bn)
     heldout = WidthLoss(model, groups, db, _batches(xh, yh), bn=p.structured.search.bn)
     eval_bn = WidthLoss(model, groups, db, _batches(xc, yc), bn="eval")
+    short = _short_finetune(
+        p, model, groups, db, example, (data, train_idx, true), _batches(xs, ys)
+    )
     plans = read_parquet(paths.plans_table(p), paths.PLAN_COLUMNS)
     profiles = read_parquet(paths.profiles_table(p), paths.PROFILE_COLUMNS)
     # the fine-tuned runs done so far (the report needs them all; this reads what exists)
@@ -99,6 +112,10 @@ def main() -> None:
                         "calib_loss": round(scored(levels), 4),
                         "heldout_loss": round(heldout(levels), 4),
                         "eval_bn_loss": round(eval_bn(levels), 4),
+                        "short_finetune_loss": (
+                            round(short(levels), 4) if short is not None else None
+                        ),
+                        "finetune_steps": p.structured.search.finetune_steps,
                         "finetuned_acc": (
                             round(float(done["test_acc"].mean()), 4) if len(done) else None
                         ),

@@ -813,6 +813,36 @@ class StructuredVerifyParams(VerifyParams):
     )
 
 
+class StructuredSearchParams(SearchParams):
+    """SPDY's search over width levels (``spdy.search``'s keys), then a short fine-tuning of
+    its best few distinct profiles to choose among them (not in SPDY: docs/structured.md)."""
+
+    bn: Literal["eval", "train"] = Field(
+        "train", description="BatchNorm while scoring: running stats, or calibration-batch stats"
+    )
+    finetune_top_k: int = Field(
+        4,
+        ge=0,
+        le=64,
+        description="the search's best this many distinct width profiles are each fine-tuned "
+        "finetune_steps steps and the one of least validation loss after that is kept (0 or 1: "
+        "the search's best, as SPDY keeps it)",
+    )
+    finetune_steps: int = Field(
+        30,
+        ge=1,
+        le=100_000,
+        description="optimizer steps of that short fine-tuning: the first steps of the "
+        "comparison's fine-tuning (structured.finetune_lr, structured.train's recipe and seed)",
+    )
+    reaim: Literal["search", "dp"] = Field(
+        "search",
+        description="a profile measured off its target is chosen again by a new search for the "
+        "corrected aim (search), or by the DP with the first search's sensitivities (dp, SPDY's "
+        "rule)",
+    )
+
+
 class StructuredParams(_Section):
     """Latency-constrained structured profiles: SPDY's DP and search over channel widths."""
 
@@ -831,7 +861,7 @@ class StructuredParams(_Section):
     timing: StructuredTimingParams = StructuredTimingParams()
     recon: StructuredReconParams = StructuredReconParams()
     targets: list[float] = Field([1.5, 2.0], min_length=1, description="measured speedups")
-    search: SearchParams = SearchParams(bn="train")
+    search: StructuredSearchParams = StructuredSearchParams()
     score_split: Literal["val", "calibration"] = Field(
         "val",
         description="images the search scores candidates on: the validation split (seen by "

@@ -29,7 +29,14 @@ STRUCTURED = {
     "timing": {"batch_size": 256, "rounds": 1, "max_repeats": 3, "max_seconds": 0.01},
     "recon": {"calib_samples": 128, "rows": 2048},
     "targets": [1.05],
-    "search": {"candidates": 3, "max_no_improvement": 2, "buckets": 500, "calib_samples": 128},
+    "search": {
+        "candidates": 3,
+        "max_no_improvement": 2,
+        "buckets": 500,
+        "calib_samples": 128,
+        "finetune_top_k": 2,
+        "finetune_steps": 2,
+    },
     "finetune_epochs": 1,
     "measure_repeats": 6,
     "measure_passes": 2,
@@ -53,6 +60,20 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
     assert plans["measured_speedup"].iloc[0] >= 0.95 * 1.05
     (kept,) = [a for a in tried if a["levels"] == json.loads(plans["levels"].iloc[0])]
     assert plans["predicted_speedup"].iloc[0] == pytest.approx(kept["predicted"])
+    # every attempt is a new search for its aim, its best profiles fine-tuned briefly; the
+    # kept profile is the least validation loss after that among its search's candidates
+    compared = parquet_metadata(paths.plans_table(q))["finetuned"]
+    searches = parquet_metadata(paths.plans_table(q))["searches"]
+    # (a last search may bring back a profile already measured: the loop then stops)
+    assert [r["aim"] for r in searches][: len(tried)] == [a["aim"] for a in tried]
+    assert {c["aim"] for c in compared} == {r["aim"] for r in searches}
+    assert all(r["seconds"] > 0 and r["finetune_seconds"] >= 0 for r in searches)
+    assert searches[0]["finetune_seconds"] > 0  # later ones may find every candidate memoized
+    ours = [c for c in compared if c["aim"] == kept["aim"]]
+    best = min(ours, key=lambda c: c["finetuned_loss"])
+    assert best["kept"] and best["levels"] == kept["levels"]
+    assert plans["finetuned_loss"].iloc[0] == pytest.approx(best["finetuned_loss"])
+    assert plans["calib_loss"].iloc[0] == pytest.approx(best["calib_loss"])
     results = pd.read_parquet(paths.results_table(q))
     row = results.iloc[0]
     assert row["params_thin"] <= row["params_dense"]
@@ -72,10 +93,15 @@ def test_structured_steps_end_to_end(workdir, tmp_path):
     assert "\n" not in str(err.value)
     # the search scored on the validation split (the default), not the refit's own images
     on_val = plans["dense_calib_loss"].iloc[0]
-    calib = config.updated(p, structured={**STRUCTURED, "score_split": "calibration"})
+    # (and SPDY's re-aim, the DP with the first search's sensitivities: one search per target)
+    dp = {**STRUCTURED["search"], "reaim": "dp"}
+    calib = config.updated(p, structured={**STRUCTURED, "score_split": "calibration", "search": dp})
     STRUCTURED_STEPS[3].run(config.scoped(calib, "structured:resnet_mini"))
     on_calib = pd.read_parquet(paths.plans_table(q))["dense_calib_loss"].iloc[0]
     assert on_val != pytest.approx(on_calib, rel=1e-6)
+    meta = parquet_metadata(paths.plans_table(q))
+    assert [r["aim"] for r in meta["searches"]] == [1.05 * 1.03] == [meta["verify"][0]["aim"]]
+    assert meta["verify"][0]["levels"] in [c["levels"] for c in meta["finetuned"]]
     # no validation split to score on: one line
     bare = config.updated(p, data={"val_fraction": 0.0}, structured=STRUCTURED)
     PREPARE.run(config.scoped(bare, "structured"))

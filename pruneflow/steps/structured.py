@@ -4,8 +4,10 @@
 * ``structured_profile``: the structured timing table on this host (its fingerprint holds the
   host description, so a table from another machine is never a cache hit).
 * ``structured_recondb``: keep sets and least-squares refits per group and width level.
-* ``structured_search``: SPDY's search per target speedup, each plan realized and re-aimed until
-  its measured speedup meets the target (``structured.verify``) -> ``plans.parquet``.
+* ``structured_search``: SPDY's search per target speedup, its best few profiles fine-tuned
+  briefly to choose among them (``structured.search.finetune_top_k``), each plan realized and
+  re-aimed by a new search until its measured speedup meets the target
+  (``structured.verify``) -> ``plans.parquet``.
 * ``structured_realize``: each plan as a physically smaller model, fine-tuned; its measured
   end-to-end speedup and test accuracy -> ``results.parquet`` and DVC metrics.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -34,9 +37,15 @@ from pruneflow.steps.data import load_data, read_labels
 from pruneflow.structured import paths
 from pruneflow.structured.database import StructuredDB, build_database
 from pruneflow.structured.realize import measured_speedup, realize
-from pruneflow.structured.search import WidthLoss, search_widths
+from pruneflow.structured.search import (
+    FinetunedLoss,
+    StructuredPlan,
+    WidthLoss,
+    budget,
+    search_widths,
+)
 from pruneflow.structured.timing import measure_table, read_table, write_table
-from pruneflow.structured.verify import reaimed, search_rule
+from pruneflow.structured.verify import reaimed, search_rule, searched_rule
 from pruneflow.structured.widths import fractions, structured_groups, width_grid
 from pruneflow.timing.table import host_description
 from pruneflow.train import evaluate, seeded_build, train
@@ -282,23 +291,62 @@ def _search(p: Params) -> dict[str, Any]:
         batches = [(x[i : i + 128], y[i : i + 128]) for i in range(0, len(x), 128)]
     loss = WidthLoss(model, groups, db, batches, bn=p.structured.search.bn)
     dense_loss = loss([0] * len(groups))
+    finetuned = _short_finetune(p, model, groups, db, example, (data, train_idx, true), batches)
     measure = _realized_speedup(p, model, groups, db, example, tuple(data.in_shape))
-    v = p.structured.verify
-    rows, attempts = [], []
+    v, cfg = p.structured.verify, p.structured.search
+    show = progress_enabled(p.runtime.progress)
+
+    searches: list[dict[str, Any]] = []  # what each search cost (a new one per re-aim)
+    found: list[StructuredPlan] = []  # every search's plan, this target's
+
+    def search(aim: float) -> StructuredPlan:
+        start = time.perf_counter()
+        tuned = finetuned.seconds if finetuned is not None else 0.0
+        plan = search_widths(table, loss, aim, cfg, progress=show, finetuned=finetuned)
+        tuning = (finetuned.seconds if finetuned is not None else 0.0) - tuned
+        searches.append(
+            {
+                "target": float(target),
+                "aim": float(aim),
+                "seconds": time.perf_counter() - start - tuning,
+                "finetune_seconds": tuning,
+                "distinct_profiles": plan.result.distinct_profiles,
+                "finetuned": len(plan.finetuned),
+            }
+        )
+        found.append(plan)
+        return plan
+
+    rows, attempts, compared = [], [], []
     for target in p.structured.targets:
-        plan = search_widths(
-            table, loss, target, p.structured.search, progress=progress_enabled(p.runtime.progress)
-        )
-        write_parquet(
-            paths.history_table(p, target), plan.result.history_frame()[list(HISTORY_COLUMNS)]
-        )
-        levels, aim, measured = plan.levels, float(target), math.nan
-        if v.rounds > 0:
-            solve = search_rule(table, plan.result.best_c, p.structured.search.buckets)
+        found.clear()
+        levels, aim, measured = (), float(target), math.nan
+        if v.rounds == 0:
+            plan = search(target)
+            levels = plan.levels
+        elif cfg.reaim == "search":
+            budget(table, target, cfg.buckets)  # beyond the table: the line naming its reach
+            solve, plans = searched_rule(search)
             what = f"{p.model.name}'s searched profile"
             kept, rows_tried = reaimed(what, "search", target, solve, table, measure, v)
             attempts += rows_tried
             levels, aim, measured = kept.levels, kept.aim, kept.measured
+            plan = plans[levels]
+            compared += _compared(target, found, levels)
+        else:  # SPDY's rule: the DP with the first search's sensitivities
+            plan = search(target * (1.0 + v.tolerance))
+            solve = search_rule(table, plan.result.best_c, cfg.buckets)
+            what = f"{p.model.name}'s searched profile"
+            kept, rows_tried = reaimed(
+                what, "search", target, solve, table, measure, v, first=plan.levels
+            )
+            attempts += rows_tried
+            levels, aim, measured = kept.levels, kept.aim, kept.measured
+            compared += _compared(target, found, levels)
+        write_parquet(
+            paths.history_table(p, target), plan.result.history_frame()[list(HISTORY_COLUMNS)]
+        )
+        by_levels = {f.levels: f.finetuned_loss for f in plan.finetuned}
         rows.append(
             {
                 "target": float(target),
@@ -307,21 +355,70 @@ def _search(p: Params) -> dict[str, Any]:
                 "predicted_speedup": table.predict_speedup(list(levels)),
                 "aim": aim,
                 "measured_speedup": measured,
-                "calib_loss": plan.calib_loss if levels == plan.levels else loss(levels),
+                "calib_loss": loss(levels),
                 "dense_calib_loss": dense_loss,
+                "finetuned_loss": by_levels.get(tuple(levels), math.nan),
                 "candidates": plan.result.evaluations,
                 "distinct_profiles": plan.result.distinct_profiles,
             }
         )
     frame = pd.DataFrame(rows, columns=list(paths.PLAN_COLUMNS))
-    meta = {"groups": [g.name for g in groups], "verify": attempts}
+    meta = {
+        "groups": [g.name for g in groups],
+        "verify": attempts,
+        "finetuned": compared,
+        "searches": searches,
+    }
     write_parquet(paths.plans_table(p), frame, meta)
     return {
         "plans": len(rows),
         "predicted": [r["predicted_speedup"] for r in rows],
         "measured": [r["measured_speedup"] for r in rows],
         "attempts": {str(t): sum(a["target"] == t for a in attempts) for t in p.structured.targets},
+        "search_seconds": [round(r["seconds"], 1) for r in searches],
+        "finetune_seconds": [round(r["finetune_seconds"], 1) for r in searches],
     }
+
+
+def _short_finetune(
+    p: Params,
+    model: nn.Module,
+    groups: Any,
+    db: StructuredDB,
+    example: torch.Tensor,
+    split: tuple[Any, np.ndarray, np.ndarray],
+    batches: list[tuple[torch.Tensor, torch.Tensor]],
+) -> FinetunedLoss | None:
+    """The short fine-tuning's score (``structured.search.finetune_top_k`` > 1): the first
+    ``finetune_steps`` steps of the comparison's fine-tuning (its recipe, ``structured.train``'s
+    seed), scored on the search's own batches; ``None`` when off or when nothing is
+    fine-tuned (``structured.finetune_epochs: 0``)."""
+    s = p.structured
+    if s.search.finetune_top_k <= 1 or s.finetune_epochs <= 0:
+        return None
+    recipe = TrainParams(
+        **{**p.train.model_dump(), "epochs": s.finetune_epochs, "lr": s.finetune_lr}
+    )
+    return FinetunedLoss(
+        model, groups, db, example, split, recipe, s.search.finetune_steps, batches
+    )
+
+
+def _compared(target: float, plans: Any, kept: tuple[int, ...]) -> list[dict[str, Any]]:
+    """The short fine-tuning's candidates of each search, as JSON-ready rows."""
+    return [
+        {
+            "target": float(target),
+            "aim": float(plan.target),
+            "levels": list(f.levels),
+            "widths": list(f.widths),
+            "calib_loss": f.calib_loss,
+            "finetuned_loss": f.finetuned_loss,
+            "kept": f.levels == tuple(kept),
+        }
+        for plan in plans
+        for f in plan.finetuned
+    ]
 
 
 def _realized_speedup(
@@ -348,10 +445,13 @@ STRUCTURED_SEARCH = Step(
     reads=(
         *_DATA,
         *_GRID,
+        *_TRAIN,
         "structured.targets",
         "structured.search",
         "structured.recon",
         "structured.score_split",
+        "structured.finetune_epochs",
+        "structured.finetune_lr",
         "structured.verify",
         "structured.measure_repeats",
         "structured.measure_passes",

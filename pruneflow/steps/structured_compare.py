@@ -150,7 +150,7 @@ def _profiles(p: Params) -> dict[str, Any]:
                     return speed(realize(model, groups, db, list(lv), example))
 
                 what = f"{p.model.name}'s uniform widths"
-                kept, rows_tried = reaimed(what, "uniform", t, solve, table, timed, v)
+                kept, rows_tried = reaimed(what, "uniform", t, solve, table, timed, v, uniform=True)
                 attempts += rows_tried
                 levels, steps, calibrated = list(kept.levels), len(rows_tried), kept.measured
             budget = float(levels[0])

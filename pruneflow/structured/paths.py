@@ -9,7 +9,8 @@
 - ``recondb/``: ``index.parquet`` (:data:`pruneflow.structured.database.INDEX_COLUMNS`) and
   ``<group>.safetensors`` (keep sets and refitted consumer weights per level).
 - ``plans.parquet`` (:data:`PLAN_COLUMNS`, one row per target; metadata ``verify``: every
-  measured attempt, :func:`pruneflow.structured.verify.attempt_rows`) and
+  measured attempt, :func:`pruneflow.structured.verify.attempt_rows`; ``finetuned``: every
+  profile the short fine-tuning compared, with its search score and its loss after it) and
   ``search/history-<target>.parquet`` (:data:`pruneflow.spdy.search.HISTORY_COLUMNS`).
 - ``realized/<target>.safetensors``: the thinned, fine-tuned model's weights (its metadata
   holds the kept channels per group); ``results.parquet`` (:data:`RESULT_COLUMNS`).
@@ -41,6 +42,8 @@ PLAN_COLUMNS: dict[str, str] = {
     "measured_speedup": "f",  # the realized profile against the dense model, before fine-tuning
     "calib_loss": "f",
     "dense_calib_loss": "f",
+    # validation loss after the short fine-tuning (structured.search.finetune_top_k); nan: off
+    "finetuned_loss": "f",
     "candidates": "iu",
     "distinct_profiles": "iu",
 }
