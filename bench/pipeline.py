@@ -5,6 +5,7 @@ In a temporary copy of the repository (so DVC can run there too):
 
   cold      `pruneflow run` from nothing (the local Prefect server started once, not counted)
   step      per (step, model): runs and compute seconds, from .pruneflow/runs/last.json
+  claim     every claim's verdict and what it measured (metrics/claims.json)
   warm      `pruneflow run` again, nothing changed: the run is replayed without loading the
             pipeline (pruneflow.run_shortcut), process start and imports included; its wall
             and CPU seconds, and the load on the host
@@ -159,6 +160,12 @@ def main() -> None:
                     measured_speedup=round(row.measured_speedup, 3),
                     measured_over_target=round(row.measured_speedup / row.target, 3),
                 )
+
+        # and the verdicts of the claims table (the copy is removed at the end)
+        claims = work / "metrics" / "claims.json"
+        if claims.is_file():
+            for key, claim in json.loads(claims.read_text()).items():
+                emit("claim", key=key, verdict=claim["verdict"], measured=claim["measured"])
 
         # every step a cache hit: the wall time is orchestration alone (process start and
         # imports, the check that nothing changed, the summary)
