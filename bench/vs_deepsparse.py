@@ -338,16 +338,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from pruneflow.timing import host_description
+    from pruneflow.timing.table import bench_host
 
     torch.set_flush_denormal(True)
-    emit(
-        "host",
-        **host_description(1),
-        cpu_capability=torch.backends.cpu.get_cpu_capability(),
-        nproc=os.cpu_count(),
-        loadavg=os.getloadavg(),
-    )
+    emit("host", **bench_host(1))
     work = Path(tempfile.mkdtemp(prefix="pf-vs-deepsparse-"))
     worker = start_deepsparse(args, work)
     try:

@@ -403,13 +403,24 @@ class SpdyParams(_Section):
         """The speedup targets of ``model`` on a host of CPU capability ``cpu`` (default: this
         host's, :func:`cpu_capability`): its own (``model_targets``; where they are given per
         capability, this one's, else their ``default``) or ``targets``."""
+        return self._targets_entry(model, cpu)[1]
+
+    def targets_key(self, model: str, cpu: str | None = None) -> str:
+        """The params key :meth:`targets_for` read (``spdy.model_targets.mlp1024.AVX512``, ...):
+        what a user changes when a target does not suit this host."""
+        return self._targets_entry(model, cpu)[0]
+
+    def _targets_entry(self, model: str, cpu: str | None) -> tuple[str, list[float]]:
         own = self.model_targets.get(model)
         if own is None:
-            return list(self.targets)
+            return "spdy.targets", list(self.targets)
         if isinstance(own, list):
-            return list(own)
-        listed = own.get(cpu or cpu_capability(), own.get("default"))
-        return list(self.targets if listed is None else listed)
+            return f"spdy.model_targets.{model}", list(own)
+        cpu = cpu or cpu_capability()
+        for key in (cpu, "default"):
+            if key in own:
+                return f"spdy.model_targets.{model}.{key}", list(own[key])
+        return "spdy.targets", list(self.targets)
 
     @model_validator(mode="after")
     def _weights_of_models(self) -> SpdyParams:

@@ -56,6 +56,10 @@ def test_a_models_targets_may_follow_the_hosts_cpu_capability(monkeypatch):
     p = config.updated(spdy={"models": ["mlp1024"], "model_targets": {"mlp1024": by_cpu}})
     assert p.spdy.targets_for("mlp1024", "AVX512") == [10.0, 15.0, 20.0]
     assert p.spdy.targets_for("mlp1024", "AVX2") == [4.0, 7.0, 10.0]  # no entry: its default
+    # what an unreachable target's error tells the user to lower
+    assert p.spdy.targets_key("mlp1024", "AVX512") == "spdy.model_targets.mlp1024.AVX512"
+    assert p.spdy.targets_key("mlp1024", "AVX2") == "spdy.model_targets.mlp1024.default"
+    assert p.spdy.targets_key("smallcnn", "AVX2") == "spdy.targets"
     monkeypatch.setattr(config, "cpu_capability", lambda: "AVX512")
     assert config.scoped(p, "spdy:mlp1024").spdy.targets == [10.0, 15.0, 20.0]
     monkeypatch.setattr(config, "cpu_capability", lambda: "AVX2")

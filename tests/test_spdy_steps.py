@@ -168,7 +168,7 @@ def test_unreachable_target_names_the_largest_reachable_speedup(spdy_dir):
         {"runtime": {"threads": 1, "progress": "off"}, "spdy": {**SPDY, "targets": [1.5, 500.0]}}
     )
     p = scoped(base, "spdy:lenet300100")
-    with pytest.raises(PruneflowError, match="500x is unreachable.*at most"):
+    with pytest.raises(PruneflowError, match="500x is unreachable.*at most.*Lower spdy.targets"):
         SPDY_SEARCH.run(p, item={"target": 500.0})
 
 

@@ -183,7 +183,7 @@ class Problem:
         except PruneflowError as err:
             model = p.model.name
             raise PruneflowError(
-                f"{model}: {err}. Lower spdy.model_targets.{model} (or spdy.targets), or re-time "
+                f"{model}: {err}. Lower {p.spdy.targets_key(model)}, or re-time "
                 f"the layers on a quieter host (`pruneflow profile --model {model} --force`): "
                 "a busy CPU slows the sparse kernels more than the dense ones"
             ) from None

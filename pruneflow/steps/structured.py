@@ -380,6 +380,16 @@ def _search(p: Params) -> dict[str, Any]:
     }
 
 
+def finetune_recipe(p: Params, seed: int | None = None) -> TrainParams:
+    """How every thinned model is fine-tuned: ``structured.finetune_epochs`` of ``p.train``'s
+    recipe at ``structured.finetune_lr``; ``seed`` replaces ``p.train.seed``."""
+    s = p.structured
+    update: dict[str, Any] = {"epochs": s.finetune_epochs, "lr": s.finetune_lr}
+    if seed is not None:
+        update["seed"] = seed
+    return TrainParams(**{**p.train.model_dump(), **update})
+
+
 def _short_finetune(
     p: Params,
     model: nn.Module,
@@ -396,9 +406,7 @@ def _short_finetune(
     s = p.structured
     if s.search.finetune_top_k <= 1 or s.finetune_epochs <= 0:
         return None
-    recipe = TrainParams(
-        **{**p.train.model_dump(), "epochs": s.finetune_epochs, "lr": s.finetune_lr}
-    )
+    recipe = finetune_recipe(p)
     return FinetunedLoss(
         model, groups, db, example, split, recipe, s.search.finetune_steps, batches
     )
@@ -499,21 +507,16 @@ def _finetune(
     description: str,
     seed: int | None = None,
 ) -> None:
-    """``structured.finetune_epochs`` of ``p.train``'s recipe at ``structured.finetune_lr`` on
-    ``split`` = (data, train indices, labels); ``seed`` replaces ``p.train.seed``."""
-    s = p.structured
-    if s.finetune_epochs <= 0:
+    """:func:`finetune_recipe` on ``split`` = (data, train indices, labels)."""
+    if p.structured.finetune_epochs <= 0:
         return
-    recipe = {**p.train.model_dump(), "epochs": s.finetune_epochs, "lr": s.finetune_lr}
-    if seed is not None:
-        recipe["seed"] = seed
     data, train_idx, labels = split
     train(
         thin,
         data,
         train_idx,
         labels,
-        TrainParams(**recipe),
+        finetune_recipe(p, seed),
         progress_enabled(p.runtime.progress),
         description=description,
     )
