@@ -256,12 +256,17 @@ def test_a_profile_measured_short_of_its_target_is_chosen_again_for_a_raised_tar
         return problem.discretize(p, 1.5).predicted_speedup(levels)
 
     measured: list[tuple[int, ...]] = []
+    # every profile measures this share of its predicted speedup: 6% short, or more where the
+    # grid's step put SPDY's 1.5x profile so far past the target that 6% short still meets it
+    # (the table is measured on this host: its first profile predicted 1.50-1.6x and more)
+    first = spdy_step.read_profile(p, 1.5)["level"].to_numpy()
+    share = min(0.94, 0.97 * 1.5 / predicted(first))
 
-    def short_by_6_percent(self, profiles):  # noqa: ANN001, ANN202
+    def short(self, profiles):  # noqa: ANN001, ANN202
         measured.extend(tuple(int(v) for v in levels) for levels in profiles)
-        return [0.94 * predicted(levels) for levels in profiles]
+        return [share * predicted(levels) for levels in profiles]
 
-    monkeypatch.setattr(spdy_step._Measure, "__call__", short_by_6_percent)
+    monkeypatch.setattr(spdy_step._Measure, "__call__", short)
     SPDY_ONESHOT.run(p)
     table = pd.read_parquet(oneshot_file(p))
     attempts = pd.DataFrame(parquet_metadata(oneshot_file(p))["verify"])
@@ -276,7 +281,7 @@ def test_a_profile_measured_short_of_its_target_is_chosen_again_for_a_raised_tar
             assert nxt.aim == pytest.approx(row.target * prev.predicted / prev.measured)
             assert nxt.predicted >= nxt.aim * 0.99 and nxt.levels != prev.levels
         kept = mine[mine["aim"] == row.aim].iloc[0]
-        assert row.measured_speedup == pytest.approx(0.94 * predicted(kept["levels"]))
+        assert row.measured_speedup == pytest.approx(share * predicted(kept["levels"]))
         levels = profiles[(profiles["target"] == row.target) & (profiles["profile"] == row.profile)]
         assert list(levels["level"]) == list(kept["levels"])
         if row.measured_speedup < 0.98 * row.target:  # only where the table reaches no further
