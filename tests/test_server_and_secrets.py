@@ -102,7 +102,8 @@ def test_a_real_server_killed_mid_run_stops_it_with_one_line_and_a_rerun_resumes
     one line and exit 2; the steps it finished are in the step cache, and the re-run, on a
     fresh server, takes them from there."""
     params = sdd_params(modes=["rewind"], final_sparsity=0.8).model_dump(mode="json")
-    params["orchestration"] |= {"server": "local", "server_grace": 10.0}
+    grace = 3.0  # short: the test waits it out
+    params["orchestration"] |= {"server": "local", "server_grace": grace}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = _own_env(tmp_path)
     state = tmp_path / ".pruneflow"
@@ -132,7 +133,7 @@ def test_a_real_server_killed_mid_run_stops_it_with_one_line_and_a_rerun_resumes
             run.wait()
         stop_local_server(state)
     assert run.returncode == 2, err[-3000:]
-    assert stopped_after < 10.0 + 20, stopped_after  # the grace, one poll, the exit
+    assert stopped_after < grace + 20, stopped_after  # the grace, one poll, the exit
     assert "Traceback" not in out + err, err[-3000:]
     # every line but the last is a step's progress line ("  > prepare: running")
     lines = err.splitlines()

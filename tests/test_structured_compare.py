@@ -109,6 +109,7 @@ STRUCTURED = {
     "finetune_epochs": 1,
     "measure_repeats": 4,
     "measure_passes": 2,
+    "measure_block_seconds": 0.0,  # blocks of 2 runs: what is asserted is not the speed
     "compare": {"seeds": [0, 1], "calibration_steps": 3, "calibration_repeats": 3},
 }
 
