@@ -18,7 +18,8 @@ In a temporary copy of the repository (so DVC can run there too):
 
 One JSON line per figure: {"bench": "pipeline", "figure": ..., ...}. Options: --params FILE
 (default: the repository's params.yaml; ``presets/smoke.yaml`` for a cold run of minutes),
-repeatable --set key=value, --warm-repeats N (warm figures are medians of N runs), --no-dvc.
+repeatable --set key=value, --warm-repeats N (warm figures are medians of N runs), --no-dvc,
+--keep (leave the copy in place, its path printed, e.g. to take its metrics/).
 """
 
 from __future__ import annotations
@@ -119,6 +120,9 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--warm-repeats", type=int, default=3)
     parser.add_argument("--no-dvc", action="store_true")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the copy in place and print its path"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pf-pipeline-"))
@@ -190,7 +194,10 @@ def main() -> None:
             )
     finally:
         subprocess.run([EXE, "server", "stop"], cwd=work, env=env, capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        if args.keep:
+            emit("kept", path=str(work))
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
