@@ -168,11 +168,12 @@ def _results(console: Console, flow: str, records: list[dict[str, Any]]) -> None
             )
     report = next((r for r in records if r["step"] == "report"), None)
     if report is not None:
-        _claims_table(console, report["summary"].get("claims", []))
-        console.print(f"report: {report['summary']['html']} (and {report['summary']['markdown']})")
+        made = report["summary"]
+        _claims_table(console, made.get("claims", []), made.get("claims_note"))
+        console.print(f"report: {made['html']} (and {made['markdown']})")
 
 
-def _claims_table(console: Console, claims: list[dict[str, str]]) -> None:
+def _claims_table(console: Console, claims: list[dict[str, str]], note: str | None = None) -> None:
     """The report's Claims section: each paper's claim, what this run measured, the verdict."""
     table = Table(title="Claims: each paper's claim against this run (95% intervals)")
     for col in ("paper", "claim", "this run measured", "verdict"):
@@ -181,7 +182,9 @@ def _claims_table(console: Console, claims: list[dict[str, str]]) -> None:
     for c in claims:
         v = c["verdict"]
         table.add_row(c["paper"], c["claim"], c["measured"], f"[{style.get(v, '')}]{v}")
-    if not claims:
+    if note:
+        table.add_row("", note, "", "")
+    elif not claims:
         table.add_row("", "no method has produced the results a claim is read from", "", "")
     console.print(table)
 

@@ -904,6 +904,12 @@ class Params(_Section):
         "every method), full (presets/full.yaml, the papers' full experiments) or smoke "
         "(presets/smoke.yaml, every step in minutes, no claims)",
     )
+    claims: bool = Field(
+        True,
+        description="read each paper's claims off this run's results (report, `pruneflow run`'s "
+        "last table, metrics/claims.json); presets/smoke.yaml turns it off: its one seed and "
+        "tiny settings support no verdict",
+    )
     runtime: RuntimeParams = RuntimeParams()
     data: DataParams = DataParams()
     noise: NoiseParams = NoiseParams()

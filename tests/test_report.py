@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -576,6 +577,33 @@ def test_claims_open_the_report_with_a_verdict_per_claim(full_report):
         v in ("reproduced", "not reproduced", "inconclusive")
         for v in re.findall(r"\| (reproduced|not reproduced|inconclusive) \|", claims)
     )
+
+
+def test_a_run_with_claims_off_reads_none_and_says_so(full_report, tmp_path):
+    """`claims: false` (the smoke preset): the same tables give no verdict; the report's
+    Claims section and `pruneflow run`'s last table say that this run makes none."""
+    from rich.console import Console
+
+    from pruneflow.cli import _claims_table
+    from pruneflow.report.claims import NO_CLAIMS, all_claims
+
+    params, _ = full_report
+    assert all_claims(params)  # the tables answer claims
+    off = params.model_copy(update={"claims": False})
+    assert all_claims(off) == []
+    with tempfile.TemporaryDirectory() as out:
+        moved = off.model_copy(
+            update={"paths": off.paths.model_copy(update={"artifacts": str(Path(out) / "a")})}
+        )
+        # the report reads its tables from the artifacts folder: point it at the same ones
+        shutil.copytree(params.paths.artifacts, moved.paths.artifacts)
+        md = build_report(moved).markdown.read_text()
+    section = md.split("## Claims")[1].split("\n## ")[0]
+    assert NO_CLAIMS in section
+    assert not re.search(r"\| (reproduced|not reproduced|inconclusive) \|", section)
+    console = Console(record=True, width=200)
+    _claims_table(console, [], NO_CLAIMS)
+    assert "makes no claims" in console.export_text()
 
 
 def _spdy_runs(spdy_gain: float, jitter: float) -> pd.DataFrame:

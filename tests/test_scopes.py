@@ -65,9 +65,7 @@ def test_a_models_targets_may_follow_the_hosts_cpu_capability(monkeypatch):
     monkeypatch.setattr(config, "cpu_capability", lambda: "AVX2")
     assert config.scoped(p, "spdy:mlp1024").spdy.targets == [4.0, 7.0, 10.0]
     # without a default, a capability not listed falls back to spdy.targets
-    p = config.updated(
-        spdy={"targets": [2.0], "model_targets": {"mlp1024": {"AVX512": [12.0]}}}
-    )
+    p = config.updated(spdy={"targets": [2.0], "model_targets": {"mlp1024": {"AVX512": [12.0]}}})
     assert p.spdy.targets_for("mlp1024", "AVX2") == [2.0]
     with pytest.raises(PruneflowError, match=r"mlp1024 \(AVX2\): speedup targets must be > 1"):
         config.updated(spdy={"model_targets": {"mlp1024": {"AVX2": [0.5]}}})

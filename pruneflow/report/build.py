@@ -78,7 +78,7 @@ def build_report(
         ]
         source = Path(params_file) if params_file is not None else None
         blocks = header(params, sections, source, overrides)
-        blocks += claims_blocks(all_claims(params))
+        blocks += claims_blocks(all_claims(params), made=params.claims)
         blocks += [block for section in sections for block in section.blocks]
         markdown = render_markdown(blocks, FIGURES)
         page = render_html(blocks, figures, TITLE)

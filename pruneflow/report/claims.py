@@ -22,16 +22,29 @@ def claims_file(params: Params) -> Path:
     return Path(params.paths.metrics) / "claims.json"
 
 
+# what the report and `pruneflow run` say instead of a verdict where ``claims`` is off
+NO_CLAIMS = (
+    "This run makes no claims (params: claims: false, as the smoke preset sets it): its "
+    "settings are too small for a verdict."
+)
+
+
 def all_claims(params: Params) -> list[Claim]:
-    """Every paper's claims that this run's tables can answer, in the report's order."""
+    """Every paper's claims that this run's tables can answer, in the report's order (none
+    where ``params.claims`` is off)."""
+    if not params.claims:
+        return []
     return [*spdy_claims(params), *sdd_claims(params), *chex_claims(params)]
 
 
 CLAIMS_COLUMNS = ["paper", "claim", "this run measured", "verdict"]
 
 
-def claims_blocks(claims: list[Claim]) -> list[Block]:
+def claims_blocks(claims: list[Claim], made: bool = True) -> list[Block]:
+    """The Claims section; ``made`` False (``params.claims`` off) says that none are made."""
     heading = Heading("Claims", 2, "claims")
+    if not made:
+        return [heading, Note(NO_CLAIMS)]
     if not claims:
         return [heading, Note("No method has produced the results a claim is read from yet.")]
     rows = [[c.paper, c.claim, c.measured, c.verdict] for c in claims]

@@ -17,7 +17,7 @@ from pruneflow.config import Params
 from pruneflow.io import write_json
 from pruneflow.report import build_report
 from pruneflow.report.build import FIGURES
-from pruneflow.report.claims import all_claims, claims_file
+from pruneflow.report.claims import NO_CLAIMS, all_claims, claims_file
 from pruneflow.sdd.paths import lottery_file, phases_file, sweep_file
 from pruneflow.spdy.paths import (
     oneshot_file,
@@ -32,6 +32,7 @@ from pruneflow.structured import paths as structured_paths
 # the report describes every section of params in its header
 SECTIONS = (
     "preset",
+    "claims",
     "runtime",
     "data",
     "noise",
@@ -82,6 +83,7 @@ def _compute(p: Params) -> dict[str, Any]:
         "html": str(paths.html),
         "tables": len(present),
         "claims": claims_rows(claims),
+        "claims_note": None if p.claims else NO_CLAIMS,
     }
 
 
