@@ -22,7 +22,8 @@ import time
 import numpy as np
 import torch
 
-from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.zoo import prunable_layers
 from pruneflow.runtime import configure
 from pruneflow.sparsity.grid import skipped_layers
 from pruneflow.timing import SparseRuntime, default_batch_size, exact_mask, thread_scope

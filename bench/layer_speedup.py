@@ -39,7 +39,8 @@ import sys
 import numpy as np
 import torch
 
-from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.zoo import prunable_layers
 from pruneflow.sparsity.grid import skipped_layers
 from pruneflow.timing import (
     SparseRuntime,

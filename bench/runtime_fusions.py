@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 import pruneflow.timing.runtime as runtime
-from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.zoo import prunable_layers
 from pruneflow.sparsity.grid import skipped_layers
 from pruneflow.timing import (
     SparseRuntime,

@@ -43,7 +43,8 @@ import numpy as np
 import torch
 
 from pruneflow import config
-from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.zoo import prunable_layers
 from pruneflow.runtime import configure
 from pruneflow.spdy.baselines import uniform_profile
 from pruneflow.spdy.dp import DPSolver, discretize

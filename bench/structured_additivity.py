@@ -32,7 +32,7 @@ from torch import nn
 from pruneflow.chex.extract import extract, keep_first
 from pruneflow.chex.groups import find_groups
 from pruneflow.config import StructuredTimingParams
-from pruneflow.models.zoo import build
+from pruneflow.models import build
 from pruneflow.structured.timing import measure_table
 from pruneflow.structured.widths import Wiring, fractions, structured_groups, width_grid
 from pruneflow.timing.measure import Timing, measure, measure_speedups, thread_scope

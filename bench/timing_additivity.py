@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from pruneflow.config import TimingParams
-from pruneflow.models.zoo import build
+from pruneflow.models import build
 from pruneflow.sparsity.grid import sparsity_grid
 from pruneflow.timing import (
     ProfileSettings,

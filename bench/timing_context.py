@@ -25,7 +25,8 @@ import os
 import numpy as np
 import torch
 
-from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.zoo import prunable_layers
 from pruneflow.timing import (
     SparseRuntime,
     exact_mask,

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from pruneflow import memory_format
-from pruneflow.models.zoo import build
+from pruneflow.models import build
 from pruneflow.timing import host_description, thread_scope
 
 

@@ -69,7 +69,7 @@ class DeepSparseUnavailable(Exception):
 
 def bench_model(name: str, seed: int) -> nn.Module:
     """The zoo model with random weights; random BN statistics, so folding them is not a no-op."""
-    from pruneflow.models.zoo import build
+    from pruneflow.models import build
 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # the zoo's initialisers draw from torch's default generator

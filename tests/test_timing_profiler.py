@@ -14,7 +14,8 @@ from torch import nn
 
 from pruneflow.errors import PruneflowError
 from pruneflow.io import write_parquet
-from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.zoo import prunable_layers
 from pruneflow.timing import (
     COLUMNS,
     ProfileSettings,

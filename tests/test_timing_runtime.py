@@ -12,7 +12,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from pruneflow.errors import PruneflowError
-from pruneflow.models.zoo import build, prunable_layers
+from pruneflow.models import build
+from pruneflow.models.zoo import prunable_layers
 from pruneflow.timing import SparseRuntime
 
 # torch's CSR is checked layer by layer in test_timing_backends; on resnet18 it is slow to build

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from pruneflow.errors import PruneflowError
+from pruneflow.models.sources import call_factory, is_import_path, resolve_attr
 
 _MNIST_STATS = ((0.1307,), (0.3081,))
 _STATS = {
@@ -281,8 +282,6 @@ def _first_image(path: str, part: str, dataset: Any) -> torch.Size:
 
 def _from_factory(path: str) -> ImageData:
     """The user's data set: ``factory() -> (train_set, test_set, num_classes)``, checked."""
-    from pruneflow.models.sources import call_factory, resolve_attr
-
     out = call_factory(path, resolve_attr(path), {})
     if not isinstance(out, (tuple, list)) or len(out) != 3:
         raise PruneflowError(
@@ -314,8 +313,6 @@ def _from_factory(path: str) -> ImageData:
 
 def load_dataset(name: str, root: str | Path = "data", image_size: int = 64) -> ImageData:
     """Load data set ``name``; on-disk sets are read from ``root`` (never downloaded)."""
-    from pruneflow.models.sources import is_import_path
-
     if is_import_path(name):
         return _from_factory(name)
     root = Path(root)

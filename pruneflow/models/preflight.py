@@ -12,9 +12,15 @@ from __future__ import annotations
 import torch
 
 from pruneflow import config
+from pruneflow.chex.groups import find_groups
 from pruneflow.config import Params
+from pruneflow.data import load_dataset
 from pruneflow.errors import PruneflowError
+from pruneflow.models import build
 from pruneflow.models.sources import check_output, is_import_path, parse_model_name
+from pruneflow.models.weights import load_trained
+from pruneflow.models.zoo import prunable_layers
+from pruneflow.sparsity.grid import skipped_layers
 
 # which (method, models) a flow runs; None: the top-level model and data
 FLOW_METHODS: dict[str, tuple[str | None, ...]] = {
@@ -64,12 +70,6 @@ def _needs_check(p: Params, method: str | None) -> bool:
 def check_own_inputs(params: Params, flow: str) -> int:
     """Build and check every user-supplied model, checkpoint, pattern and data set the flow
     uses; returns how many (method, model) pairs were checked. Raises one PruneflowError."""
-    from pruneflow.chex.groups import find_groups
-    from pruneflow.data import load_dataset
-    from pruneflow.models.weights import load_trained
-    from pruneflow.models.zoo import build, prunable_layers
-    from pruneflow.sparsity.grid import skipped_layers
-
     checked = 0
     shapes: dict[tuple[str, str, int], tuple[int, tuple[int, ...]]] = {}
     for method, p in _scopes(params, flow):

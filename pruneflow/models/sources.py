@@ -30,8 +30,9 @@ from typing import Any, Literal
 from torch import nn
 
 from pruneflow.errors import PruneflowError
+from pruneflow.io import file_hash
+from pruneflow.models.zoo import MODEL_NAMES, InShape, adapt_stem
 
-InShape = tuple[int, int, int]
 TORCHVISION_PREFIX = "torchvision:"
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _IMPORT_PATH = re.compile(rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}$")
@@ -55,8 +56,6 @@ def is_import_path(name: str) -> bool:
 
 def parse_model_name(name: str) -> ModelSource:
     """The source of model ``name``; a name of none of the three forms is one clear error."""
-    from pruneflow.models.zoo import MODEL_NAMES
-
     if name in MODEL_NAMES:
         return ModelSource(name, "zoo")
     if _TORCHVISION.match(name):
@@ -158,8 +157,6 @@ def call_factory(path: str, factory: Callable[..., Any], kwargs: dict[str, Any])
 def _adapt_torchvision(model: nn.Module, in_shape: InShape) -> nn.Module:
     """The first conv takes ``in_shape``'s channels (the zoo's rule for its torchvision
     entries: the rest of the stem stays ImageNet's)."""
-    from pruneflow.models.zoo import adapt_stem
-
     first = next((n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
     if first is not None:
         adapt_stem(model, first, in_shape[0], cifar_stem=False)
@@ -219,8 +216,6 @@ def user_code(names: list[str]) -> dict[str, str] | None:
     """Content hashes of the user's source files behind these model / data set names (None
     when none is an import path): what a step's fingerprint takes in through its
     ``environment``, so that editing the user's module re-runs the steps that run it."""
-    from pruneflow.io import file_hash
-
     hashes = {}
     for name in names:
         found = source_file(name) if is_import_path(name) else None

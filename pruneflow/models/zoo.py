@@ -1,10 +1,9 @@
-"""Architectures by name.
+"""The built-in architectures by name (:data:`MODEL_NAMES`).
 
-``build(name, num_classes, in_shape)`` (a zoo name, ``torchvision:NAME`` or the user's
-``package.module:factory``: see :mod:`pruneflow.models.sources`) returns a freshly
-initialised ``nn.Module`` (random weights drawn from torch's global RNG, so seed it first);
-``prunable_layers(model)`` lists the Conv2d/Linear modules the pruning methods act on, in
-forward order.
+``build_zoo(name, num_classes, in_shape)`` constructs one; :func:`pruneflow.models.build`
+(:mod:`pruneflow.models.factory`) is what callers use for any model name: a zoo name,
+``torchvision:NAME`` or the user's ``package.module:factory``. ``prunable_layers(model)`` lists
+the Conv2d/Linear modules the pruning methods act on, in forward order.
 
 All models take image batches ``[N, C, H, W]``; the MLPs flatten them.
 """
@@ -18,7 +17,6 @@ from torch import nn
 
 from pruneflow.errors import PruneflowError
 from pruneflow.models.resnet_mini import resnet_mini
-from pruneflow.seeding import GLOBAL_RNG_LOCK
 
 InShape = tuple[int, int, int]
 
@@ -145,28 +143,10 @@ _BUILDERS: dict[str, Callable[[InShape, int], nn.Module]] = {
 MODEL_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def build(name: str, num_classes: int, in_shape: InShape) -> nn.Module:
-    """A freshly initialised model ``name`` for ``in_shape = (C, H, W)`` and ``num_classes``.
-
-    Its initial weights come from torch's global generator: build inside
-    :func:`pruneflow.seeding.torch_seeded` for weights that a seed decides (``seeded_build``).
-    """
-    with GLOBAL_RNG_LOCK:  # module constructors draw from the global generator
-        return _build(name, num_classes, in_shape)
-
-
-def _build(name: str, num_classes: int, in_shape: InShape) -> nn.Module:
-    from pruneflow.models.sources import build_source, parse_model_name
-
-    source = parse_model_name(name)
-    if num_classes < 2:
-        raise PruneflowError(f"a classifier needs at least 2 classes, got {num_classes}")
-    if len(in_shape) != 3 or min(in_shape) < 1:
-        raise PruneflowError(f"in_shape must be (channels, height, width), got {in_shape}")
-    shape = tuple(int(v) for v in in_shape)
-    if source.kind != "zoo":
-        return build_source(source, int(num_classes), shape)
-    return _BUILDERS[name](shape, int(num_classes))
+def build_zoo(name: str, num_classes: int, in_shape: InShape) -> nn.Module:
+    """A freshly initialised zoo model (``name`` one of :data:`MODEL_NAMES`; arguments
+    checked by :func:`pruneflow.models.build`, which every caller goes through)."""
+    return _BUILDERS[name](in_shape, num_classes)
 
 
 def prunable_layers(model: nn.Module) -> list[str]:
