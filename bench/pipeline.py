@@ -165,7 +165,7 @@ def main() -> None:
                     measured_over_target=round(row.measured_speedup / row.target, 3),
                 )
 
-        # and the verdicts of the claims table (the copy is removed at the end)
+        # and the verdicts of the claims table, read here: without --keep the copy is removed
         claims = work / "metrics" / "claims.json"
         if claims.is_file():
             for key, claim in json.loads(claims.read_text()).items():
