@@ -14,10 +14,12 @@ interleaved with the dense ``SparseRuntime`` on one thread, median of ``--repeat
 - ``pool``: pooling fused;
 - ``pool_chain``: pooling fused, convolutions chained;
 - ``transpose``: also the linear layers' own transposing copy;
-- ``all``: the runtime as it is (also the stem convolution on the direct kernel, writing into
-  conv2's operand, and the kernels called through their entry points, see
-  ``runtime.dense_backend`` and ``kernels.compiled``). The variants before it run the stem
-  on torch and call the kernels through numba's dispatcher.
+- ``unaligned``: also the stem convolution on the direct kernel, writing into conv2's operand,
+  and the kernels called through their entry points (see ``runtime.dense_backend`` and
+  ``kernels.compiled``); the variants before it run the stem on torch and call the kernels
+  through numba's dispatcher;
+- ``all``: the runtime as it is, also the direct convolutions on the aligned layout where
+  they take it (``direct_conv._MAX_ALIGN_WASTE``); the variants before it never do.
 
 The variants are built by switching the runtime's private passes off, which is why this lives
 in bench/ only. Prints one JSON line per sparsity; the first line describes the host.
@@ -35,6 +37,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
+import pruneflow.timing.direct_conv as direct_conv
 import pruneflow.timing.runtime as runtime
 from pruneflow.models import build
 from pruneflow.models.zoo import prunable_layers
@@ -49,13 +52,16 @@ from pruneflow.timing import (
     thread_scope,
 )
 
-VARIANTS = ("base", "pool", "pool_chain", "transpose", "all")
+VARIANTS = ("base", "pool", "pool_chain", "transpose", "unaligned", "all")
 
 
 @contextlib.contextmanager
-def _switched_off(pool: bool, chain: bool, stem: bool) -> Iterator[None]:
+def _switched_off(pool: bool, chain: bool, stem: bool, aligned: bool) -> Iterator[None]:
     fuse, chained = runtime._fuse_pooling, runtime._chained_convolutions
     dense_backend, compiled = runtime.dense_backend, kernels.compiled
+    waste = direct_conv._MAX_ALIGN_WASTE
+    if aligned:
+        direct_conv._MAX_ALIGN_WASTE = 0.0
     if pool:
         runtime._fuse_pooling = lambda *a, **k: {}
     if chain:
@@ -68,6 +74,7 @@ def _switched_off(pool: bool, chain: bool, stem: bool) -> Iterator[None]:
     finally:
         runtime._fuse_pooling, runtime._chained_convolutions = fuse, chained
         runtime.dense_backend, kernels.compiled = dense_backend, compiled
+        direct_conv._MAX_ALIGN_WASTE = waste
 
 
 def _torch_transpose(fn: Callable[[], object]) -> Callable[[], object]:
@@ -99,7 +106,7 @@ def main() -> None:
     pruned = [n for n in names if n not in skipped_layers(args.model, names)]
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(default_batch_size(args.model), 1, 28, 28, generator=gen)
-    with _switched_off(False, False, True):  # the dense runtime as before the stem rule
+    with _switched_off(False, False, True, False):  # the dense runtime as before the stem rule
         dense = SparseRuntime(model, "dense")
     for s in args.sparsities:
         rng = np.random.default_rng([args.seed, int(s * 1e4)])
@@ -111,7 +118,7 @@ def main() -> None:
             for n in pruned
         }
         rts = {}
-        offs = [(1, 1, 1), (0, 1, 1), (0, 0, 1), (0, 0, 1), (0, 0, 0)]
+        offs = [(1, 1, 1, 1), (0, 1, 1, 1), (0, 0, 1, 1), (0, 0, 1, 1), (0, 0, 0, 1), (0, 0, 0, 0)]
         for variant, off in zip(VARIANTS, offs, strict=True):
             # built and first called (where the kernels' entry points are resolved) under it
             with _switched_off(*map(bool, off)), thread_scope(1), torch.no_grad():
@@ -138,6 +145,7 @@ def main() -> None:
             "speedup": {v: round(dense_ms / t, 2) for v, t in ms.items()},
             "all_over_base": round(ms["base"] / ms["all"], 3),
             "all_over_transpose": round(ms["transpose"] / ms["all"], 3),
+            "all_over_unaligned": round(ms["unaligned"] / ms["all"], 3),
             "p10_ms": {v: round(t.p10_ms, 3) for v, t in zip(VARIANTS, timings[1:], strict=True)},
             "loadavg_1m": round(os.getloadavg()[0], 2),
         }

@@ -10,8 +10,8 @@ from torch import nn
 
 from pruneflow.errors import PruneflowError
 from pruneflow.timing import SparseRuntime, build_layer, get_backend, thread_scope
-from pruneflow.timing.direct_conv import _row_segments, direct_supports
-from pruneflow.timing.kernels import TILE
+from pruneflow.timing.direct_conv import DirectSparseConv, _row_segments, direct_supports
+from pruneflow.timing.kernels import LANES, TILE
 
 
 def _pruned(layer: nn.Conv2d, sparsity: float, seed: int = 0, empty_rows: int = 1) -> nn.Conv2d:
@@ -172,3 +172,35 @@ def test_rounded_stores_are_overwritten_by_the_same_work_item(
         for pos, src in out.items():
             assert src == pos // wo * pitch + pos % wo, (pos, src)
     assert (exact_cover == 1).all()  # every output once, from its own grid position
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: str(sorted(s.items())))
+@pytest.mark.parametrize("hw", [(13, 11), (4, 5)])
+def test_the_aligned_layout_equals_the_masked_dense_layer(spec: dict, hw: tuple) -> None:
+    # forced on: shifted copies of every image's operand, whatever the rows' widening costs
+    layer = _pruned(nn.Conv2d(5, 9, **spec), 0.7, seed=1)
+    x = torch.randn(3, 5, *hw, generator=torch.Generator().manual_seed(1))
+    for relu, pool in ((False, False), (True, False), (True, True)):
+        exe = DirectSparseConv(layer, relu=relu, pool=pool, aligned=True)
+        with torch.no_grad():
+            ref = torch.relu(layer(x)) if relu else layer(x)
+            ref = torch.nn.functional.max_pool2d(ref, 2) if pool else ref
+            if ref.numel() == 0:
+                continue
+            y, again = exe(x), exe(x.clone())
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_the_aligned_layout_where_widening_rows_costs_little() -> None:
+    exe = DirectSparseConv(_pruned(nn.Conv2d(4, 6, 3, padding=1), 0.5))
+    for hw in ((14, 14), (28, 28)):  # rows of 16 floats already, 30 widened to 32
+        geo = exe._geometry(2, *hw)
+        assert geo.shifts == 3 and geo.pitch % LANES == 0
+        # every nonzero's operand row starts on a vector boundary of its aligned copy
+        assert (geo.offs % LANES == 0).all() and geo.scratch.ctypes.data % (4 * LANES) == 0
+        assert geo.scratch.shape[1] % LANES == 0
+    assert exe._geometry(2, 7, 7).shifts == 0  # 9 floats a row widened to 16: 1.7x the work
+    assert DirectSparseConv(nn.Conv2d(4, 6, 1))._geometry(2, 14, 14).shifts == 0  # no shift
+    off = DirectSparseConv(nn.Conv2d(4, 6, 3, padding=1), aligned=False)
+    assert off._geometry(2, 14, 14).shifts == 0
