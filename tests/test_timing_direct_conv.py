@@ -204,3 +204,6 @@ def test_the_aligned_layout_where_widening_rows_costs_little() -> None:
     assert DirectSparseConv(nn.Conv2d(4, 6, 1))._geometry(2, 14, 14).shifts == 0  # no shift
     off = DirectSparseConv(nn.Conv2d(4, 6, 3, padding=1), aligned=False)
     assert off._geometry(2, 14, 14).shifts == 0
+    # too few nonzeros to pay for copying every image three times
+    sparse = DirectSparseConv(_pruned(nn.Conv2d(64, 64, 3, padding=1), 0.99, empty_rows=0))
+    assert sparse._geometry(2, 14, 14).shifts == 0

@@ -32,10 +32,11 @@ L1 the nonzeros are taken in input-channel chunks, partial sums waiting in the b
 spans two cache lines, and on AVX-512 nearly every load of the kernel did (a tap's offset is
 its row and column shift on the grid). Where widening the grid's rows to a multiple of 16
 floats adds few positions (at most ``_MAX_ALIGN_WASTE``: 28x28 maps 6%, 14x14 none; not 7x7
-maps, 69%), every tap's offset is its column shift ``j // s`` plus a multiple of 16: per
-image the kernel first copies the image's operand ``ceil(kw / s)`` times, copy ``j`` shifted
-left by ``j`` floats, into a per-thread scratch that stays in L2 (:func:`_shifted_copies`),
-and tap ``(c, i, j)`` reads copy ``j // s`` at an aligned offset. Measured in one process
+maps, 69%) and the layer has the nonzeros to pay for the copies (``_MIN_WORK_PER_COPIED``),
+every tap's offset is its column shift ``j // s`` plus a multiple of 16: per image the kernel
+first copies the image's operand ``ceil(kw / s)`` times, copy ``j`` shifted left by ``j``
+floats, into a per-thread scratch that stays in L2 (:func:`_shifted_copies`), and tap ``(c,
+i, j)`` reads copy ``j // s`` at an aligned offset. Measured in one process
 (``bench/runtime_fusions.py``, smallcnn, AVX-512): 1.25x / 1.12x / 1.05x / 1.00x end to end
 at 80 / 90 / 95 / 99% sparsity over the same kernel on the plain grid.
 
@@ -585,6 +586,10 @@ def _phase_copies(
 # the aligned layout widens the operand's rows to a multiple of LANES floats: taken where that
 # adds at most this share of output positions (28x28 maps: 1.06; 14x14: none; 7x7: 1.69)
 _MAX_ALIGN_WASTE = 1.15
+# ... and where the kernel's multiply-adds per image (nonzeros x positions) are at least this
+# many per float its shifted copies move: smallcnn's convolutions lost 2-6% at 99% sparsity
+# (3.3 and 1.8 of them), gained 8-19% at 95% (9-17)
+_MIN_WORK_PER_COPIED = 6.0
 
 
 def _slot(img: int) -> int:
@@ -649,7 +654,8 @@ class DirectSparseConv(ExecLayer):
         wq = max(-(-wp // s), wo + (kw - 1) // s)
         tc, ti, tj = self.taps
         padded = s != 1 or ph != 0 or pw != 0
-        shifts = -(-kw // s) if padded and self._aligned(ho, wo, wq, kw, s) else 0
+        img = c * s * s * hq * wq
+        shifts = -(-kw // s) if padded and self._aligned(ho, wo, wq, kw, s, img) else 0
         if shifts:
             wq = -(-wq // LANES) * LANES
         offs = ((tc * s + ti % s) * s + tj % s) * hq * wq + (ti // s) * wq + tj // s
@@ -678,7 +684,7 @@ class DirectSparseConv(ExecLayer):
         # phase) fits L1, as in the csr_numba kernel
         reach = int(offs.max() % (hq * wq)) if len(offs) else 0
         per_column = (kernels.TILE + reach) * s * s * max(shifts, 1) / (kh * kw)
-        img = c * s * s * hq * wq
+        img = c * s * s * hq * wq  # on the widened rows
         if shifts:
             # a tap's column shift selects its copy, the rest of its offset is a multiple of
             # LANES: every vector load of the kernel is aligned
@@ -711,13 +717,19 @@ class DirectSparseConv(ExecLayer):
         self._geo[key] = geo
         return geo
 
-    def _aligned(self, ho: int, wo: int, wq: int, kw: int, s: int) -> bool:
+    def _aligned(self, ho: int, wo: int, wq: int, kw: int, s: int, img: int) -> bool:
         """Whether to run on the aligned layout (see :meth:`_geometry`): a tap's column shift
-        of 1 or more (a kernel wider than the stride), rows of ``wq`` floats worth widening."""
-        if -(-kw // s) < 2 or self.aligned is False:
+        of 1 or more (a kernel wider than the stride), rows of ``wq`` floats worth widening,
+        enough work per image to pay for its ``img`` floats copied per shift."""
+        shifts = -(-kw // s)
+        if shifts < 2 or self.aligned is False:
             return False
+        if self.aligned:
+            return True
         wide = -(-wq // LANES) * LANES
-        return self.aligned or ((ho - 1) * wide + wo) / ((ho - 1) * wq + wo) <= _MAX_ALIGN_WASTE
+        length = (ho - 1) * wide + wo
+        work = len(self.vals) * length / (shifts * img * wide / wq)
+        return length / ((ho - 1) * wq + wo) <= _MAX_ALIGN_WASTE and work >= _MIN_WORK_PER_COPIED
 
     def input_buffer(self, n: int, h: int, w: int) -> tuple[torch.Tensor, np.ndarray] | None:
         """Where the layer before may write this layer's ``[n, C, h, w]`` input instead of
