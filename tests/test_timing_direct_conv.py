@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from pruneflow.errors import PruneflowError
-from pruneflow.timing import SparseRuntime, build_layer, get_backend, thread_scope
+from pruneflow.timing import SparseRuntime, build_layer, direct_conv, get_backend, thread_scope
 from pruneflow.timing.direct_conv import DirectSparseConv, _row_segments, direct_supports
 from pruneflow.timing.kernels import LANES, TILE
 
@@ -192,18 +192,60 @@ def test_the_aligned_layout_equals_the_masked_dense_layer(spec: dict, hw: tuple)
         torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
 
 
-def test_the_aligned_layout_where_widening_rows_costs_little() -> None:
+def _assert_aligned(geo) -> None:
+    # every nonzero's operand row starts on a vector boundary of its copy, rows 64-byte aligned
+    assert (geo.offs % LANES == 0).all() and geo.scratch.ctypes.data % (4 * LANES) == 0
+    assert geo.scratch.shape[1] % LANES == 0
+
+
+def test_the_aligned_layout_where_it_pays() -> None:
     exe = DirectSparseConv(_pruned(nn.Conv2d(4, 6, 3, padding=1), 0.5))
     for hw in ((14, 14), (28, 28)):  # rows of 16 floats already, 30 widened to 32
         geo = exe._geometry(2, *hw)
-        assert geo.shifts == 3 and geo.pitch % LANES == 0
-        # every nonzero's operand row starts on a vector boundary of its aligned copy
-        assert (geo.offs % LANES == 0).all() and geo.scratch.ctypes.data % (4 * LANES) == 0
-        assert geo.scratch.shape[1] % LANES == 0
-    assert exe._geometry(2, 7, 7).shifts == 0  # 9 floats a row widened to 16: 1.7x the work
-    assert DirectSparseConv(nn.Conv2d(4, 6, 1))._geometry(2, 14, 14).shifts == 0  # no shift
+        assert geo.shifts.tolist() == [0, 1, 2] and geo.pitch % LANES == 0
+        _assert_aligned(geo)
+    # 7x7 maps: rows widened to 16 floats would be 1.7x the work, rows of 8 that share their
+    # padding column with the next row's are not (copies shifted by 0-2 and 8-10 floats)
+    wide = DirectSparseConv(_pruned(nn.Conv2d(32, 16, 3, padding=1), 0.5))
+    geo = wide._geometry(2, 7, 7)
+    assert geo.pitch == 8 and geo.shifts.tolist() == [0, 1, 2, 8, 9, 10]
+    _assert_aligned(geo)
+    assert exe._geometry(2, 7, 7).shifts.size == 0  # 4 input channels: too little work
+    assert DirectSparseConv(nn.Conv2d(4, 6, 1))._geometry(2, 14, 14).shifts.size == 0
     off = DirectSparseConv(nn.Conv2d(4, 6, 3, padding=1), aligned=False)
-    assert off._geometry(2, 14, 14).shifts == 0
+    assert off._geometry(2, 14, 14).shifts.size == 0
     # too few nonzeros to pay for copying every image three times
     sparse = DirectSparseConv(_pruned(nn.Conv2d(64, 64, 3, padding=1), 0.99, empty_rows=0))
-    assert sparse._geometry(2, 14, 14).shifts == 0
+    assert sparse._geometry(2, 14, 14).shifts.size == 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "hw"),
+    [
+        (dict(kernel_size=3, padding=1), (7, 7)),
+        (dict(kernel_size=3, padding=2), (6, 6)),
+        (dict(kernel_size=(3, 5), padding=(1, 2)), (5, 10)),
+        (dict(kernel_size=3, padding=(0, 1)), (6, 7)),
+    ],
+    ids=str,
+)
+def test_rows_sharing_their_padding_equal_the_masked_dense_layer(
+    spec: dict, hw: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the shared-padding grid wherever rows are not widened: a read past a row's end lands on
+    # the next row's left padding, the last row's on the plane's extra row
+    monkeypatch.setattr(direct_conv, "_MAX_ALIGN_WASTE", 1.0)
+    monkeypatch.setattr(direct_conv, "_MIN_WORK_PER_COPIED", 0.0)
+    layer = _pruned(nn.Conv2d(6, 5, **spec), 0.6, seed=2)
+    x = torch.randn(3, 6, *hw, generator=torch.Generator().manual_seed(2))
+    for relu, pool in ((False, False), (True, True)):
+        exe = DirectSparseConv(layer, relu=relu, pool=pool)
+        geo = exe._geometry(3, *hw)
+        assert geo.pitch == hw[1] + layer.padding[1] and geo.shifts.size > 1
+        _assert_aligned(geo)
+        with torch.no_grad():
+            ref = torch.relu(layer(x)) if relu else layer(x)
+            ref = torch.nn.functional.max_pool2d(ref, 2) if pool else ref
+            y, again = exe(x), exe(x.clone())
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)

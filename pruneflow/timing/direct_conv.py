@@ -54,6 +54,7 @@ calling thread where the work is too small for a fork/join
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -215,11 +216,12 @@ def _copy_and_clear(typingctx, src, si, dst, di, count, clear):
 
 @njit(inline="always", **_JIT)
 def _shifted_copies(x, src, img, buf, slot, shifts):
-    """``buf[j * slot + q] = x[src + j + q]`` for ``j < shifts`` (the image's operand shifted
-    left by ``j`` floats), zeros to the end of each slot: the operand of the aligned layout
-    (see :meth:`DirectSparseConv._geometry`)."""
-    for j in range(shifts):
-        _copy_and_clear(x, src + j, buf, j * slot, img - j, slot - img + j)
+    """``buf[k * slot + q] = x[src + shifts[k] + q]`` per copy ``k`` (the image's operand
+    shifted left by ``shifts[k]`` floats), zeros to the end of each slot: the operand of the
+    aligned layout (see :meth:`DirectSparseConv._geometry`)."""
+    for k in range(shifts.shape[0]):
+        j = shifts[k]
+        _copy_and_clear(x, src + j, buf, k * slot, img - j, slot - img + j)
 
 
 @njit(inline="always", **_JIT)
@@ -238,14 +240,14 @@ def direct_conv(indptr, vals, offs, x, y, batch, img, length, segs, seg_ptr, pla
     output positions per plane on the operand's grid; ``segs``/``seg_ptr``: each tile's row
     segments that are output (see :func:`_row_segments`); ``plane``: floats per output plane.
     Work items: (image, block of ``tile_block`` tiles), a contiguous range per thread.
-    ``shifts > 0``: the nonzeros' offsets address ``shifts`` shifted copies of an image's
-    operand, made per image in the thread's row of ``scratch`` (see :func:`_shifted_copies`).
+    ``shifts`` not empty: the nonzeros' offsets address shifted copies of an image's operand,
+    made per image in the thread's row of ``scratch`` (see :func:`_shifted_copies`).
     """
     cout = indptr.shape[1] - 1
     ntb = ((length + TILE - 1) // TILE + tile_block - 1) // tile_block
     rows = cout + 1 if indptr.shape[0] > 1 else 2
     nth = scratch.shape[0]
-    slot = scratch.shape[1] // shifts if shifts else 0
+    slot = scratch.shape[1] // max(shifts.shape[0], 1)
     for th in prange(nth):
         acc = np.empty(rows * TILE, dtype=np.float32)
         _items(indptr, vals, offs, x, y, acc, th, nth, batch, ntb, tile_block, cout, img,
@@ -257,12 +259,13 @@ def _items(indptr, vals, offs, x, y, acc, th, nth, batch, ntb, tile_block, cout,
            segs, seg_ptr, plane, bias, lo, scratch, shifts, slot):  # fmt: skip
     """Thread ``th``'s work items of :func:`direct_conv`."""
     lo_item, hi_item = _thread_items(th, nth, batch * ntb)
-    src, stride = (scratch[th], 0) if shifts else (x, img)
+    copies = shifts.shape[0] > 0
+    src, stride = (scratch[th], 0) if copies else (x, img)
     xend = src.shape[0] - (offs.max() if offs.shape[0] else 0)
     last = -1
     for item in range(lo_item, hi_item):
         n = item // ntb
-        if shifts and n != last:
+        if copies and n != last:
             _shifted_copies(x, n * img, img, src, slot, shifts)
             last = n
         _item(indptr, vals, offs, src, xend, y, acc, item, ntb, tile_block, cout, stride,
@@ -277,7 +280,7 @@ def direct_conv_serial(indptr, vals, offs, x, y, batch, img, length, segs, seg_p
     ntb = ((length + TILE - 1) // TILE + tile_block - 1) // tile_block
     rows = cout + 1 if indptr.shape[0] > 1 else 2
     acc = np.empty(rows * TILE, dtype=np.float32)
-    slot = scratch.shape[1] // shifts if shifts else 0
+    slot = scratch.shape[1] // max(shifts.shape[0], 1)
     _items(indptr, vals, offs, x, y, acc, 0, 1, batch, ntb, tile_block, cout, img, length,
            segs, seg_ptr, plane, bias, lo, scratch, shifts, slot)  # fmt: skip
 
@@ -387,12 +390,13 @@ def _pool_items(indptr, vals, offs, x, y, acc, th, nth, batch, ntb, tile_block, 
                 slot):  # fmt: skip
     """Thread ``th``'s work items of :func:`direct_conv_pool` (see :func:`_items`)."""
     lo_item, hi_item = _thread_items(th, nth, batch * ntb)
-    src, stride = (scratch[th], 0) if shifts else (x, img)
+    copies = shifts.shape[0] > 0
+    src, stride = (scratch[th], 0) if copies else (x, img)
     xend = src.shape[0] - (offs.max() if offs.shape[0] else 0)
     last = -1
     for item in range(lo_item, hi_item):
         n = item // ntb
-        if shifts and n != last:
+        if copies and n != last:
             _shifted_copies(x, n * img, img, src, slot, shifts)
             last = n
         _pool_item(indptr, vals, offs, src, xend, y, acc, item, ntb, tile_block, cout, stride,
@@ -408,7 +412,7 @@ def direct_conv_pool(indptr, vals, offs, x, y, batch, img, calls, call_ptr, pseg
     ntb = (call_ptr.shape[0] - 1 + tile_block - 1) // tile_block
     slots = cout if indptr.shape[0] > 1 else 1
     nth = scratch.shape[0]
-    slot = scratch.shape[1] // shifts if shifts else 0
+    slot = scratch.shape[1] // max(shifts.shape[0], 1)
     for th in prange(nth):
         acc = np.empty(slots * _POOL_SLOT + LANES, dtype=np.float32)
         _pool_items(indptr, vals, offs, x, y, acc, th, nth, batch, ntb, tile_block, cout, img,
@@ -424,7 +428,7 @@ def direct_conv_pool_serial(indptr, vals, offs, x, y, batch, img, calls, call_pt
     ntb = (call_ptr.shape[0] - 1 + tile_block - 1) // tile_block
     slots = cout if indptr.shape[0] > 1 else 1
     acc = np.empty(slots * _POOL_SLOT + LANES, dtype=np.float32)
-    slot = scratch.shape[1] // shifts if shifts else 0
+    slot = scratch.shape[1] // max(shifts.shape[0], 1)
     _pool_items(indptr, vals, offs, x, y, acc, 0, 1, batch, ntb, tile_block, cout, img, calls,
                 call_ptr, psegs, pseg_ptr, plane, bias, lo, scratch, shifts, slot)  # fmt: skip
 
@@ -494,10 +498,10 @@ class _Geometry:
     offs: np.ndarray
     tile_block: int
     parallel: bool
-    # aligned layout: per thread, ``shifts`` shifted copies of an image's operand (``[threads,
-    # shifts * slot]``, each row 64-byte aligned); no layout: ``[threads, 0]`` and 0 shifts
+    # aligned layout: per thread, a copy of an image's operand per shift in ``shifts`` (``[threads,
+    # copies * slot]``, each row 64-byte aligned); none: ``[threads, 0]``, no shifts
     scratch: np.ndarray
-    shifts: int
+    shifts: np.ndarray
     run: Callable[..., None]  # the kernel: pooled or not, parallel or serial
     # per output layout (row pitch, offset): the stores, (segs, seg_ptr) of
     # :func:`_row_segments`, or with the fused pooling (calls, call_ptr, psegs, pseg_ptr) of
@@ -606,6 +610,12 @@ def _aligned_rows(rows: int, cols: int) -> np.ndarray:
     return flat[skip : skip + rows * cols].reshape(rows, cols)
 
 
+def _tap_offsets(taps: tuple[np.ndarray, ...], s: int, hq: int, wq: int) -> np.ndarray:
+    """Each nonzero's operand offset on the ``[C, s, s, hq, wq]`` phase grid of an image."""
+    tc, ti, tj = taps
+    return ((tc * s + ti % s) * s + tj % s) * hq * wq + (ti // s) * wq + tj // s
+
+
 class DirectSparseConv(ExecLayer):
     """CSR weight, direct sparse convolution over a padded (or phase-split) NCHW operand.
 
@@ -654,11 +664,9 @@ class DirectSparseConv(ExecLayer):
         wq = max(-(-wp // s), wo + (kw - 1) // s)
         tc, ti, tj = self.taps
         padded = s != 1 or ph != 0 or pw != 0
-        img = c * s * s * hq * wq
-        shifts = -(-kw // s) if padded and self._aligned(ho, wo, wq, kw, s, img) else 0
-        if shifts:
-            wq = -(-wq // LANES) * LANES
-        offs = ((tc * s + ti % s) * s + tj % s) * hq * wq + (ti // s) * wq + tj // s
+        grid = self._aligned_grid(h, w, hq, wq) if padded else None
+        hq, wq = grid or (hq, wq)
+        offs = _tap_offsets(self.taps, s, hq, wq)
         operand, copies, interior = None, [], None
         if padded:
             buffer = torch.zeros(n * c * s * s * hq * wq)
@@ -683,13 +691,18 @@ class DirectSparseConv(ExecLayer):
         # chunks of input channels whose operand window (a tile plus the kernel's reach, per
         # phase) fits L1, as in the csr_numba kernel
         reach = int(offs.max() % (hq * wq)) if len(offs) else 0
-        per_column = (kernels.TILE + reach) * s * s * max(shifts, 1) / (kh * kw)
-        img = c * s * s * hq * wq  # on the widened rows
-        if shifts:
-            # a tap's column shift selects its copy, the rest of its offset is a multiple of
-            # LANES: every vector load of the kernel is aligned
-            offs = offs - tj // s + (tj // s) * _slot(img)
-        scratch = _aligned_rows(max(threads, 1), shifts * _slot(img))
+        img = c * s * s * hq * wq
+        shifts = np.zeros(0, dtype=np.int64)
+        if grid is not None:
+            # a tap reads the copy shifted by its offset's remainder, at a multiple of LANES:
+            # every vector load of the kernel is aligned (one remainder, 0: no copy at all)
+            rest = offs % LANES
+            found, which = np.unique(rest, return_inverse=True)
+            if found.tolist() != [0]:
+                shifts = found.astype(np.int64)
+                offs = offs - rest + which.reshape(-1) * _slot(img)
+        per_column = (kernels.TILE * max(len(shifts), 1) + reach) * s * s / (kh * kw)
+        scratch = _aligned_rows(max(threads, 1), len(shifts) * _slot(img))
         ptrs, order = _column_chunks(self.indptr, (tc * kh + ti) * kw + tj, c * kh * kw, per_column)
         # at least four items per thread where there are enough tiles
         tile_block = tiles if threads <= 1 else max(1, -(-tiles * n // (4 * threads)))
@@ -717,19 +730,36 @@ class DirectSparseConv(ExecLayer):
         self._geo[key] = geo
         return geo
 
-    def _aligned(self, ho: int, wo: int, wq: int, kw: int, s: int, img: int) -> bool:
-        """Whether to run on the aligned layout (see :meth:`_geometry`): a tap's column shift
-        of 1 or more (a kernel wider than the stride), rows of ``wq`` floats worth widening,
-        enough work per image to pay for its ``img`` floats copied per shift."""
-        shifts = -(-kw // s)
-        if shifts < 2 or self.aligned is False:
-            return False
-        if self.aligned:
-            return True
-        wide = -(-wq // LANES) * LANES
-        length = (ho - 1) * wide + wo
-        work = len(self.vals) * length / (shifts * img * wide / wq)
-        return length / ((ho - 1) * wq + wo) <= _MAX_ALIGN_WASTE and work >= _MIN_WORK_PER_COPIED
+    def _aligned_grid(self, h: int, w: int, hq: int, wq: int) -> tuple[int, int] | None:
+        """The operand grid ``(rows, row pitch)`` of the aligned layout (see the module
+        docstring) for an ``h x w`` input whose plain grid is ``hq x wq``, or None where it
+        does not pay: rows widened to a multiple of LANES, or else (stride 1, small maps) rows
+        of ``w + pw`` floats whose right padding is the next row's left padding, as many rows
+        as make a plane a multiple of LANES; the first of them whose positions per plane
+        exceed the plain grid's by at most ``_MAX_ALIGN_WASTE`` and whose multiply-adds per
+        copied float are at least ``_MIN_WORK_PER_COPIED``."""
+        if self.aligned is False:
+            return None
+        s, (ph, pw) = self.stride[0], self.padding
+        ho, wo = conv_out_size(h, w, self.kernel_size, self.stride, self.padding, self.dilation)
+        grids = [(hq, -(-wq // LANES) * LANES)]
+        if s == 1 and w + pw < wq:
+            # one more row: the last row's reads past its end wrap into zeros of this plane
+            step = LANES // math.gcd(w + pw, LANES)
+            grids.append((-(-(h + 2 * ph + 1) // step) * step, w + pw))
+        plain = (ho - 1) * wq + wo
+        for rows, pitch in grids:
+            if self.aligned:
+                return rows, pitch
+            if rows > h + 2 * ph + 2:  # planes padded by rows that cost memory and cache
+                continue
+            length = (ho - 1) * pitch + wo
+            img = self.in_channels * s * s * rows * pitch
+            copies = len(np.unique(_tap_offsets(self.taps, s, rows, pitch) % LANES))
+            work = len(self.vals) * length / (max(copies, 1) * img)
+            if length <= _MAX_ALIGN_WASTE * plain and work >= _MIN_WORK_PER_COPIED:
+                return rows, pitch
+        return None
 
     def input_buffer(self, n: int, h: int, w: int) -> tuple[torch.Tensor, np.ndarray] | None:
         """Where the layer before may write this layer's ``[n, C, h, w]`` input instead of
