@@ -30,15 +30,18 @@ L1 the nonzeros are taken in input-channel chunks, partial sums waiting in the b
 
 **Aligned layout.** A 16-float vector load at an offset that is not a multiple of 16 floats
 spans two cache lines, and on AVX-512 nearly every load of the kernel did (a tap's offset is
-its row and column shift on the grid). Where widening the grid's rows to a multiple of 16
-floats adds few positions (at most ``_MAX_ALIGN_WASTE``: 28x28 maps 6%, 14x14 none; not 7x7
-maps, 69%) and the layer has the nonzeros to pay for the copies (``_MIN_WORK_PER_COPIED``),
-every tap's offset is its column shift ``j // s`` plus a multiple of 16: per image the kernel
-first copies the image's operand ``ceil(kw / s)`` times, copy ``j`` shifted left by ``j``
-floats, into a per-thread scratch that stays in L2 (:func:`_shifted_copies`), and tap ``(c,
-i, j)`` reads copy ``j // s`` at an aligned offset. Measured in one process
-(``bench/runtime_fusions.py``, smallcnn, AVX-512): 1.25x / 1.12x / 1.05x / 1.00x end to end
-at 80 / 90 / 95 / 99% sparsity over the same kernel on the plain grid.
+its row and column shift on the grid). Where the layer's work pays for it, the grid is chosen
+so that every tap's offset is a multiple of 16 plus one of a few remainders: rows widened to a
+multiple of 16 floats (remainders: the column shifts ``j // s``; 28x28 maps 6% more
+positions, 14x14 none), or, where that adds too many (``_MAX_ALIGN_WASTE``: 7x7 maps, 69%),
+rows of ``w + pw`` floats whose right padding is the next row's left padding (7x7 maps:
+rows of 8, remainders 0-2 and 8-10). Per image the kernel first copies the image's operand
+once per remainder, shifted left by it, into a per-thread scratch that stays in L2
+(:func:`_shifted_copies`), and each tap reads the copy of its remainder at an aligned offset.
+The copies must be paid for by the multiply-adds (``_MIN_WORK_PER_COPIED``); at 98-99%
+sparsity they mostly are not. Measured in one process (``bench/runtime_fusions.py``,
+smallcnn, AVX-512): 1.35x / 1.23x / 1.16x / 1.05x end to end at 80 / 90 / 95 / 99% sparsity
+over the same kernel on the plain grid.
 
 With a fused 2x2 max pooling (``pool=True``) tiles hold whole output row pairs (or a column
 block of one pair, on maps wider than half a tile), and only the pooled output is stored
