@@ -79,12 +79,15 @@ def test_direct_conv_single_pixel_and_non_contiguous_input() -> None:
     [(4, 32, (28, 28)), (1, 96, (14, 13)), (3, 64, (9, 31))],
     ids=["28x28", "batch1-14x13", "9x31"],
 )
-def test_direct_conv_on_two_threads_equals_one(batch: int, channels: int, hw: tuple) -> None:
+@pytest.mark.parametrize("aligned", [None, True], ids=["auto", "aligned"])
+def test_direct_conv_on_two_threads_equals_one(
+    batch: int, channels: int, hw: tuple, aligned: bool | None
+) -> None:
     # large enough that the parallel kernel runs (above the fork/join threshold); the tiles of
-    # a plane are split over work items, rows across tiles
+    # a plane are split over work items, rows across tiles; aligned: a scratch row per thread
     layer = _pruned(nn.Conv2d(channels, channels, 3, padding=1), 0.5)
     x = torch.randn(batch, channels, *hw)
-    exe = build_layer("direct_numba", layer, relu=True)
+    exe = DirectSparseConv(layer, relu=True, aligned=aligned)
     with torch.no_grad():
         ref = torch.relu(layer(x))
         with thread_scope(2):
@@ -198,7 +201,8 @@ def _assert_aligned(geo) -> None:
     assert geo.scratch.shape[1] % LANES == 0
 
 
-def test_the_aligned_layout_where_it_pays() -> None:
+def test_the_aligned_layout_where_it_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(direct_conv, "_WIDE_VECTORS", True)  # the rule, whatever this host has
     exe = DirectSparseConv(_pruned(nn.Conv2d(4, 6, 3, padding=1), 0.5))
     for hw in ((14, 14), (28, 28)):  # rows of 16 floats already, 30 widened to 32
         geo = exe._geometry(2, *hw)
@@ -217,6 +221,12 @@ def test_the_aligned_layout_where_it_pays() -> None:
     # too few nonzeros to pay for copying every image three times
     sparse = DirectSparseConv(_pruned(nn.Conv2d(64, 64, 3, padding=1), 0.99, empty_rows=0))
     assert sparse._geometry(2, 14, 14).shifts.size == 0
+    # 32-byte vectors: never (unless asked for)
+    monkeypatch.setattr(direct_conv, "_WIDE_VECTORS", False)
+    avx2 = DirectSparseConv(_pruned(nn.Conv2d(4, 6, 3, padding=1), 0.5))
+    assert avx2._geometry(2, 14, 14).shifts.size == 0
+    forced = DirectSparseConv(_pruned(nn.Conv2d(4, 6, 3, padding=1), 0.5), aligned=True)
+    assert forced._geometry(2, 14, 14).shifts.tolist() == [0, 1, 2]
 
 
 @pytest.mark.parametrize(
@@ -234,6 +244,7 @@ def test_rows_sharing_their_padding_equal_the_masked_dense_layer(
 ) -> None:
     # the shared-padding grid wherever rows are not widened: a read past a row's end lands on
     # the next row's left padding, the last row's on the plane's extra row
+    monkeypatch.setattr(direct_conv, "_WIDE_VECTORS", True)
     monkeypatch.setattr(direct_conv, "_MAX_ALIGN_WASTE", 1.0)
     monkeypatch.setattr(direct_conv, "_MIN_WORK_PER_COPIED", 0.0)
     layer = _pruned(nn.Conv2d(6, 5, **spec), 0.6, seed=2)

@@ -39,9 +39,10 @@ rows of 8, remainders 0-2 and 8-10). Per image the kernel first copies the image
 once per remainder, shifted left by it, into a per-thread scratch that stays in L2
 (:func:`_shifted_copies`), and each tap reads the copy of its remainder at an aligned offset.
 The copies must be paid for by the multiply-adds (``_MIN_WORK_PER_COPIED``); at 98-99%
-sparsity they mostly are not. Measured in one process (``bench/runtime_fusions.py``,
-smallcnn, AVX-512): 1.35x / 1.23x / 1.16x / 1.05x end to end at 80 / 90 / 95 / 99% sparsity
-over the same kernel on the plain grid.
+sparsity they mostly are not. Taken on AVX-512 hosts only (``_WIDE_VECTORS``): with AVX2's
+32-byte loads the split is rarer and the copies' larger L1 window lost. Measured in one
+process (``bench/runtime_fusions.py``, smallcnn, AVX-512): 1.35x / 1.23x / 1.16x / 1.05x end
+to end at 80 / 90 / 95 / 99% sparsity over the same kernel on the plain grid.
 
 With a fused 2x2 max pooling (``pool=True``) tiles hold whole output row pairs (or a column
 block of one pair, on maps wider than half a tile), and only the pooled output is stored
@@ -64,6 +65,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 import torch
+from llvmlite import binding as llvm
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
@@ -593,6 +595,10 @@ def _phase_copies(
 # the aligned layout widens the operand's rows to a multiple of LANES floats: taken where that
 # adds at most this share of output positions (28x28 maps: 1.06; 14x14: none; 7x7: 1.69)
 _MAX_ALIGN_WASTE = 1.15
+# ... on hosts with 64-byte vectors, whose every unaligned load splits a cache line; with
+# AVX2's 32-byte loads (half of them split) three copies' window in L1 made conv3 and conv4
+# 1.23-1.38x slower
+_WIDE_VECTORS = bool(llvm.get_host_cpu_features().get("avx512f"))
 # ... and where the kernel's multiply-adds per image (nonzeros x positions) are at least this
 # many per float its shifted copies move: smallcnn's convolutions lost 2-6% at 99% sparsity
 # (3.3 and 1.8 of them), gained 8-19% at 95% (9-17)
@@ -741,7 +747,7 @@ class DirectSparseConv(ExecLayer):
         as make a plane a multiple of LANES; the first of them whose positions per plane
         exceed the plain grid's by at most ``_MAX_ALIGN_WASTE`` and whose multiply-adds per
         copied float are at least ``_MIN_WORK_PER_COPIED``."""
-        if self.aligned is False:
+        if self.aligned is False or (self.aligned is None and not _WIDE_VECTORS):
             return None
         s, (ph, pw) = self.stride[0], self.padding
         ho, wo = conv_out_size(h, w, self.kernel_size, self.stride, self.padding, self.dilation)
