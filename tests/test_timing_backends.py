@@ -197,3 +197,27 @@ def test_small_work_runs_on_the_calling_thread_with_two_threads() -> None:
     with torch.no_grad(), thread_scope(2):
         torch.testing.assert_close(exe(x), _reference(conv, x, False), rtol=1e-5, atol=1e-5)
     assert not next(iter(exe._geo.values())).parallel
+
+
+def test_work_on_the_calling_thread_is_blocked_as_on_one_thread() -> None:
+    # row blocks split for two threads only make a serial run reload each column chunk once
+    # per block (mlp1024's 95% layers ran 1.6x slower under two numba threads than one)
+    from pruneflow.timing import kernels, thread_scope
+
+    layer = _pruned(nn.Linear(1024, 1024), 0.95)  # ~52k nonzeros x batch 64: serial
+    exe = build_layer("csr_numba", layer)
+    with thread_scope(2):
+        two = exe._geometry(64)
+    with thread_scope(1):
+        one = exe._geometry(64)
+    assert two[-1] is kernels.spmm_serial
+    assert two[3:5] == one[3:5] and all(
+        (a == b).all() for a, b in zip(two[:3], one[:3], strict=True)
+    )
+    conv = build_layer("csr_numba", _pruned(nn.Conv2d(16, 16, 3, padding=1), 0.95))
+    with thread_scope(2):
+        two_conv = conv._geometry(2, 8, 8)
+    with thread_scope(1):
+        one_conv = conv._geometry(2, 8, 8)
+    assert not two_conv.parallel
+    assert (two_conv.col_block, two_conv.row_block) == (one_conv.col_block, one_conv.row_block)

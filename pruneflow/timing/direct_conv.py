@@ -713,8 +713,9 @@ class DirectSparseConv(ExecLayer):
         per_column = (kernels.TILE * max(len(shifts), 1) + reach) * s * s / (kh * kw)
         scratch = _aligned_rows(max(threads, 1), len(shifts) * _slot(img))
         ptrs, order = _column_chunks(self.indptr, (tc * kh + ti) * kw + tj, c * kh * kw, per_column)
-        # at least four items per thread where there are enough tiles
-        tile_block = tiles if threads <= 1 else max(1, -(-tiles * n // (4 * threads)))
+        # at least four items per thread where there are enough tiles (one block per image
+        # on the calling thread)
+        tile_block = tiles if not parallel else max(1, -(-tiles * n // (4 * threads)))
         tile_block = max(1, min(tile_block, tiles))
         geo = _Geometry(
             operand=operand,
