@@ -230,6 +230,24 @@ def _shifted_copies(x, src, img, buf, slot, shifts):
 
 
 @njit(inline="always", **_JIT)
+def _thread_operand(x, img, offs, scratch, shifts, th):
+    """What thread ``th``'s tiles read: its scratch row (the shifted copies of the image at
+    hand, image stride 0) where there are shifts, else the operand ``x`` (``img`` floats per
+    image); and the bound of whole-vector reads (see :func:`_tile`)."""
+    src, stride = (scratch[th], 0) if shifts.shape[0] > 0 else (x, img)
+    return src, stride, src.shape[0] - (offs.max() if offs.shape[0] else 0)
+
+
+@njit(inline="always", **_JIT)
+def _image_copies(x, img, n, last, buf, slot, shifts):
+    """The shifted copies of image ``n`` in ``buf``, made unless they hold it (``last``);
+    the image they now hold."""
+    if shifts.shape[0] > 0 and n != last:
+        _shifted_copies(x, n * img, img, buf, slot, shifts)
+    return n
+
+
+@njit(inline="always", **_JIT)
 def _thread_items(th, nth, items):
     per = (items + nth - 1) // nth
     return th * per, min((th + 1) * per, items)
@@ -264,15 +282,10 @@ def _items(indptr, vals, offs, x, y, acc, th, nth, batch, ntb, tile_block, cout,
            segs, seg_ptr, plane, bias, lo, scratch, shifts, slot):  # fmt: skip
     """Thread ``th``'s work items of :func:`direct_conv`."""
     lo_item, hi_item = _thread_items(th, nth, batch * ntb)
-    copies = shifts.shape[0] > 0
-    src, stride = (scratch[th], 0) if copies else (x, img)
-    xend = src.shape[0] - (offs.max() if offs.shape[0] else 0)
+    src, stride, xend = _thread_operand(x, img, offs, scratch, shifts, th)
     last = -1
     for item in range(lo_item, hi_item):
-        n = item // ntb
-        if copies and n != last:
-            _shifted_copies(x, n * img, img, src, slot, shifts)
-            last = n
+        last = _image_copies(x, img, item // ntb, last, src, slot, shifts)
         _item(indptr, vals, offs, src, xend, y, acc, item, ntb, tile_block, cout, stride,
               length, segs, seg_ptr, plane, bias, lo)  # fmt: skip
 
@@ -395,15 +408,10 @@ def _pool_items(indptr, vals, offs, x, y, acc, th, nth, batch, ntb, tile_block, 
                 slot):  # fmt: skip
     """Thread ``th``'s work items of :func:`direct_conv_pool` (see :func:`_items`)."""
     lo_item, hi_item = _thread_items(th, nth, batch * ntb)
-    copies = shifts.shape[0] > 0
-    src, stride = (scratch[th], 0) if copies else (x, img)
-    xend = src.shape[0] - (offs.max() if offs.shape[0] else 0)
+    src, stride, xend = _thread_operand(x, img, offs, scratch, shifts, th)
     last = -1
     for item in range(lo_item, hi_item):
-        n = item // ntb
-        if copies and n != last:
-            _shifted_copies(x, n * img, img, src, slot, shifts)
-            last = n
+        last = _image_copies(x, img, item // ntb, last, src, slot, shifts)
         _pool_item(indptr, vals, offs, src, xend, y, acc, item, ntb, tile_block, cout, stride,
                    calls, call_ptr, psegs, pseg_ptr, plane, bias, lo)  # fmt: skip
 
