@@ -633,6 +633,13 @@ def _tap_offsets(taps: tuple[np.ndarray, ...], s: int, hq: int, wq: int) -> np.n
     return ((tc * s + ti % s) * s + tj % s) * hq * wq + (ti // s) * wq + tj // s
 
 
+def _remainders(offs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct remainders of the offsets modulo LANES (the aligned layout's copies, one
+    per remainder) and each offset's copy."""
+    found, which = np.unique(offs % LANES, return_inverse=True)
+    return found.astype(np.int64), which.reshape(-1)
+
+
 class DirectSparseConv(ExecLayer):
     """CSR weight, direct sparse convolution over a padded (or phase-split) NCHW operand.
 
@@ -705,19 +712,18 @@ class DirectSparseConv(ExecLayer):
         else:
             tiles = -(-length // kernels.TILE)
             run = direct_conv if parallel else direct_conv_serial
-        # chunks of input channels whose operand window (a tile plus the kernel's reach, per
-        # phase) fits L1, as in the csr_numba kernel
+        # chunks of input channels whose operand window (a tile per copy plus the kernel's
+        # reach, per phase) fits L1, as in the csr_numba kernel
         reach = int(offs.max() % (hq * wq)) if len(offs) else 0
         img = c * s * s * hq * wq
         shifts = np.zeros(0, dtype=np.int64)
         if grid is not None:
             # a tap reads the copy shifted by its offset's remainder, at a multiple of LANES:
             # every vector load of the kernel is aligned (one remainder, 0: no copy at all)
-            rest = offs % LANES
-            found, which = np.unique(rest, return_inverse=True)
+            found, which = _remainders(offs)
             if found.tolist() != [0]:
-                shifts = found.astype(np.int64)
-                offs = offs - rest + which.reshape(-1) * _slot(img)
+                shifts = found
+                offs = offs - offs % LANES + which * _slot(img)
         per_column = (kernels.TILE * max(len(shifts), 1) + reach) * s * s / (kh * kw)
         scratch = _aligned_rows(max(threads, 1), len(shifts) * _slot(img))
         ptrs, order = _column_chunks(self.indptr, (tc * kh + ti) * kw + tj, c * kh * kw, per_column)
@@ -765,15 +771,15 @@ class DirectSparseConv(ExecLayer):
             # one more row: the last row's reads past its end wrap into zeros of this plane
             step = LANES // math.gcd(w + pw, LANES)
             grids.append((-(-(h + 2 * ph + 1) // step) * step, w + pw))
+        if self.aligned:
+            return grids[0]
         plain = (ho - 1) * wq + wo
         for rows, pitch in grids:
-            if self.aligned:
-                return rows, pitch
             if rows > h + 2 * ph + 2:  # planes padded by rows that cost memory and cache
                 continue
             length = (ho - 1) * pitch + wo
             img = self.in_channels * s * s * rows * pitch
-            copies = len(np.unique(_tap_offsets(self.taps, s, rows, pitch) % LANES))
+            copies = len(_remainders(_tap_offsets(self.taps, s, rows, pitch))[0])
             work = len(self.vals) * length / (max(copies, 1) * img)
             if length <= _MAX_ALIGN_WASTE * plain and work >= _MIN_WORK_PER_COPIED:
                 return rows, pitch
