@@ -704,7 +704,7 @@ class DirectSparseConv(ExecLayer):
             if s == 1 and copies:  # no copies: an all-zero weight reads nothing
                 interior = copies[0][0]
         work = len(self.vals) * n * ho * wo
-        parallel = threads > 1 and kernels.parallel_worthwhile(work)
+        parallel = kernels.kernel_threads(threads, work) > 1
         length = (ho - 1) * wq + wo
         if self.pool:
             tiles = len(_pool_tiles(ho, wo, wq)[1]) - 1

@@ -224,6 +224,13 @@ def parallel_worthwhile(work: int) -> bool:
     return work >= PARALLEL_MIN_WORK
 
 
+def kernel_threads(threads: int, work: int) -> int:
+    """The threads a kernel of ``work`` multiply-adds runs on, of numba's ``threads``: all of
+    them where splitting pays (:func:`parallel_worthwhile`), else 1 (the calling thread), which
+    is also what its blocking must assume."""
+    return threads if threads > 1 and parallel_worthwhile(work) else 1
+
+
 @njit(inline="always", **_JIT)
 def _spmm_item(indptr, vals, offs, x, y, ly, bias, lo, col_block, row_block, item, nrb):
     nchunks = indptr.shape[0]

@@ -117,10 +117,9 @@ class NumbaCsrLinear(ExecLayer):
         threads = int(numba.get_num_threads())
         key = (batch, threads)
         if key not in self._geo:
-            parallel = threads > 1 and kernels.parallel_worthwhile(len(self.vals) * batch)
-            cb, rb = _blocks(
-                batch, self.in_features, 0, self.out_channels, threads if parallel else 1
-            )
+            run_threads = kernels.kernel_threads(threads, len(self.vals) * batch)
+            parallel = run_threads > 1
+            cb, rb = _blocks(batch, self.in_features, 0, self.out_channels, run_threads)
             ptrs, order = _column_chunks(
                 self.indptr, self.cols, self.in_features, float(min(cb, batch))
             )
@@ -259,10 +258,9 @@ class NumbaCsrConv(ExecLayer):
         per_column = (min(_CONV_CHUNK_BLOCK, ly) + reach) / taps_per_row
         ptrs, order = _column_chunks(self.indptr, self.cols, c * kh * kw, per_column)
         chunked = ptrs.shape[0] > 1
-        parallel = threads > 1 and kernels.parallel_worthwhile(len(self.vals) * ly)
-        cb, rb = _blocks(
-            ly, rows, reach, co, threads if parallel else 1, _CONV_CHUNK_BLOCK if chunked else None
-        )
+        run_threads = kernels.kernel_threads(threads, len(self.vals) * ly)
+        parallel = run_threads > 1
+        cb, rb = _blocks(ly, rows, reach, co, run_threads, _CONV_CHUNK_BLOCK if chunked else None)
         geo = _ConvGeometry(
             padded=padded,
             pack_dims=pack_dims,
