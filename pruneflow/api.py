@@ -23,10 +23,18 @@ from pathlib import Path
 import pandas as pd
 from torch import nn
 
-from pruneflow import config
+from pruneflow import config, layout
+from pruneflow.checkpoint import load_checkpoint
+from pruneflow.chex import paths as chex_paths
+from pruneflow.chex.store import load_extracted
 from pruneflow.config import Params
 from pruneflow.errors import PruneflowError
 from pruneflow.io import read_parquet
+from pruneflow.sdd.paths import sweep_file
+from pruneflow.spdy.paths import ONESHOT_COLUMNS, oneshot_file, profiles_file, results_file
+from pruneflow.steps.export import chex_export_dir, spdy_export_dir
+from pruneflow.steps.spdy_gmp import profile_sparsities, run_checkpoint
+from pruneflow.steps.spdy_inputs import dense_model as dense_checkpoint_model
 
 METHODS = ("spdy", "sdd", "chex")
 
@@ -59,21 +67,13 @@ class Run:
         the double-descent sweep, or CHEX's comparison at equal FLOPs."""
         p = self.scoped(method, model)
         if method == "spdy":
-            from pruneflow.steps.spdy_gmp import results_file
-
             return pd.read_parquet(_need(results_file(p), "spdy_results"))
         if method == "sdd":
-            from pruneflow.steps.sdd import sweep_file
-
             return pd.read_parquet(_need(sweep_file(p), "sdd_sweep"))
-        from pruneflow.chex import paths
-
-        return pd.read_parquet(_need(paths.comparison_table(p), "chex_report"))
+        return pd.read_parquet(_need(chex_paths.comparison_table(p), "chex_report"))
 
     def oneshot(self, model: str | None = None) -> pd.DataFrame:
         """SPDY's one-shot comparison of the profiles per target (``oneshot.parquet``)."""
-        from pruneflow.steps.spdy import ONESHOT_COLUMNS, oneshot_file
-
         p = self.scoped("spdy", model)
         return read_parquet(_need(oneshot_file(p), "spdy_oneshot"), ONESHOT_COLUMNS)
 
@@ -81,9 +81,6 @@ class Run:
         self, profile: str = "spdy", target: float = 2.0, model: str | None = None
     ) -> dict[str, float]:
         """``{layer: sparsity}`` of one SPDY one-shot profile (``spdy``, ``uniform``, ``gmp``)."""
-        from pruneflow.steps.spdy import profiles_file
-        from pruneflow.steps.spdy_gmp import profile_sparsities
-
         p = self.scoped("spdy", model)
         _need(profiles_file(p), "spdy_oneshot")
         return profile_sparsities(p, float(target), profile)
@@ -92,12 +89,9 @@ class Run:
         """The dense model the method pruned (SPDY: train_dense's checkpoint), eval mode."""
         if method != "spdy":
             raise PruneflowError("dense_model: only SPDY's dense checkpoint is shared")
-        from pruneflow import layout
-        from pruneflow.steps.spdy_inputs import dense_model
-
         p = self.scoped("spdy", model)
         _need(layout.dense_checkpoint(p), "train_dense")
-        return dense_model(p)
+        return dense_checkpoint_model(p)
 
     def pruned_model(
         self,
@@ -109,25 +103,17 @@ class Run:
     ) -> nn.Module:
         """SPDY: the gradual-pruning run of ``profile`` at ``target`` with ``seed`` (zeros in
         its pruned weights); CHEX: the extracted, physically smaller model. Eval mode."""
-        from pruneflow.checkpoint import load_checkpoint
-
         p = self.scoped(method, model)
         if method == "spdy":
-            from pruneflow.steps.spdy_gmp import run_checkpoint
-
             item = {"target": float(target), "profile": profile, "seed": int(seed)}
             return load_checkpoint(_need(run_checkpoint(p, item), "spdy_gmp"))[0].eval()
         if method == "chex":
-            from pruneflow.chex import paths
-            from pruneflow.chex.store import load_extracted
-
-            return load_extracted(_need(paths.extracted_checkpoint(p), "chex_extract"))[0].eval()
+            extracted = _need(chex_paths.extracted_checkpoint(p), "chex_extract")
+            return load_extracted(extracted)[0].eval()
         raise PruneflowError("pruned_model: spdy or chex (the double-descent sweep keeps levels)")
 
     def exported(self, method: str = "spdy", model: str | None = None) -> Path:
         """The folder of ``pruneflow export``'s files for the run ``export`` names."""
-        from pruneflow.steps.export import chex_export_dir, spdy_export_dir
-
         p = self.scoped(method, model)
         if method not in ("spdy", "chex"):
             raise PruneflowError("exported: spdy or chex")

@@ -132,13 +132,14 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def smoke_checkout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One worker checkout for every smoke deployment run of the session (SQLite and
-    PostgreSQL servers alike): the first run computes the smoke pipeline there, later runs
-    find its steps in that checkout's cache, as a worker host's second nightly run does."""
-    from prefect_stack import make_checkout
+def database_url():
+    """A throwaway PostgreSQL cluster for the session (``pg_cluster``): the deployment stack's
+    server keeps its state there, as a team's shared server does, and the wrong-URL tests
+    start from its URL."""
+    from pg_cluster import postgres_cluster
 
-    return make_checkout(tmp_path_factory.mktemp("smoke") / "checkout")
+    with postgres_cluster() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,14 @@
-"""pipelines.yaml for real: a Prefect server on loopback, pool `cpu`, `prefect deploy` of the
-smoke deployment, a process worker, `prefect deployment run --watch` until Completed with its
-artifacts written; a run on a host without its data root, and a deployment to a pool that does
-not exist, each fail with one line. Plus the file itself: every entrypoint imports, every pool
-is one the README tells users to create, every deployment's params validate."""
+"""pipelines.yaml for real, as a team runs it: a Prefect server on loopback keeping its state in
+PostgreSQL (a throwaway cluster, ``conftest.database_url``), pools, `prefect deploy`, a process
+worker, `prefect deployment run --watch` of the smoke deployment until Completed with its
+artifacts written and its flow run in PostgreSQL; a run on a host without its data root, and a
+deployment to a pool that does not exist, each fail with one line. Plus the file itself: every
+entrypoint imports, every pool is one the README tells users to create, every deployment's
+params validate. (The SQLite server every other flow test runs on is ``conftest.prefect_api``.)"""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import re
 import socket
@@ -16,7 +19,7 @@ import yaml
 from conftest import run_cli
 from prefect import Flow
 from prefect.client.schemas.schedules import CronSchedule
-from prefect_stack import REPO, assert_smoke_completed, deploy_smoke, prefect_stack
+from prefect_stack import REPO, assert_smoke_completed, deploy_smoke, make_checkout, prefect_stack
 
 from pruneflow import config
 from pruneflow.deploy import read_pipelines, select
@@ -106,24 +109,38 @@ def test_worker_side_checkout_and_data_root(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory, smoke_checkout):
-    """A server, pools cpu, gpu and profile-cpu-x86, every deployment, a worker on pool cpu;
-    all stopped at the end."""
+def deployed(tmp_path_factory, database_url):
+    """A server on PostgreSQL, pools cpu, gpu and profile-cpu-x86, every deployment, a worker on
+    pool cpu with its own checkout; all stopped at the end."""
     root = tmp_path_factory.mktemp("deployments")
-    work = smoke_checkout
-    with pytest.MonkeyPatch.context() as mp, prefect_stack(root, mp) as stack:
-        # the README's `prefect deploy --prefect-file pipelines.yaml --all`, every pool there
-        deploy_smoke(stack, work, pools=("cpu", "gpu", "profile-cpu-x86"))
-        yield stack, work
+    work = make_checkout(root / "checkout")
+    with pytest.MonkeyPatch.context() as mp:
+        with prefect_stack(root, mp, database_url=database_url) as stack:
+            # the README's `prefect deploy --prefect-file pipelines.yaml --all`, every pool there
+            deploy_smoke(stack, work, pools=("cpu", "gpu", "profile-cpu-x86"))
+            yield stack, work
 
 
-def test_smoke_deployment_completes_on_a_process_worker(deployed):
+async def _count_flow_runs(url: str) -> int:
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        return await connection.fetchval("SELECT count(*) FROM flow_run")
+    finally:
+        await connection.close()
+
+
+def test_smoke_deployment_completes_on_a_process_worker(deployed, database_url):
     stack, work = deployed
     run = assert_smoke_completed(stack, work)
     assert run["parameters"]["target"] == "all"
     deployment = stack.api(f"deployments/{run['deployment_id']}")
     assert deployment["work_pool_name"] == "cpu" and "smoke" in deployment["tags"]
     assert deployment["pull_steps"] == [{"pruneflow.worker.enter_checkout": {"directory": None}}]
+    # the server kept its state in PostgreSQL, not in a SQLite file of its home
+    assert asyncio.run(_count_flow_runs(database_url)) >= 1
+    assert not list((stack.root / "prefect").glob("*.db"))
 
 
 def test_a_run_on_a_host_without_its_data_root_fails_in_one_line(deployed):

@@ -1,48 +1,15 @@
-"""A team's shared server: Prefect's server on PostgreSQL (PREFECT_API_DATABASE_CONNECTION_URL),
-a throwaway cluster on loopback, the smoke deployment run through a process worker; and a
-wrong PostgreSQL URL stops `pruneflow server start` with one line, password masked."""
+"""A wrong PostgreSQL URL stops `pruneflow server start` with one line, password masked. (The
+smoke deployment on a server backed by PostgreSQL is tests/test_deployments.py's stack.)"""
 
 from __future__ import annotations
 
-import asyncio
 from urllib.parse import urlsplit
 
 import pytest
 from conftest import run_cli
-from pg_cluster import PASSWORD, postgres_cluster
-from prefect_stack import assert_smoke_completed, deploy_smoke, prefect_stack
+from pg_cluster import PASSWORD
 
 from pruneflow.prefect_env import _free_port
-
-
-@pytest.fixture(scope="module")
-def database_url():
-    with postgres_cluster() as url:
-        yield url
-
-
-async def _count_flow_runs(url: str) -> int:
-    import asyncpg
-
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        return await connection.fetchval("SELECT count(*) FROM flow_run")
-    finally:
-        await connection.close()
-
-
-def test_smoke_deployment_on_a_server_backed_by_postgresql(
-    database_url, smoke_checkout, tmp_path, monkeypatch
-):
-    # the checkout the SQLite server's smoke run used, when that ran first: its steps are cache
-    # hits, and what this test checks is the server's database, not the pipeline's arithmetic
-    work = smoke_checkout
-    with prefect_stack(tmp_path, monkeypatch, database_url=database_url) as stack:
-        deploy_smoke(stack, work)
-        assert_smoke_completed(stack, work)
-    # the server kept its state in PostgreSQL, not in a SQLite file of its home
-    assert asyncio.run(_count_flow_runs(database_url)) >= 1
-    assert not list((tmp_path / "prefect").glob("*.db"))
 
 
 @pytest.mark.parametrize(

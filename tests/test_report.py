@@ -571,7 +571,10 @@ def test_claims_open_the_report_with_a_verdict_per_claim(full_report):
     claims = md.split("## Claims")[1].split("\n## ")[0]
     assert md.index("## Claims") < md.index("## SPDY")
     for model in params.spdy.models:
-        assert f"{model}: at equal measured speedup, SPDY's profile beats uniform" in claims
+        assert (
+            f"{model}: at equal measured speedup (mean measured speedups within 5%), SPDY's "
+            "profile beats uniform" in claims
+        )
     assert re.search(r"n=2 seeds, SPDY minus uniform \(points\) 2x [+-]\d", claims)
     assert all(
         v in ("reproduced", "not reproduced", "inconclusive")
@@ -606,9 +609,10 @@ def test_a_run_with_claims_off_reads_none_and_says_so(full_report, tmp_path):
     assert "makes no claims" in console.export_text()
 
 
-def _spdy_runs(spdy_gain: float, jitter: float) -> pd.DataFrame:
+def _spdy_runs(spdy_gain: float, jitter: float, spdy_speed: float = 1.0) -> pd.DataFrame:
     """Three seeds; SPDY's paired difference to uniform is ``spdy_gain * target`` plus
-    ``jitter`` times -1, 0, +1 over the seeds (so its mean is exactly the gain)."""
+    ``jitter`` times -1, 0, +1 over the seeds (so its mean is exactly the gain); SPDY's models
+    measure ``spdy_speed`` times the others' speedup."""
     rng = np.random.default_rng(0)
     rows = []
     for target in (2.0, 3.0, 4.0):
@@ -628,7 +632,9 @@ def _spdy_runs(spdy_gain: float, jitter: float) -> pd.DataFrame:
                         "dense_acc": 0.98,
                         "acc": base + gain,
                         "predicted_speedup": target,
-                        "measured_speedup": target * 1.01,
+                        "measured_speedup": target
+                        * 1.01
+                        * (spdy_speed if profile == "spdy" else 1),
                         "seed": seed,
                     }
                 )
@@ -647,3 +653,25 @@ def test_spdy_claims_read_the_verdict_off_the_paired_intervals():
     assert tied["spdy.smallcnn.above_uniform"].verdict == "inconclusive"
     behind = {c.key: c for c in _model_claims("smallcnn", _spdy_runs(-0.003, 0.0005))}
     assert behind["spdy.smallcnn.above_uniform"].verdict == "not reproduced"
+
+
+def test_spdy_claims_hold_only_at_equal_measured_speed():
+    from pruneflow.report.spdy import _model_claims
+
+    def claims(gain: float, speed: float) -> dict:
+        return {c.key: c for c in _model_claims("smallcnn", _spdy_runs(gain, 0.0005, speed))}
+
+    # ahead, but measuring 8% slower than the baselines: the lead may be bought with speed
+    slower = claims(0.003, 0.92)
+    assert slower["spdy.smallcnn.above_uniform"].verdict == "inconclusive"
+    assert slower["spdy.smallcnn.above_gmp"].verdict == "inconclusive"
+    assert "(SPDY measured 0.92x uniform's speed)" in slower["spdy.smallcnn.above_uniform"].measured
+    # ahead and faster: still ahead at equal speed
+    assert claims(0.003, 1.08)["spdy.smallcnn.above_uniform"].verdict == "reproduced"
+    # behind while faster: the baseline may have traded speed for accuracy
+    assert claims(-0.003, 1.08)["spdy.smallcnn.above_uniform"].verdict == "inconclusive"
+    # behind and slower, or within the tolerance either way: the intervals decide
+    assert claims(-0.003, 0.92)["spdy.smallcnn.above_uniform"].verdict == "not reproduced"
+    assert claims(0.003, 0.96)["spdy.smallcnn.above_uniform"].verdict == "reproduced"
+    assert claims(-0.003, 1.04)["spdy.smallcnn.above_uniform"].verdict == "not reproduced"
+    assert "SPDY measured" not in claims(0.003, 0.96)["spdy.smallcnn.above_uniform"].measured

@@ -27,6 +27,9 @@ from torch import nn
 
 from pruneflow import layout
 from pruneflow.checkpoint import load_checkpoint, sidecar
+from pruneflow.chex import paths
+from pruneflow.chex.groups import find_groups
+from pruneflow.chex.store import load_extracted, load_masked, load_masks
 from pruneflow.config import Params
 from pruneflow.export import check_onnx, export_onnx, layer_masks, ort_latency_ms, save_pruned
 from pruneflow.export.onnx import run_onnx
@@ -35,6 +38,7 @@ from pruneflow.models.sources import user_code
 from pruneflow.runtime import configure
 from pruneflow.steps.base import Step
 from pruneflow.steps.data import load_data, read_labels
+from pruneflow.steps.spdy_gmp import run_checkpoint
 from pruneflow.steps.spdy_inputs import dense_model, inputs_of_dense
 
 FILES = ("model.safetensors", "masks.safetensors", "model.onnx", "dense.onnx")
@@ -109,8 +113,6 @@ def _write(
 
 
 def _spdy_compute(p: Params) -> dict[str, Any]:
-    from pruneflow.steps.spdy_gmp import run_checkpoint
-
     ckpt = run_checkpoint(p, spdy_run(p))
     pruned, meta = load_checkpoint(ckpt)
     masks = layer_masks(pruned, sorted(meta["layer_sparsity"]))
@@ -119,8 +121,6 @@ def _spdy_compute(p: Params) -> dict[str, Any]:
 
 
 def _spdy_inputs(p: Params) -> list[Path]:
-    from pruneflow.steps.spdy_gmp import run_checkpoint
-
     ckpt = run_checkpoint(p, spdy_run(p))  # names a run that is not configured
     return [*inputs_of_dense(p), ckpt, sidecar(ckpt)]
 
@@ -141,10 +141,6 @@ SPDY_EXPORT = Step(
 
 
 def _chex_compute(p: Params) -> dict[str, Any]:
-    from pruneflow.chex import paths
-    from pruneflow.chex.groups import find_groups
-    from pruneflow.chex.store import load_extracted, load_masked, load_masks
-
     sub, meta = load_extracted(paths.extracted_checkpoint(p))
     masked, _ = load_masked(paths.masked_checkpoint(p))
     example = torch.zeros(2, *meta["arch"]["in_shape"])
@@ -160,8 +156,6 @@ def _chex_compute(p: Params) -> dict[str, Any]:
 
 
 def _chex_inputs(p: Params) -> list[Path]:
-    from pruneflow.chex import paths
-
     extracted, masked = paths.extracted_checkpoint(p), paths.masked_checkpoint(p)
     return [
         layout.labels_table(p),
