@@ -134,7 +134,9 @@ class Stack:
 
     def stop(self) -> None:
         for proc in self.workers:
-            _stop(proc)
+            # a process worker takes its full grace to act on SIGTERM (it waits out its poll
+            # loop), 10 s of a test run's wall time for nothing: its runs have ended by now
+            _stop(proc, grace=2.0)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.server_pid, signal.SIGTERM)
         deadline = time.monotonic() + 15
