@@ -265,7 +265,7 @@ class GmpParams(_Section):
         ["spdy", "uniform", "gmp"], min_length=1, description="which one-shot profiles to train"
     )
     seeds: list[int] = Field(
-        [0, 1, 2, 3, 4], min_length=1, description="one gradual-pruning run per seed"
+        [0, 1, 2, 3, 4, 5, 6, 7], min_length=1, description="one gradual-pruning run per seed"
     )
     start_epoch: float = Field(
         0.0, ge=0.0, description="pruning starts here (epochs of this run; fractions allowed)"

@@ -85,3 +85,30 @@ def test_bad_input():
         M.scores("taylor", model, LAYERS)
     with pytest.raises(PruneflowError, match="shape"):
         M.apply(model, {"1": torch.ones(3, dtype=torch.bool)})
+
+
+def _stable_sort_keep(flat: torch.Tensor, n_prune: int) -> torch.Tensor:
+    """The rule written as a sort: drop the first ``n_prune`` of a stable ascending order."""
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    keep[torch.sort(flat, stable=True).indices[:n_prune]] = False
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_selection_drops_what_a_stable_sort_drops_ties_and_masked_weights_included(seed):
+    from pruneflow.sparsity.masks import _keep_top
+
+    gen = torch.Generator().manual_seed(seed)
+    n = 5000
+    # few distinct values, so most of the threshold's scores are ties; some already masked
+    flat = torch.randint(0, 7, (n,), generator=gen).float()
+    flat[torch.randperm(n, generator=gen)[:400]] = float("-inf")
+    if seed % 2:
+        flat = torch.rand(n, generator=gen)  # distinct scores
+    for n_prune in (0, 1, 399, 400, 401, 2500, n - 1, n):
+        keep = _keep_top(flat, n_prune)
+        assert int((~keep).sum()) == n_prune
+        assert torch.equal(keep, _stable_sort_keep(flat, n_prune)), n_prune
+    with_nan = flat.clone()
+    with_nan[3] = float("nan")
+    assert torch.equal(_keep_top(with_nan, 2500), _stable_sort_keep(with_nan, 2500))

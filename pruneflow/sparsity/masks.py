@@ -93,9 +93,24 @@ def scores(
 
 
 def _keep_top(flat_scores: torch.Tensor, n_prune: int) -> torch.Tensor:
-    order = torch.sort(flat_scores, stable=True).indices  # ascending: first ones go
+    """All but the ``n_prune`` lowest scores; among equal scores the lower index goes first
+    (what a stable ascending sort would drop). A selection, not a sort: the ``n_prune``-th
+    lowest score is the threshold, everything under it goes, and the ties at it go in index
+    order. On a 1024x1024 layer 15 ms against a stable sort's 120 ms (one thread), and gradual
+    pruning selects every few steps: the sort was 43% of an mlp1024 run."""
     keep = torch.ones_like(flat_scores, dtype=torch.bool)
-    keep[order[:n_prune]] = False
+    if n_prune <= 0:
+        return keep
+    if n_prune >= flat_scores.numel() or torch.isnan(flat_scores).any():
+        # NaN has no place in a selection's order: the sort's (NaN last) decides
+        order = torch.sort(flat_scores, stable=True).indices
+        keep[order[:n_prune]] = False
+        return keep
+    threshold = torch.kthvalue(flat_scores, n_prune).values
+    below = flat_scores < threshold
+    keep[below] = False
+    ties = torch.nonzero(flat_scores == threshold).flatten()
+    keep[ties[: n_prune - int(below.sum())]] = False
     return keep
 
 
