@@ -419,8 +419,8 @@ def spdy_section(params: Params, figures: Path) -> Section:
 
 
 SPEEDUP_TOLERANCE = 0.95  # a plan "meets" its target when measured >= this x target
-# two profiles of one target are at equal measured speedup when their mean measured speedups
-# differ by less than this fraction (the same 5% as SPEEDUP_TOLERANCE)
+# two models are at equal measured speedup when their measured speedups differ by at most
+# this fraction (the same 5% as SPEEDUP_TOLERANCE)
 EQUAL_SPEED_TOLERANCE = 1.0 - SPEEDUP_TOLERANCE
 
 
@@ -429,7 +429,8 @@ def _at_equal_speed(result: str, speed_ratio: float) -> str:
     measured speedup over the baseline's at the target. SPDY ahead while it measures slower
     than the baseline by more than the tolerance, or behind while it measures faster, may
     have traded speed for accuracy (the profiles were aimed at one target, but the pruned
-    models' speeds can part, e.g. one-shot masks against gradually pruned ones): inconclusive."""
+    models' speeds can part: the timing table's error, which the search's DP selects for, and
+    the masks' structure, which a table timed on random masks does not see): inconclusive."""
     if result == REPRODUCED and speed_ratio < 1.0 - EQUAL_SPEED_TOLERANCE:
         return INCONCLUSIVE
     if result == NOT_REPRODUCED and speed_ratio > 1.0 / (1.0 - EQUAL_SPEED_TOLERANCE):
