@@ -703,7 +703,8 @@ def test_a_baseline_that_measured_faster_is_read_at_spdys_speed_on_its_own_curve
         ],
         columns=list(RESULTS_COLUMNS),
     )  # fmt: skip
-    read = _baseline_at_spdy_speed(runs, "uniform", 4.0)
+    read, moved = _baseline_at_spdy_speed(runs, "uniform", 4.0)
+    assert moved == 4
     # at SPDY's 4.0x uniform sits between its 3x (3.0x, 96%) and 4x (4.4x, 95%) runs
     expected = 0.96 - 0.01 * np.log(4.0 / 3.0) / np.log(4.4 / 3.0)
     assert np.allclose(read["measured_speedup"], 4.0)
@@ -717,5 +718,6 @@ def test_a_baseline_that_measured_faster_is_read_at_spdys_speed_on_its_own_curve
     # SPDY beyond the baseline's fastest run: nothing to read it off, the 5% rule decides
     beyond = runs.copy()
     beyond.loc[beyond["profile"] == "spdy", "measured_speedup"] *= 1.2
-    read = _baseline_at_spdy_speed(beyond, "uniform", 4.0)
+    read, moved = _baseline_at_spdy_speed(beyond, "uniform", 4.0)
+    assert moved == 0
     assert np.allclose(read["acc"] - 0.0005 * (read["seed"] - 1.5), 0.95)

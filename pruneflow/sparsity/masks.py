@@ -101,7 +101,9 @@ def _keep_top(flat_scores: torch.Tensor, n_prune: int) -> torch.Tensor:
     keep = torch.ones_like(flat_scores, dtype=torch.bool)
     if n_prune <= 0:
         return keep
-    if n_prune >= flat_scores.numel() or torch.isnan(flat_scores).any():
+    if n_prune >= flat_scores.numel():
+        return torch.zeros_like(keep)
+    if torch.isnan(flat_scores).any():
         # NaN has no place in a selection's order: the sort's (NaN last) decides
         order = torch.sort(flat_scores, stable=True).indices
         keep[order[:n_prune]] = False
